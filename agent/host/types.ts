@@ -1,0 +1,43 @@
+// The seams of the agent: the reconcile loop drives these; each has one implementation module
+// (or one per provider) and is tested on its own.
+import type { DesiredState, HostCheckResult, HostCheckTarget, PeerLocation, TunnelReport } from "../protocol";
+
+/** Makes strongSwan (charon, over VICI) carry exactly the desired tunnels. */
+export interface IpsecDriver {
+  /** Loads/unloads connections and PSKs so charon matches `peers`; initiates where this side initiates. Idempotent. */
+  apply(peers: PeerLocation[], self: { hostId: string; publicAddress?: string; privateAddress?: string }): Promise<void>;
+  /** Current tunnel state per peer location, kept up to date from charon's events. */
+  tunnels(): TunnelReport[];
+  /** Called whenever a tunnel changes state (so the agent can report at once). */
+  onChange(listener: () => void): void;
+  close(): Promise<void>;
+}
+
+/** Points remote CIDRs at this host in whatever plays the route table (cloud, kernel, file, lab). */
+export interface RouteProvider {
+  readonly name: "aws" | "gcp" | "kernel" | "file" | "none" | "lab";
+  /**
+   * Make every CIDR in `cidrs` point at this host. Called only with a fresh state response.
+   * `previous` are the CIDRs this host pointed at before; with removeRoutes on, the provider removes
+   * those no longer desired (and only routes that point at this host).
+   */
+  apply(cidrs: string[], opts: { previous: string[]; removeRoutes: boolean }): Promise<void>;
+  /** CIDRs currently pointing at this host, as far as the provider knows. */
+  applied(): string[];
+}
+
+/** The agent's own firewall chain: UDP 500/4500 and TCP 9790 only from `allow`. */
+export interface Firewall {
+  apply(allow: string[]): Promise<void>;
+  /** Removes every rule it added, and nothing else. */
+  remove(): Promise<void>;
+}
+
+/** Authenticated reachability probes (TCP 9790) to the targets the state service names. */
+export interface HostChecker {
+  setTargets(targets: HostCheckTarget[], key: string, timing: DesiredState["timing"]): void;
+  results(): HostCheckResult[];
+  /** Called when a target flips between reachable and unreachable (urgent report). */
+  onChange(listener: () => void): void;
+  close(): Promise<void>;
+}

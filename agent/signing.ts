@@ -1,0 +1,127 @@
+// Request and response signatures between agents and the state service.
+// HMAC-SHA256 over method, path, timestamp, nonce and body hash, keyed with the host secret.
+import { createHash, createHmac, randomBytes, timingSafeEqual } from "node:crypto";
+
+export const HEADERS = {
+  host: "x-sitelink-host",
+  timestamp: "x-sitelink-timestamp",
+  nonce: "x-sitelink-nonce",
+  signature: "x-sitelink-signature",
+} as const;
+
+/** How far a request's timestamp may be from the service clock; nonces are remembered this long. */
+export const REPLAY_WINDOW_MS = 30_000;
+
+const NONCE_PATTERN = /^[0-9a-f]{32}$/;
+const SIGNATURE_PATTERN = /^[0-9a-f]{64}$/;
+
+/** The host's secret: HMAC(masterKey, hostId), base64url. The topology document never carries it. */
+export function deriveHostSecret(masterKey: Buffer, hostId: string): string {
+  return createHmac("sha256", masterKey).update(hostId).digest("base64url");
+}
+
+/** A link-wide key derived from the master key for a named purpose (e.g. the host-check key). */
+export function deriveKey(masterKey: Buffer, purpose: string): string {
+  return createHmac("sha256", masterKey).update(`sitelink:${purpose}`).digest("base64url");
+}
+
+export function sha256Hex(data: string | Buffer): string {
+  return createHash("sha256").update(data).digest("hex");
+}
+
+function mac(secret: string, parts: string[]): string {
+  return createHmac("sha256", secret).update(parts.join("\n")).digest("hex");
+}
+
+function sameHex(a: string, b: string): boolean {
+  return a.length === b.length && timingSafeEqual(Buffer.from(a, "hex"), Buffer.from(b, "hex"));
+}
+
+export interface SignedHeaders {
+  [HEADERS.host]: string;
+  [HEADERS.timestamp]: string;
+  [HEADERS.nonce]: string;
+  [HEADERS.signature]: string;
+}
+
+/** Headers that sign a request. */
+export function signRequest(
+  secret: string,
+  req: { hostId: string; method: string; path: string; body: string | Buffer },
+  now: number = Date.now(),
+  nonce: string = randomBytes(16).toString("hex"),
+): SignedHeaders {
+  const timestamp = String(now);
+  return {
+    [HEADERS.host]: req.hostId,
+    [HEADERS.timestamp]: timestamp,
+    [HEADERS.nonce]: nonce,
+    [HEADERS.signature]: mac(secret, [req.method.toUpperCase(), req.path, timestamp, nonce, sha256Hex(req.body)]),
+  };
+}
+
+export type VerifyFailure = "missing-headers" | "bad-signature" | "stale-timestamp" | "replayed-nonce";
+
+/** Remembers nonces for the replay window; `seen` answers true for a nonce used before. */
+export class NonceCache {
+  private readonly nonces = new Map<string, number>();
+  constructor(private readonly windowMs: number = REPLAY_WINDOW_MS) {}
+
+  /** Records the nonce; returns false when it was already used within the window. */
+  remember(nonce: string, now: number): boolean {
+    this.prune(now);
+    if (this.nonces.has(nonce)) return false;
+    this.nonces.set(nonce, now);
+    return true;
+  }
+
+  get size(): number {
+    return this.nonces.size;
+  }
+
+  private prune(now: number) {
+    // Map iterates in insertion order, which is time order: stop at the first fresh entry.
+    for (const [nonce, at] of this.nonces) {
+      if (now - at <= 2 * this.windowMs) break;
+      this.nonces.delete(nonce);
+    }
+  }
+}
+
+/**
+ * Checks a signed request. `headers` are the lower-case request headers. The nonce is recorded only
+ * when everything else is valid, so a forged request cannot burn a legitimate nonce.
+ */
+export function verifyRequest(
+  secret: string,
+  req: { method: string; path: string; body: string | Buffer; headers: Record<string, string | string[] | undefined> },
+  nonces: NonceCache,
+  now: number = Date.now(),
+  windowMs: number = REPLAY_WINDOW_MS,
+): { ok: true } | { ok: false; reason: VerifyFailure } {
+  const timestamp = single(req.headers[HEADERS.timestamp]);
+  const nonce = single(req.headers[HEADERS.nonce]);
+  const signature = single(req.headers[HEADERS.signature]);
+  if (!timestamp || !/^\d{1,15}$/.test(timestamp) || !nonce || !NONCE_PATTERN.test(nonce) || !signature || !SIGNATURE_PATTERN.test(signature)) {
+    return { ok: false, reason: "missing-headers" };
+  }
+  const expected = mac(secret, [req.method.toUpperCase(), req.path, timestamp, nonce, sha256Hex(req.body)]);
+  if (!sameHex(expected, signature)) return { ok: false, reason: "bad-signature" };
+  if (Math.abs(now - Number(timestamp)) > windowMs) return { ok: false, reason: "stale-timestamp" };
+  if (!nonces.remember(nonce, now)) return { ok: false, reason: "replayed-nonce" };
+  return { ok: true };
+}
+
+/** Signature of a response, bound to the request's nonce so an old answer cannot be replayed. */
+export function signResponse(secret: string, requestNonce: string, status: number, body: string | Buffer): string {
+  return mac(secret, ["response", requestNonce, String(status), sha256Hex(body)]);
+}
+
+export function verifyResponse(secret: string, requestNonce: string, status: number, body: string | Buffer, signature: string | undefined): boolean {
+  if (!signature || !SIGNATURE_PATTERN.test(signature)) return false;
+  return sameHex(signResponse(secret, requestNonce, status, body), signature);
+}
+
+function single(value: string | string[] | undefined): string | undefined {
+  return Array.isArray(value) ? undefined : value;
+}

@@ -1,0 +1,12 @@
+import { defineConfig } from "vitest/config";
+
+export default defineConfig({
+  test: {
+    include: ["lib/**/*.test.ts", "agent/**/*.test.ts", "test/**/*.test.ts", "examples/**/*.test.ts"],
+    // The Pulumi runtime keeps its state on `global`: one process per file.
+    pool: "forks",
+    isolate: true,
+    testTimeout: 30_000,
+    hookTimeout: 60_000,
+  },
+});
