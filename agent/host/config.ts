@@ -1,0 +1,71 @@
+// The agent's configuration file (/etc/sitelink/agent.json, mode 0600). Written by the CLI
+// (`sitelink add-uri`, `set-provider`, …) and by the cloud bootstrap the Pulumi components render.
+import { z } from "zod";
+import { isAddress } from "../../lib/net";
+
+export const DEFAULT_CONFIG_PATH = "/etc/sitelink/agent.json";
+export const DEFAULT_VICI_SOCKET = "/var/run/charon.vici";
+export const HOST_CHECK_PORT = 9790;
+
+export const ROUTE_PROVIDERS = ["aws", "gcp", "kernel", "file", "none", "lab"] as const;
+export type RouteProviderName = (typeof ROUTE_PROVIDERS)[number];
+
+/** Where a host URI is kept outside the config file (it carries the host secret). */
+export const uriSourceSchema = z.discriminatedUnion("kind", [
+  z.strictObject({
+    kind: z.literal("aws-ssm"),
+    /** SecureString parameter holding the whole host URI; readable only by this host's role. */
+    parameter: z.string().min(1),
+    region: z.string().min(1).optional(),
+  }),
+  z.strictObject({
+    kind: z.literal("gcp-secret-manager"),
+    /** projects/P/secrets/S/versions/V, readable only by this host's service account. */
+    name: z.string().regex(/^projects\/[^/]+\/secrets\/[^/]+\/versions\/[^/]+$/, "must be projects/P/secrets/S/versions/V"),
+  }),
+]);
+
+export const agentConfigSchema = z.strictObject({
+  /** Host URIs added with `sitelink add-uri` (secrets inside: the file is 0600). */
+  uris: z.array(z.string()).default([]),
+  /** Host URIs kept in the cloud's secret store, read at start. */
+  uriSources: z.array(uriSourceSchema).default([]),
+  provider: z.enum(ROUTE_PROVIDERS).default("none"),
+  aws: z
+    .strictObject({
+      /** Route tables of this host's location; the only ones the agent ever changes. */
+      routeTableIds: z.array(z.string().regex(/^rtb-[0-9a-f]+$/, "must be a route table id (rtb-…)")).min(1),
+      region: z.string().min(1).optional(),
+    })
+    .optional(),
+  gcp: z
+    .strictObject({
+      /** Network self-link or name the routes belong to. */
+      network: z.string().min(1),
+      project: z.string().min(1).optional(),
+      /** Route priority (lower wins); the agent's routes use it. */
+      priority: z.int().min(0).max(65535).default(900),
+    })
+    .optional(),
+  file: z.strictObject({ path: z.string().min(1) }).optional(),
+  kernel: z.strictObject({ device: z.string().min(1).optional(), via: z.string().refine(isAddress).optional() }).optional(),
+  lab: z.strictObject({ namespace: z.string().min(1), via: z.string().refine(isAddress, "must be an address") }).optional(),
+  /** Manage the agent's own iptables/ip6tables chain (`firewall-on`). */
+  firewall: z.boolean().default(false),
+  /** Delete routes this host created once they are no longer desired (`remove-routes-on`). */
+  removeRoutes: z.boolean().default(false),
+  /** Serve and run host checks (`host-check-off` disables both). */
+  hostCheck: z.boolean().default(true),
+  hostCheckPort: z.int().min(1).max(65535).default(HOST_CHECK_PORT),
+  /** MTU of the tunnel (`set-mtu`); unset keeps strongSwan's. */
+  mtu: z.int().min(576).max(9000).optional(),
+  /** Override address detection (NAT, several interfaces). */
+  publicAddress: z.string().refine(isAddress, "must be an address").optional(),
+  privateAddress: z.string().refine(isAddress, "must be an address").optional(),
+  viciSocket: z.string().min(1).default(DEFAULT_VICI_SOCKET),
+  logLevel: z.enum(["debug", "info", "warn", "error"]).default("info"),
+});
+
+export type AgentConfig = z.output<typeof agentConfigSchema>;
+export type AgentConfigInput = z.input<typeof agentConfigSchema>;
+export type UriSource = z.output<typeof uriSourceSchema>;
