@@ -57,7 +57,7 @@ export const LIMITS = {
 } as const;
 
 const NAME_PATTERN = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
-const HOST_ID_PATTERN = /^[a-z0-9][a-z0-9._-]{0,127}$/;
+export const HOST_ID_PATTERN = /^[a-z0-9][a-z0-9._-]{0,127}$/;
 
 const name = (what: string) =>
   z.string().regex(NAME_PATTERN, `${what} must be 1-63 lowercase letters, digits or '-', not starting or ending with '-'`);

@@ -1,0 +1,38 @@
+// IAM documents and image choice: pure functions, checked for other partitions and Graviton types.
+import { describe, expect, it } from "vitest";
+import { hostPolicy, routeTableArn, statePolicy } from "./aws-iam";
+import { architectureOf } from "./aws-lookup";
+
+const govcloud = { partition: "aws-us-gov", region: "us-gov-west-1", accountId: "111122223333" };
+
+describe("IAM documents", () => {
+  it("scope route changes to the location's route tables in the account's own partition", () => {
+    expect(routeTableArn(govcloud, "rtb-0123456789abcdef0")).toBe("arn:aws-us-gov:ec2:us-gov-west-1:111122223333:route-table/rtb-0123456789abcdef0");
+    const policy = hostPolicy(govcloud, ["rtb-01234567"], "arn:aws-us-gov:ssm:us-gov-west-1:111122223333:parameter/sitelink/x");
+    expect(policy.Statement[0]).toEqual({
+      Sid: "OwnRouteTables",
+      Effect: "Allow",
+      Action: ["ec2:CreateRoute", "ec2:ReplaceRoute", "ec2:DeleteRoute"],
+      Resource: ["arn:aws-us-gov:ec2:us-gov-west-1:111122223333:route-table/rtb-01234567"],
+    });
+    expect(policy.Statement[3]).toMatchObject({
+      Resource: "arn:aws-us-gov:kms:us-gov-west-1:111122223333:key/*",
+      Condition: { StringEquals: { "kms:ViaService": "ssm.us-gov-west-1.amazonaws.com" } },
+    });
+  });
+
+  it("lets the state service read only its own parameters", () => {
+    const arns = ["arn:aws:ssm:us-east-1:1:parameter/a", "arn:aws:ssm:us-east-1:1:parameter/b"];
+    const policy = statePolicy({ partition: "aws", region: "us-east-1", accountId: "1" }, arns);
+    expect(policy.Statement.map((s) => s.Action)).toEqual(["ssm:GetParameter", "kms:Decrypt"]);
+    expect(policy.Statement[0]!.Resource).toEqual(arns);
+    expect((policy.Statement[1]!.Condition as { StringEquals: Record<string, unknown> }).StringEquals["kms:EncryptionContext:PARAMETER_ARN"]).toEqual(arns);
+  });
+});
+
+describe("architectureOf", () => {
+  it("picks arm64 images for Graviton families only", () => {
+    const types = ["t3.small", "t4g.small", "c6gn.large", "m7gd.xlarge", "r8g.large", "g5.xlarge", "inf2.xlarge", "c7i.large"];
+    expect(types.map(architectureOf)).toEqual(["amd64", "arm64", "arm64", "arm64", "arm64", "amd64", "amd64", "amd64"]);
+  });
+});

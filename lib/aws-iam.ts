@@ -1,0 +1,62 @@
+// Pure renderers of the IAM documents of link hosts and the state service host: least privilege,
+// each identity reaches only its own route tables and its own parameters.
+
+export interface PolicyDocument {
+  Version: "2012-10-17";
+  Statement: Record<string, unknown>[];
+}
+
+export const EC2_ASSUME_ROLE_POLICY: PolicyDocument = {
+  Version: "2012-10-17",
+  Statement: [{ Effect: "Allow", Principal: { Service: "ec2.amazonaws.com" }, Action: "sts:AssumeRole" }],
+};
+
+export interface AwsAccount {
+  /** `aws`, `aws-cn`, `aws-us-gov`. */
+  partition: string;
+  region: string;
+  accountId: string;
+}
+
+/** The route calls the agent makes, allowed only on these route tables. */
+export const ROUTE_ACTIONS = ["ec2:CreateRoute", "ec2:ReplaceRoute", "ec2:DeleteRoute"] as const;
+/** What the agent reads (its own interface comes from instance metadata). Describe calls cannot be scoped to resources in IAM. */
+export const DESCRIBE_ACTIONS = ["ec2:DescribeRouteTables"] as const;
+
+export function routeTableArn(account: AwsAccount, routeTableId: string): string {
+  return `arn:${account.partition}:ec2:${account.region}:${account.accountId}:route-table/${routeTableId}`;
+}
+
+/** Read (and decrypt) exactly these parameters; the KMS grant holds only through SSM and for them. */
+export function parameterStatements(account: AwsAccount, parameterArns: string[], sid: string): Record<string, unknown>[] {
+  return [
+    { Sid: `${sid}Read`, Effect: "Allow", Action: "ssm:GetParameter", Resource: parameterArns },
+    {
+      Sid: `${sid}Decrypt`,
+      Effect: "Allow",
+      Action: "kms:Decrypt",
+      Resource: `arn:${account.partition}:kms:${account.region}:${account.accountId}:key/*`,
+      // Both keys must match; a list of values matches any of them.
+      Condition: {
+        StringEquals: { "kms:ViaService": `ssm.${account.region}.amazonaws.com`, "kms:EncryptionContext:PARAMETER_ARN": parameterArns },
+      },
+    },
+  ];
+}
+
+/** A link host: change routes of its own location's route tables, read its own host URI. */
+export function hostPolicy(account: AwsAccount, routeTableIds: string[], uriParameterArn: string): PolicyDocument {
+  return {
+    Version: "2012-10-17",
+    Statement: [
+      { Sid: "OwnRouteTables", Effect: "Allow", Action: [...ROUTE_ACTIONS], Resource: routeTableIds.map((id) => routeTableArn(account, id)) },
+      { Sid: "Describe", Effect: "Allow", Action: [...DESCRIBE_ACTIONS], Resource: "*" },
+      ...parameterStatements(account, [uriParameterArn], "OwnHostUri"),
+    ],
+  };
+}
+
+/** The state service host: read its own parameters (topology, TLS, master key), nothing else. */
+export function statePolicy(account: AwsAccount, parameterArns: string[]): PolicyDocument {
+  return { Version: "2012-10-17", Statement: parameterStatements(account, parameterArns, "StateFiles") };
+}

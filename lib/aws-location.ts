@@ -1,0 +1,272 @@
+// A location in an AWS VPC: link hosts (ENI + Elastic IP + instance), their firewall, identities and
+// secrets, and the route table entries that send remote routes into the link.
+import * as aws from "@pulumi/aws";
+import * as pulumi from "@pulumi/pulumi";
+import { EC2_ASSUME_ROLE_POLICY, hostPolicy, type AwsAccount } from "./aws-iam";
+import { cidrSlug, egressRule, hostCidr, ingressRule, LINK_PORTS } from "./aws-firewall";
+import { awsAccountOf, ubuntuAmi } from "./aws-lookup";
+import { renderAgentBootstrap } from "./bootstrap";
+import { initialActive, Location, type LinkContext, type LinkHost } from "./location";
+import { parseCidr } from "./net";
+import { hostId, hostSpecs, throwIfInvalid, validateAwsLocationArgs, type LocationSpec } from "./validate";
+
+export interface AwsHostArgs {
+  /** Host name, unique in the location (1-63 of a-z 0-9 -). */
+  name: string;
+  /**
+   * Higher wins the active role.
+   * @default 1
+   */
+  priority?: number;
+  /**
+   * Seconds without a heartbeat before the host counts as offline.
+   * @default 5
+   */
+  timeout?: number;
+  /**
+   * Seconds after going offline during which the host may not become active again.
+   * @default 10
+   */
+  backoff?: number;
+}
+
+export interface AwsLocationArgs {
+  /** The VPC of the location (vpc-…). */
+  vpcId: pulumi.Input<string>;
+  /** A public subnet of that VPC (a route to an internet gateway) for the link hosts (subnet-…). */
+  subnetId: pulumi.Input<string>;
+  /**
+   * Route tables that get an entry for every route of the connected locations (rtb-…); the only
+   * route tables the hosts may change.
+   */
+  routeTableIds: pulumi.Input<string>[];
+  /** CIDRs of this location reachable through the link. */
+  routes: string[];
+  /**
+   * The link hosts; more than one for failover.
+   * @default [{ name: "a" }]
+   */
+  hosts?: AwsHostArgs[];
+  /**
+   * Instance type of the hosts.
+   * @default "t3.small"
+   */
+  instanceType?: string;
+  /**
+   * Image of the hosts (must be Ubuntu 24.04 or compatible: the bootstrap uses apt and systemd).
+   * When absent the newest Ubuntu 24.04 LTS image is looked up once; later images do not replace running hosts.
+   * @default newest Canonical Ubuntu 24.04 LTS image
+   */
+  ami?: pulumi.Input<string>;
+  /**
+   * EC2 key pair for SSH (reachable only from the Link's `adminCidrs`).
+   * @default no key pair
+   */
+  keyName?: pulumi.Input<string>;
+}
+
+export const AWS_LOCATION_DEFAULTS = { instanceType: "t3.small" } as const;
+
+/** The resources of one link host. */
+export interface AwsHostResources {
+  host: LinkHost;
+  networkInterface: aws.ec2.NetworkInterface;
+  eip: aws.ec2.Eip;
+  role?: aws.iam.Role;
+  instance?: aws.ec2.Instance;
+  uriParameter?: aws.ssm.Parameter;
+}
+
+export class AwsLocation extends Location {
+  readonly spec: LocationSpec;
+  /** Filled when a Link takes this location. */
+  readonly hosts: AwsHostResources[] = [];
+  securityGroup?: aws.ec2.SecurityGroup;
+  /** The route table entries (remote CIDR → this location's first active host). */
+  readonly routeEntries: aws.ec2.Route[] = [];
+  readonly vpcId: pulumi.Input<string>;
+  readonly subnetId: pulumi.Input<string>;
+  private readonly args: AwsLocationArgs;
+
+  constructor(name: string, args: AwsLocationArgs, opts?: pulumi.ComponentResourceOptions) {
+    throwIfInvalid(`AwsLocation "${name}"`, validateAwsLocationArgs(name, args));
+    super("sitelink:index:AwsLocation", name, {}, opts);
+    this.args = args;
+    this.vpcId = args.vpcId;
+    this.subnetId = args.subnetId;
+    this.spec = { name, cloud: "aws", routes: [...args.routes], hosts: hostSpecs(args) };
+  }
+
+  /** The AWS provider this location's resources use (the state service placed here uses it too). */
+  get provider(): pulumi.ProviderResource | undefined {
+    return this.getProvider("aws:ec2/instance:Instance");
+  }
+
+  protected allocateHosts(link: string): LinkHost[] {
+    const name = this.spec.name;
+    const opts = { parent: this };
+    this.securityGroup = new aws.ec2.SecurityGroup(
+      `${name}-sg`,
+      {
+        vpcId: this.args.vpcId,
+        description: `sitelink link ${link}, location ${name}: link hosts`,
+        // Rules are separate resources (no inline rules, which would fight them); the provider
+        // removes AWS's default allow-all egress rule when it creates the group.
+        tags: { Name: `sitelink-${link}-${name}` },
+      },
+      opts,
+    );
+    for (const spec of this.spec.hosts) {
+      const id = hostId(link, name, spec.name);
+      // The host's network identity outlives its instance: routes point at the ENI, peers at the EIP.
+      const networkInterface = new aws.ec2.NetworkInterface(
+        `${name}-${spec.name}-eni`,
+        {
+          subnetId: this.args.subnetId,
+          securityGroups: [this.securityGroup.id],
+          // The host forwards traffic it neither sends nor receives for itself.
+          sourceDestCheck: false,
+          description: `sitelink host ${id}`,
+          tags: { Name: `sitelink-${id}` },
+        },
+        opts,
+      );
+      const eip = new aws.ec2.Eip(`${name}-${spec.name}-eip`, { domain: "vpc", networkInterface: networkInterface.id, tags: { Name: `sitelink-${id}` } }, opts);
+      this.hosts.push({
+        networkInterface,
+        eip,
+        host: { ...spec, id, location: name, publicAddress: eip.publicIp, privateAddress: networkInterface.privateIp },
+      });
+    }
+    return this.hosts.map((h) => h.host);
+  }
+
+  join(ctx: LinkContext): void {
+    const sg = this.securityGroup;
+    if (!sg) throw new Error(`location "${this.spec.name}" must be allocated before it joins`);
+    const account = awsAccountOf(this);
+    this.createFirewall(ctx, sg.id);
+    const instanceType = this.args.instanceType ?? AWS_LOCATION_DEFAULTS.instanceType;
+    const ami = this.args.ami ?? ubuntuAmi(this, instanceType);
+    const ipv6 = [...this.spec.routes, ...ctx.remoteRoutes].some((r) => parseCidr(r).family === 6);
+    for (const h of this.hosts) this.createHost(ctx, h, { account, instanceType, ami, ipv6 });
+    this.createRoutes(ctx);
+    this.registerOutputs({ securityGroupId: sg.id, hosts: this.hosts.map((h) => ({ id: h.host.id, instanceId: h.instance?.id })) });
+  }
+
+  private createFirewall(ctx: LinkContext, sgId: pulumi.Output<string>) {
+    const name = this.spec.name;
+    const opts = { parent: this };
+    for (const peer of ctx.peerHosts) {
+      for (const p of LINK_PORTS) {
+        ingressRule(`${name}-in-${p.label}-${peer.id}`, sgId, { protocol: p.protocol, port: p.port, cidr: hostCidr(peer.publicAddress), description: `${p.label} from link host ${peer.id}` }, opts);
+      }
+    }
+    for (const own of this.hosts) {
+      ingressRule(`${name}-in-check-${own.host.id}`, sgId, { protocol: "tcp", port: 9790, cidr: hostCidr(own.host.privateAddress), description: `host check from ${own.host.id}` }, opts);
+    }
+    // Site traffic on its way into the tunnels arrives from this location's own networks.
+    this.spec.routes.forEach((route) => {
+      ingressRule(`${name}-in-site-${cidrSlug(route)}`, sgId, { protocol: "all", cidr: route, description: `site traffic from ${route}` }, opts);
+      // …and decapsulated traffic from the peers leaves towards them.
+      egressRule(`${name}-out-site-${cidrSlug(route)}`, sgId, { protocol: "all", cidr: route, description: `site traffic to ${route}` }, opts);
+    });
+    ctx.adminCidrs.forEach((cidr) => {
+      ingressRule(`${name}-in-ssh-${cidrSlug(cidr)}`, sgId, { protocol: "tcp", port: 22, cidr, description: `SSH from admin network ${cidr}` }, opts);
+    });
+    // Egress: the host only initiates IKE and host checks to peers the state service names, and
+    // HTTPS/HTTP to AWS APIs and package mirrors; replies are admitted by the group's state tracking.
+    for (const p of LINK_PORTS) egressRule(`${name}-out-${p.label}`, sgId, { protocol: p.protocol, port: p.port, cidr: "0.0.0.0/0", description: `${p.label} to link hosts` }, opts);
+    egressRule(`${name}-out-https`, sgId, { protocol: "tcp", port: 443, cidr: "0.0.0.0/0", description: "AWS APIs, npm registry" }, opts);
+    egressRule(`${name}-out-http`, sgId, { protocol: "tcp", port: 80, cidr: "0.0.0.0/0", description: "Ubuntu package mirrors" }, opts);
+    if (ctx.stateService.port !== 443) {
+      egressRule(`${name}-out-state`, sgId, { protocol: "tcp", port: ctx.stateService.port, cidr: ctx.stateService.cidr, description: "sitelink state service" }, opts);
+    }
+  }
+
+  private createHost(
+    ctx: LinkContext,
+    h: AwsHostResources,
+    o: { account: pulumi.Output<AwsAccount>; instanceType: string; ami: pulumi.Input<string>; ipv6: boolean },
+  ) {
+    const name = `${this.spec.name}-${h.host.name}`;
+    const opts = { parent: this };
+    const parameterName = `/sitelink/${ctx.link}/${this.spec.name}/${h.host.name}/uri`;
+    h.uriParameter = new aws.ssm.Parameter(
+      `${name}-uri`,
+      { name: parameterName, type: "SecureString", value: ctx.hostUri(h.host.id), description: `sitelink host URI of ${h.host.id}` },
+      opts,
+    );
+    h.role = new aws.iam.Role(`${name}-role`, { assumeRolePolicy: JSON.stringify(EC2_ASSUME_ROLE_POLICY), description: `sitelink host ${h.host.id}` }, opts);
+    const routeTableIds = pulumi.all(this.args.routeTableIds);
+    const policy = new aws.iam.RolePolicy(
+      `${name}-policy`,
+      {
+        role: h.role.id,
+        policy: pulumi.all([o.account, routeTableIds, h.uriParameter.arn]).apply(([account, ids, arn]) => JSON.stringify(hostPolicy(account, ids, arn))),
+      },
+      opts,
+    );
+    const profile = new aws.iam.InstanceProfile(`${name}-profile`, { role: h.role.name }, opts);
+    const userData = pulumi
+      .all([o.account, routeTableIds, h.host.publicAddress, h.host.privateAddress])
+      .apply(([account, ids, publicAddress, privateAddress]) =>
+        renderAgentBootstrap({
+          agentPackage: ctx.agentPackage,
+          ipv6: o.ipv6,
+          config: {
+            uriSources: [{ kind: "aws-ssm", parameter: parameterName, region: account.region }],
+            provider: "aws",
+            aws: { routeTableIds: ids, region: account.region },
+            publicAddress,
+            privateAddress,
+          },
+        }),
+      );
+    h.instance = new aws.ec2.Instance(
+      name,
+      {
+        ami: o.ami,
+        instanceType: o.instanceType,
+        iamInstanceProfile: profile.name,
+        primaryNetworkInterface: { networkInterfaceId: h.networkInterface.id },
+        metadataOptions: { httpEndpoint: "enabled", httpTokens: "required", httpPutResponseHopLimit: 1 },
+        rootBlockDevice: { encrypted: true, volumeType: "gp3" },
+        keyName: this.args.keyName,
+        userData,
+        tags: { Name: `sitelink-${h.host.id}` },
+      },
+      {
+        ...opts,
+        // Its ENI can be attached to one instance only: the old one must go first (failover covers the gap).
+        deleteBeforeReplace: true,
+        // A newer Ubuntu image must not replace a running host; pass `ami` to choose when.
+        ignoreChanges: this.args.ami === undefined ? ["ami"] : [],
+        // First boot needs the internet (packages) through its Elastic IP, and the agent reads its
+        // URI at start: address, grant and parameter must all be in place.
+        dependsOn: [h.eip, policy, h.uriParameter],
+      },
+    );
+  }
+
+  private createRoutes(ctx: LinkContext) {
+    const target = initialActive(this.hosts.map((h) => ({ ...h.host, eni: h.networkInterface })));
+    this.args.routeTableIds.forEach((routeTableId, i) => {
+      for (const route of ctx.remoteRoutes) {
+        const ipv6 = parseCidr(route).family === 6;
+        this.routeEntries.push(
+          new aws.ec2.Route(
+            `${this.spec.name}-route-${i}-${cidrSlug(route)}`,
+            {
+              routeTableId,
+              ...(ipv6 ? { destinationIpv6CidrBlock: route } : { destinationCidrBlock: route }),
+              networkInterfaceId: target.eni.id,
+            },
+            // Pulumi owns that the route exists; the active host's agent owns where it points.
+            { parent: this, ignoreChanges: ["networkInterfaceId"] },
+          ),
+        );
+      }
+    });
+  }
+}

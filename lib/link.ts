@@ -1,0 +1,245 @@
+// The Link: a set of locations connected by self-healing IPsec tunnels, the state service that
+// decides their active hosts, and the topology document that describes it all.
+import * as pulumi from "@pulumi/pulumi";
+import { agentVersion } from "../agent/host/version";
+import { deriveHostSecret } from "../agent/signing";
+import { formatHostUri, normalizeFingerprint, type StateEndpoint } from "../agent/uri";
+import { AwsLocation } from "./aws-location";
+import { initialActive, type LinkHost, type Location } from "./location";
+import { connectedPairs, parseTopology, type Cipher, type Timing, type Topology } from "./topology";
+import { masterKeyBytes, StateService } from "./state-service";
+import { throwIfInvalid, validateLinkArgs } from "./validate";
+
+/** Runs the state service on a small instance in one of the link's AWS locations. */
+export interface OwnedStateServiceArgs {
+  /** Name of the AWS location (of this link) whose VPC and subnet the service uses. */
+  location: string;
+  /**
+   * @default "t3.micro"
+   */
+  instanceType?: string;
+  /**
+   * Port of the HTTPS API.
+   * @default 9443
+   */
+  port?: number;
+  /**
+   * Size in GiB of the EBS volume holding the state.
+   * @default 8
+   */
+  volumeSize?: number;
+  /**
+   * @default newest Canonical Ubuntu 24.04 LTS image
+   */
+  ami?: pulumi.Input<string>;
+}
+
+/** Uses a state service run elsewhere (`sitelink state serve`); the link's topology must be delivered to it. */
+export interface ExternalStateServiceArgs {
+  /** `https://host[:port]`. */
+  url: string;
+  /** SHA-256 fingerprint of its certificate (`sitelink state fingerprint`). */
+  fingerprint: pulumi.Input<string>;
+  /** Content of its master key file. Secret. */
+  masterKey: pulumi.Input<string>;
+}
+
+export interface LinkArgs {
+  /** The locations (at least two); each belongs to one link. */
+  locations: Location[];
+  /** Where the state service runs. */
+  stateService: OwnedStateServiceArgs | ExternalStateServiceArgs;
+  /**
+   * Location pairs that get a tunnel.
+   * @default every pair (full mesh)
+   */
+  connections?: [string, string][];
+  /**
+   * IKE and ESP proposals (strongSwan syntax); `force` offers only these.
+   * @default { ike: "aes128-sha256-x25519", esp: "aes128gcm128-x25519", force: false }
+   */
+  cipher?: Partial<Cipher>;
+  /**
+   * Heartbeat and host-check timing, in seconds.
+   * @default { heartbeat: 1, probeInterval: 0.25, probeTimeout: 0.4, crashConfirm: 1.2 }
+   */
+  timing?: Partial<Timing>;
+  /**
+   * npm spec or tarball URL of the sitelink package the hosts install.
+   * @default "sitelink@<this library's version>"
+   */
+  agentPackage?: string;
+  /**
+   * Networks admitted to SSH on every host and to the state service port.
+   * @default []
+   */
+  adminCidrs?: string[];
+}
+
+/** A host of the link as deployed. */
+export interface LinkHostStatus {
+  id: string;
+  location: string;
+  name: string;
+  priority: number;
+  publicAddress: string;
+  privateAddress: string;
+  /** The role at creation: the highest-priority host of each location starts active. */
+  role: "active" | "standby";
+}
+
+/** The npm spec of this library's own version. */
+export function defaultAgentPackage(): string {
+  return `sitelink@${agentVersion()}`;
+}
+
+/** How the link's hosts reach their state service. */
+interface StateAccess {
+  endpoint: pulumi.Output<StateEndpoint>;
+  /** Egress destination of the hosts: a /32, or anywhere when only its name is known. */
+  cidr: pulumi.Output<string>;
+  port: number;
+  url: pulumi.Output<string>;
+  fingerprint: pulumi.Output<string>;
+  /** Secret. */
+  masterKey: pulumi.Output<string>;
+}
+
+export class Link extends pulumi.ComponentResource {
+  readonly hosts: pulumi.Output<LinkHostStatus[]>;
+  /** `https://…` of the state service. */
+  readonly stateUrl: pulumi.Output<string>;
+  /** SHA-256 fingerprint of the state service certificate. */
+  readonly fingerprint: pulumi.Output<string>;
+  /** The topology document (JSON, no secrets); deliver it yourself to an external state service. */
+  readonly topology: pulumi.Output<string>;
+  /** Present when the link runs its own state service. */
+  readonly stateService?: StateService;
+
+  constructor(name: string, args: LinkArgs, opts?: pulumi.ComponentResourceOptions) {
+    throwIfInvalid(`Link "${name}"`, validateLinkArgs(name, args));
+    super("sitelink:index:Link", name, {}, opts);
+    const agentPackage = args.agentPackage ?? defaultAgentPackage();
+    const adminCidrs = args.adminCidrs ?? [];
+    const hostsByLocation = new Map(args.locations.map((l) => [l.spec.name, l.allocate(name)]));
+    const allHosts = [...hostsByLocation.values()].flat();
+    this.topology = renderTopology(name, args, hostsByLocation);
+
+    const { state, service } = this.stateAccess(name, args, allHosts, agentPackage, adminCidrs);
+    this.stateService = service;
+    this.stateUrl = state.url;
+    this.fingerprint = state.fingerprint;
+    const hostUri = (id: string) =>
+      pulumi.secret(
+        pulumi.all([state.masterKey, state.endpoint, state.fingerprint]).apply(([key, ep, fp]) =>
+          formatHostUri({ hostId: id, secret: deriveHostSecret(masterKeyBytes(key), id), endpoints: [ep], fingerprints: [fp] }),
+        ),
+      );
+    const pairs = connectedPairs(topologyDocument(name, args, hostsByLocation).links[0]!);
+    for (const location of args.locations) {
+      const peers = pairs.flatMap(([a, b]) => (a === location.spec.name ? [b] : b === location.spec.name ? [a] : []));
+      location.join({
+        link: name,
+        peerHosts: peers.flatMap((p) => hostsByLocation.get(p) ?? []),
+        remoteRoutes: peers.flatMap((p) => args.locations.find((l) => l.spec.name === p)?.spec.routes ?? []),
+        hostUri,
+        stateService: { cidr: state.cidr, port: state.port },
+        agentPackage,
+        adminCidrs,
+      });
+    }
+
+    this.hosts = pulumi.all(allHosts.map((h) => pulumi.all([h.publicAddress, h.privateAddress]))).apply((addresses) =>
+      allHosts.map((h, i): LinkHostStatus => {
+        const active = initialActive(hostsByLocation.get(h.location) ?? [h]);
+        return {
+          id: h.id,
+          location: h.location,
+          name: h.name,
+          priority: h.priority,
+          publicAddress: addresses[i]![0],
+          privateAddress: addresses[i]![1],
+          role: active.id === h.id ? "active" : "standby",
+        };
+      }),
+    );
+    this.registerOutputs({ hosts: this.hosts, stateUrl: this.stateUrl, fingerprint: this.fingerprint, topology: this.topology });
+  }
+
+  /** The link's own state service (when it runs one), and how hosts reach whichever it uses. */
+  private stateAccess(name: string, args: LinkArgs, hosts: LinkHost[], agentPackage: string, adminCidrs: string[]): { state: StateAccess; service?: StateService } {
+    const settings = args.stateService;
+    if ("location" in settings) {
+      const location = args.locations.find((l) => l.spec.name === settings.location);
+      // validateLinkArgs has made sure of it; this narrows the type.
+      if (!(location instanceof AwsLocation)) throw new Error(`stateService.location: "${settings.location}" is not an AWS location`);
+      const service = new StateService(
+        `${name}-state`,
+        { ...settings, link: name, location, hosts, topology: this.topology, agentPackage, adminCidrs },
+        { parent: this, provider: location.provider },
+      );
+      return {
+        service,
+        state: {
+          endpoint: service.address.apply((host) => ({ host, port: service.port })),
+          cidr: service.address.apply((a) => `${a}/32`),
+          port: service.port,
+          url: service.url,
+          fingerprint: service.fingerprint,
+          masterKey: service.masterKey,
+        },
+      };
+    }
+    const url = new URL(settings.url);
+    const port = url.port ? Number(url.port) : 443;
+    return {
+      state: {
+        endpoint: pulumi.output({ host: url.hostname.replace(/^\[(.*)\]$/, "$1"), port }),
+        cidr: pulumi.output("0.0.0.0/0"),
+        port,
+        url: pulumi.output(settings.url),
+        fingerprint: pulumi.output(settings.fingerprint).apply(normalizeFingerprint),
+        masterKey: pulumi.secret(settings.masterKey),
+      },
+    };
+  }
+}
+
+/** The topology document of the link; host addresses once known. Validated, defaults filled in. */
+function topologyDocument(name: string, args: LinkArgs, hostsByLocation: Map<string, LinkHost[]>, addresses?: Map<string, [string, string]>): Topology {
+  return parseTopology({
+    version: 1,
+    links: [
+      {
+        name,
+        locations: args.locations.map((l) => ({
+          name: l.spec.name,
+          routes: l.spec.routes,
+          hosts: (hostsByLocation.get(l.spec.name) ?? []).map((h) => {
+            const address = addresses?.get(h.id);
+            return {
+              id: h.id,
+              name: h.name,
+              priority: h.priority,
+              timeout: h.timeout,
+              backoff: h.backoff,
+              ...(address ? { publicAddress: address[0], privateAddress: address[1] } : {}),
+            };
+          }),
+        })),
+        ...(args.connections ? { connections: args.connections } : {}),
+        ...(args.cipher ? { cipher: args.cipher } : {}),
+        ...(args.timing ? { timing: args.timing } : {}),
+      },
+    ],
+  });
+}
+
+/** The document as JSON, once every host address is known. */
+function renderTopology(name: string, args: LinkArgs, hostsByLocation: Map<string, LinkHost[]>): pulumi.Output<string> {
+  const hosts = [...hostsByLocation.values()].flat();
+  return pulumi.all(hosts.map((h) => pulumi.all([h.publicAddress, h.privateAddress]))).apply((addresses) => {
+    const byId = new Map(hosts.map((h, i): [string, [string, string]] => [h.id, addresses[i]!]));
+    return JSON.stringify(topologyDocument(name, args, hostsByLocation, byId), null, 2);
+  });
+}

@@ -1,0 +1,70 @@
+// The cloud-agnostic side of a location: what a Link needs from it and hands to it.
+// AwsLocation implements it; GcpLocation and SshLocation will too.
+import * as pulumi from "@pulumi/pulumi";
+import type { LocationLike, LocationSpec } from "./validate";
+
+/** A link host once its location has allocated its addresses. */
+export interface LinkHost {
+  /** `link.location.host`: the host's identity on the wire and in its secret. */
+  id: string;
+  name: string;
+  location: string;
+  priority: number;
+  timeout: number;
+  backoff: number;
+  /** Where peers reach it (IKE, host checks). */
+  publicAddress: pulumi.Output<string>;
+  /** Where hosts of its own location reach it (host checks). */
+  privateAddress: pulumi.Output<string>;
+}
+
+/** What a Link hands a location when it joins: everything that depends on the other locations. */
+export interface LinkContext {
+  link: string;
+  /** Hosts of the locations connected to this one: the only sources of IKE and host checks. */
+  peerHosts: LinkHost[];
+  /** Routes of the connected locations: each gets a route entry pointing at this location's host. */
+  remoteRoutes: string[];
+  /** The host URI of a host of this location (a secret Output). */
+  hostUri(hostId: string): pulumi.Output<string>;
+  /** Where the state service listens: CIDR to allow egress to (a /32, or 0.0.0.0/0 when only its name is known) and port. */
+  stateService: { cidr: pulumi.Output<string>; port: number };
+  /** npm spec or tarball URL of the sitelink package the hosts install. */
+  agentPackage: string;
+  /** Sources admitted to SSH on the hosts. */
+  adminCidrs: string[];
+}
+
+/** A network of a link. Created by the user, validated on construction, built out when a Link takes it. */
+export abstract class Location extends pulumi.ComponentResource implements LocationLike {
+  abstract readonly spec: LocationSpec;
+  private joined?: string;
+
+  /** The link this location belongs to, once a Link took it. */
+  get linkName(): string | undefined {
+    return this.joined;
+  }
+
+  /**
+   * Phase 1, run by the Link for every location before any joins: creates what gives the hosts
+   * their addresses, which the other locations, the state service and the topology need.
+   */
+  allocate(link: string): LinkHost[] {
+    if (this.joined !== undefined) throw new Error(`location "${this.spec.name}" already belongs to link "${this.joined}"`);
+    this.joined = link;
+    return this.allocateHosts(link);
+  }
+
+  protected abstract allocateHosts(link: string): LinkHost[];
+
+  /** Phase 2: firewall, identities, secrets, hosts and routes. */
+  abstract join(ctx: LinkContext): void;
+}
+
+/** The host that starts active: highest priority, then the lowest id (the state service's order). */
+export function initialActive<T extends { id: string; priority: number }>(hosts: readonly T[]): T {
+  const sorted = [...hosts].sort((a, b) => b.priority - a.priority || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  const first = sorted[0];
+  if (!first) throw new Error("a location needs at least one host");
+  return first;
+}

@@ -1,0 +1,201 @@
+// The state service of a link, run on a small instance of one of its AWS locations (never on a
+// link host). Keys and certificate are made here; they reach the instance only through Parameter
+// Store, readable by its role alone. The topology is delivered the same way, so a new document never
+// replaces the instance, and the state lives on its own EBS volume, which outlives the instance.
+import * as aws from "@pulumi/aws";
+import * as pulumi from "@pulumi/pulumi";
+import * as random from "@pulumi/random";
+import * as tls from "@pulumi/tls";
+import { sha256Hex } from "../agent/signing";
+import { DEFAULT_STATE_PORT } from "../agent/uri";
+import { cidrSlug, egressRule, hostCidr, ingressRule } from "./aws-firewall";
+import { EC2_ASSUME_ROLE_POLICY, statePolicy } from "./aws-iam";
+import { awsAccountOf, ubuntuAmi } from "./aws-lookup";
+import type { AwsLocation } from "./aws-location";
+import { renderStateBootstrap } from "./bootstrap";
+import type { LinkHost } from "./location";
+
+export interface StateServiceArgs {
+  /** The link the service serves. */
+  link: string;
+  /** The AWS location whose VPC, subnet and provider the service uses. */
+  location: AwsLocation;
+  /** The link hosts: the only sources admitted to the service port (with `adminCidrs`). */
+  hosts: LinkHost[];
+  /** The topology document (JSON), delivered through Parameter Store. */
+  topology: pulumi.Input<string>;
+  /** npm spec or tarball URL of the sitelink package. */
+  agentPackage: string;
+  /**
+   * Admitted to the service port and SSH.
+   * @default []
+   */
+  adminCidrs?: string[];
+  /**
+   * @default "t3.micro"
+   */
+  instanceType?: string;
+  /**
+   * Port of the HTTPS API.
+   * @default 9443
+   */
+  port?: number;
+  /**
+   * Size of the state volume in GiB.
+   * @default 8
+   */
+  volumeSize?: number;
+  /**
+   * Image of the instance.
+   * @default newest Canonical Ubuntu 24.04 LTS image (looked up once; later images do not replace the instance)
+   */
+  ami?: pulumi.Input<string>;
+}
+
+export const STATE_SERVICE_DEFAULTS = {
+  instanceType: "t3.micro",
+  port: DEFAULT_STATE_PORT,
+  volumeSize: 8,
+  /** Agents pin the certificate by fingerprint, so its expiry protects nothing; ten years. */
+  certificateValidityHours: 24 * 365 * 10,
+} as const;
+
+/** SHA-256 of the certificate's DER, lower-case hex: what agents pin (`fp=` of the host URI). */
+export function certificateFingerprint(pem: string): string {
+  const match = /-----BEGIN CERTIFICATE-----([\s\S]+?)-----END CERTIFICATE-----/.exec(pem);
+  if (!match?.[1]) throw new Error("not a PEM certificate");
+  return sha256Hex(Buffer.from(match[1].replace(/\s+/g, ""), "base64"));
+}
+
+/** The master key as the state service reads its key file (readMasterKey in agent/state/cli.ts): base64 of random bytes. */
+export function masterKeyBytes(fileText: string): Buffer {
+  return Buffer.from(fileText.trim(), "base64");
+}
+
+export class StateService extends pulumi.ComponentResource {
+  /** `https://EIP:port`. */
+  readonly url: pulumi.Output<string>;
+  /** The Elastic IP agents reach it at. */
+  readonly address: pulumi.Output<string>;
+  readonly port: number;
+  /** SHA-256 fingerprint of its certificate (lower-case hex). */
+  readonly fingerprint: pulumi.Output<string>;
+  /** Base64 of 32 random bytes. Secret. */
+  readonly masterKey: pulumi.Output<string>;
+  readonly instance: aws.ec2.Instance;
+  readonly volume: aws.ebs.Volume;
+
+  constructor(name: string, args: StateServiceArgs, opts?: pulumi.ComponentResourceOptions) {
+    super("sitelink:index:StateService", name, {}, opts);
+    const parent = { parent: this };
+    const port = args.port ?? STATE_SERVICE_DEFAULTS.port;
+    const instanceType = args.instanceType ?? STATE_SERVICE_DEFAULTS.instanceType;
+    this.port = port;
+
+    const masterKey = new random.RandomBytes(`${name}-master-key`, { length: 32 }, parent);
+    this.masterKey = pulumi.secret(masterKey.base64);
+    const sg = new aws.ec2.SecurityGroup(
+      `${name}-sg`,
+      { vpcId: args.location.vpcId, description: `sitelink link ${args.link}: state service`, tags: { Name: `sitelink-${args.link}-state` } },
+      parent,
+    );
+    // Address first: the certificate names it, and first boot reaches the internet through it.
+    const networkInterface = new aws.ec2.NetworkInterface(
+      `${name}-eni`,
+      { subnetId: args.location.subnetId, securityGroups: [sg.id], description: `sitelink state service of ${args.link}`, tags: { Name: `sitelink-${args.link}-state` } },
+      parent,
+    );
+    const eip = new aws.ec2.Eip(`${name}-eip`, { domain: "vpc", networkInterface: networkInterface.id, tags: { Name: `sitelink-${args.link}-state` } }, parent);
+    this.address = eip.publicIp;
+    const tlsKey = new tls.PrivateKey(`${name}-tls-key`, { algorithm: "ECDSA", ecdsaCurve: "P256" }, parent);
+    const cert = new tls.SelfSignedCert(
+      `${name}-tls-cert`,
+      {
+        privateKeyPem: tlsKey.privateKeyPem,
+        subject: { commonName: `sitelink-${args.link}-state` },
+        ipAddresses: [eip.publicIp],
+        validityPeriodHours: STATE_SERVICE_DEFAULTS.certificateValidityHours,
+        allowedUses: ["digital_signature", "key_encipherment", "server_auth"],
+      },
+      parent,
+    );
+    this.fingerprint = cert.certPem.apply(certificateFingerprint);
+    this.url = pulumi.interpolate`https://${eip.publicIp}:${port}`;
+
+    const prefix = `/sitelink/${args.link}/state`;
+    const parameters = {
+      topology: new aws.ssm.Parameter(
+        `${name}-topology`,
+        // The document has no secrets. Above 4 KB it needs the advanced tier (up to 8 KB).
+        { name: `${prefix}/topology`, type: "String", tier: "Intelligent-Tiering", value: args.topology, description: `sitelink topology of link ${args.link}` },
+        parent,
+      ),
+      tlsCert: new aws.ssm.Parameter(`${name}-tls-cert-param`, { name: `${prefix}/tls-cert`, type: "String", value: cert.certPem }, parent),
+      tlsKey: new aws.ssm.Parameter(`${name}-tls-key-param`, { name: `${prefix}/tls-key`, type: "SecureString", value: tlsKey.privateKeyPem }, parent),
+      masterKey: new aws.ssm.Parameter(`${name}-master-key-param`, { name: `${prefix}/master-key`, type: "SecureString", value: this.masterKey }, parent),
+    };
+
+    for (const host of args.hosts) {
+      ingressRule(`${name}-in-${host.id}`, sg.id, { protocol: "tcp", port, cidr: hostCidr(host.publicAddress), description: `link host ${host.id}` }, parent);
+    }
+    for (const cidr of args.adminCidrs ?? []) {
+      ingressRule(`${name}-in-admin-${cidrSlug(cidr)}`, sg.id, { protocol: "tcp", port, cidr, description: `admin network ${cidr}` }, parent);
+      ingressRule(`${name}-in-ssh-${cidrSlug(cidr)}`, sg.id, { protocol: "tcp", port: 22, cidr, description: `SSH from admin network ${cidr}` }, parent);
+    }
+    // Parameter Store, the npm registry and the snap store over HTTPS; Ubuntu mirrors over HTTP.
+    egressRule(`${name}-out-https`, sg.id, { protocol: "tcp", port: 443, cidr: "0.0.0.0/0", description: "AWS APIs, npm registry, snap store" }, parent);
+    egressRule(`${name}-out-http`, sg.id, { protocol: "tcp", port: 80, cidr: "0.0.0.0/0", description: "Ubuntu package mirrors" }, parent);
+
+    const account = awsAccountOf(this);
+    const role = new aws.iam.Role(`${name}-role`, { assumeRolePolicy: JSON.stringify(EC2_ASSUME_ROLE_POLICY), description: `sitelink state service of ${args.link}` }, parent);
+    const arns = pulumi.all(Object.values(parameters).map((p) => p.arn));
+    const policy = new aws.iam.RolePolicy(
+      `${name}-policy`,
+      { role: role.id, policy: pulumi.all([account, arns]).apply(([a, list]) => JSON.stringify(statePolicy(a, list))) },
+      parent,
+    );
+    const profile = new aws.iam.InstanceProfile(`${name}-profile`, { role: role.name }, parent);
+
+    const subnet = aws.ec2.getSubnetOutput({ id: args.location.subnetId }, parent);
+    this.volume = new aws.ebs.Volume(
+      `${name}-data`,
+      { availabilityZone: subnet.availabilityZone, size: args.volumeSize ?? STATE_SERVICE_DEFAULTS.volumeSize, type: "gp3", encrypted: true, tags: { Name: `sitelink-${args.link}-state-data` } },
+      parent,
+    );
+    const userData = pulumi.all([account, this.volume.id]).apply(([a, volumeId]) =>
+      renderStateBootstrap({
+        agentPackage: args.agentPackage,
+        region: a.region,
+        volumeId,
+        port,
+        parameters: {
+          topology: `${prefix}/topology`,
+          tlsCert: `${prefix}/tls-cert`,
+          tlsKey: `${prefix}/tls-key`,
+          masterKey: `${prefix}/master-key`,
+        },
+      }),
+    );
+    this.instance = new aws.ec2.Instance(
+      name,
+      {
+        ami: args.ami ?? ubuntuAmi(this, instanceType),
+        instanceType,
+        primaryNetworkInterface: { networkInterfaceId: networkInterface.id },
+        iamInstanceProfile: profile.name,
+        metadataOptions: { httpEndpoint: "enabled", httpTokens: "required", httpPutResponseHopLimit: 1 },
+        rootBlockDevice: { encrypted: true, volumeType: "gp3" },
+        userData,
+        tags: { Name: `sitelink-${args.link}-state` },
+      },
+      // Interface and volume attach to one instance at a time: the old one goes first.
+      { ...parent, deleteBeforeReplace: true, ignoreChanges: args.ami === undefined ? ["ami"] : [], dependsOn: [eip, policy, ...Object.values(parameters)] },
+    );
+    new aws.ec2.VolumeAttachment(
+      `${name}-data-attach`,
+      { instanceId: this.instance.id, volumeId: this.volume.id, deviceName: "/dev/sdf", stopInstanceBeforeDetaching: true },
+      parent,
+    );
+    this.registerOutputs({ url: this.url, fingerprint: this.fingerprint, address: this.address });
+  }
+}

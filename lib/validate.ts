@@ -1,0 +1,275 @@
+// Pure validators of the components' arguments. They run before any resource is registered and
+// return every problem at once, each naming the argument field; the topology rules themselves are
+// not repeated here but taken from checkTopology (lib/topology.ts) with its paths mapped to args.
+import { z } from "zod";
+import { normalizeFingerprint } from "../agent/uri";
+import { cidrProblem } from "./net";
+import { DEFAULTS, checkTopology, type TopologyInput } from "./topology";
+
+export interface ArgIssue {
+  /** The offending argument field, e.g. `locations[1].hosts[0].priority`. */
+  path: string;
+  message: string;
+}
+
+/** Thrown by a component constructor with every problem of its arguments. */
+export class ArgsError extends Error {
+  constructor(
+    readonly component: string,
+    readonly issues: ArgIssue[],
+  ) {
+    super(`invalid arguments for ${component}:\n${issues.map((i) => `  ${i.path || "(args)"}: ${i.message}`).join("\n")}`);
+    this.name = "ArgsError";
+  }
+}
+
+/** A host of a location, defaults filled in. */
+export interface HostSpec {
+  name: string;
+  priority: number;
+  timeout: number;
+  backoff: number;
+}
+
+/** What the Link needs to know about a location to validate and render the topology. */
+export interface LocationSpec {
+  name: string;
+  cloud: "aws";
+  routes: string[];
+  hosts: HostSpec[];
+}
+
+/** The longest host id the topology accepts. */
+export const MAX_HOST_ID_LENGTH = 128;
+
+/** The id of a host, unique across links: `link.location.host`. */
+export function hostId(link: string, location: string, host: string): string {
+  return `${link}.${location}.${host}`;
+}
+
+// AWS resource ids: a prefix and 8 or 17 hex digits.
+const awsId = (prefix: string) => new RegExp(`^${prefix}-([0-9a-f]{8}|[0-9a-f]{17})$`);
+export const AWS_ID_PATTERNS = {
+  vpc: awsId("vpc"),
+  subnet: awsId("subnet"),
+  routeTable: awsId("rtb"),
+  ami: awsId("ami"),
+} as const;
+
+const isDeferred = (v: unknown) =>
+  typeof v === "object" && v !== null && (typeof (v as { apply?: unknown }).apply === "function" || typeof (v as { then?: unknown }).then === "function");
+
+/** A pass-through `pulumi.Input<string>`: a string is checked now, an Output or Promise when it resolves. */
+const inputString = (pattern: RegExp | undefined, what: string) =>
+  z.custom<unknown>((v) => isDeferred(v) || (typeof v === "string" && (pattern ? pattern.test(v) : v.length > 0)), {
+    message: `must be ${what}`,
+  });
+
+const instanceType = z.string().regex(/^[a-z][a-z0-9-]*\.[a-z0-9-]+$/, "must be an EC2 instance type such as t3.small");
+
+const awsLocationArgsSchema = z.object({
+  vpcId: inputString(AWS_ID_PATTERNS.vpc, "a VPC id (vpc-…)"),
+  subnetId: inputString(AWS_ID_PATTERNS.subnet, "a subnet id (subnet-…)"),
+  routeTableIds: z.array(inputString(AWS_ID_PATTERNS.routeTable, "a route table id (rtb-…)")).min(1, "at least one route table id is needed"),
+  routes: z.array(z.unknown()),
+  hosts: z.array(z.unknown()).optional(),
+  instanceType: instanceType.optional(),
+  ami: inputString(AWS_ID_PATTERNS.ami, "an AMI id (ami-…)").optional(),
+  keyName: inputString(undefined, "a key pair name").optional(),
+});
+
+/** The hosts a location gets when `hosts` is not given. */
+export const DEFAULT_HOSTS = [{ name: "a" }] as const;
+
+/** Checks AwsLocation arguments on their own (the Link checks what spans locations). */
+export function validateAwsLocationArgs(name: string, args: unknown): ArgIssue[] {
+  const issues = zodIssues(awsLocationArgsSchema, args);
+  const routeTableIds = isRecord(args) && Array.isArray(args.routeTableIds) ? (args.routeTableIds as unknown[]) : [];
+  duplicates(routeTableIds).forEach((i) => issues.push({ path: `routeTableIds[${i}]`, message: `duplicate route table id "${String(routeTableIds[i])}"` }));
+  const location = { name, routes: isRecord(args) ? args.routes : undefined, hosts: hostsOf(args) };
+  // A one-location document: keep only the issues of this location (the link-level "two
+  // locations" rule is the Link's), and drop host ids, which this library derives from names.
+  const doc = { version: 1, links: [{ name: "x", locations: [withIds("x", location)] }] };
+  issues.push(...topologyIssues(doc, "links[0].locations[0]"));
+  return uniqueIssues(issues);
+}
+
+/** A location as the Link sees it: its spec, and the link it already joined, if any. */
+export interface LocationLike {
+  readonly spec: LocationSpec;
+  readonly linkName?: string;
+}
+
+const ownedStateSchema = z.strictObject({
+  location: z.string(),
+  instanceType: instanceType.optional(),
+  port: z.int().min(1).max(65535).optional(),
+  volumeSize: z.int().min(1, "must be at least 1 GiB").max(16384).optional(),
+  ami: inputString(AWS_ID_PATTERNS.ami, "an AMI id (ami-…)").optional(),
+});
+
+const externalStateSchema = z.strictObject({
+  url: z.string().refine(isStateUrl, "must be https://host[:port] (no path)"),
+  fingerprint: z.custom<unknown>((v) => isDeferred(v) || (typeof v === "string" && isFingerprint(v)), {
+    message: "must be the SHA-256 fingerprint of the state service certificate (64 hex digits)",
+  }),
+  masterKey: z.custom<unknown>((v) => isDeferred(v) || (typeof v === "string" && v.length > 0), { message: "must be the master key (a secret)" }),
+});
+
+const linkArgsSchema = z.object({
+  locations: z.array(z.custom<LocationLike>((v) => isRecord(v) && isRecord(v.spec), { message: "must be a sitelink location (e.g. an AwsLocation)" })),
+  connections: z.unknown().optional(),
+  cipher: z.unknown().optional(),
+  timing: z.unknown().optional(),
+  agentPackage: z
+    .string()
+    .regex(/^[^\s'"`$\\]+$/, "must be an npm package spec or tarball URL without spaces or quotes")
+    .optional(),
+  adminCidrs: z.array(z.string().superRefine((v, ctx) => {
+    const problem = cidrProblem(v);
+    if (problem) ctx.addIssue({ code: "custom", message: problem });
+  })).optional(),
+});
+
+/** Checks Link arguments: its own fields, the topology rules across locations, and AWS specifics. */
+export function validateLinkArgs(name: string, args: unknown): ArgIssue[] {
+  const issues = zodIssues(linkArgsSchema, args);
+  if (!isRecord(args)) return issues;
+  const locations = (Array.isArray(args.locations) ? args.locations : []).filter((l): l is LocationLike => isRecord(l) && isRecord(l.spec));
+  locations.forEach((l, i) => {
+    if (l.linkName !== undefined) issues.push({ path: `locations[${i}]`, message: `location "${l.spec.name}" already belongs to link "${l.linkName}"` });
+    l.spec.hosts.forEach((h, j) => {
+      const id = hostId(name, l.spec.name, h.name);
+      if (id.length > MAX_HOST_ID_LENGTH) {
+        issues.push({
+          path: `locations[${i}].hosts[${j}].name`,
+          message: `host id "${id}" is ${id.length} characters; link, location and host names together must fit in ${MAX_HOST_ID_LENGTH}`,
+        });
+      }
+    });
+  });
+  const state = args.stateService;
+  if (isRecord(state) && ("location" in state || "url" in state)) {
+    const schema = "location" in state ? ownedStateSchema : externalStateSchema;
+    issues.push(...zodIssues(schema, state).map((i) => ({ path: `stateService${i.path ? `.${i.path}` : ""}`, message: i.message })));
+  } else {
+    issues.push({ path: "stateService", message: "must be { location } (run by this link) or { url, fingerprint, masterKey } (run elsewhere)" });
+  }
+  if (isRecord(state) && typeof state.location === "string") {
+    const target = locations.find((l) => l.spec.name === state.location);
+    if (!target) {
+      const known = locations.map((l) => l.spec.name).join(", ");
+      issues.push({ path: "stateService.location", message: `"${state.location}" is not a location of this link (locations: ${known})` });
+    } else if (target.spec.cloud !== "aws") {
+      issues.push({ path: "stateService.location", message: `"${state.location}" is not an AWS location` });
+    }
+  }
+  const doc = {
+    version: 1,
+    links: [
+      {
+        name,
+        locations: locations.map((l) => withIds(name, l.spec)),
+        ...definedOnly({ connections: args.connections, cipher: args.cipher, timing: args.timing }),
+      },
+    ],
+  };
+  issues.push(...topologyIssues(doc, "links[0]"));
+  return uniqueIssues(issues);
+}
+
+/** Throws an ArgsError when there is any issue. */
+export function throwIfInvalid(component: string, issues: ArgIssue[]): void {
+  if (issues.length > 0) throw new ArgsError(component, issues);
+}
+
+/** Host args with defaults filled in (only meaningful once validated). */
+export function hostSpecs(args: { hosts?: readonly { name: string; priority?: number; timeout?: number; backoff?: number }[] }): HostSpec[] {
+  const hosts: readonly { name: string; priority?: number; timeout?: number; backoff?: number }[] = args.hosts ?? DEFAULT_HOSTS;
+  return hosts.map((h) => ({
+    name: h.name,
+    priority: h.priority ?? DEFAULTS.priority,
+    timeout: h.timeout ?? DEFAULTS.timeout,
+    backoff: h.backoff ?? DEFAULTS.backoff,
+  }));
+}
+
+function isStateUrl(text: string): boolean {
+  try {
+    const url = new URL(text);
+    return url.protocol === "https:" && (url.pathname === "/" || url.pathname === "") && !url.search && !url.username && !url.hash;
+  } catch {
+    return false;
+  }
+}
+
+function isFingerprint(text: string): boolean {
+  try {
+    normalizeFingerprint(text);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function hostsOf(args: unknown): unknown {
+  return isRecord(args) && args.hosts !== undefined ? args.hosts : DEFAULT_HOSTS;
+}
+
+/** The location as a topology location, host ids derived from names. */
+function withIds(link: string, location: { name: string; routes: unknown; hosts: unknown }) {
+  const hosts = Array.isArray(location.hosts)
+    ? location.hosts.map((h) => (isRecord(h) && typeof h.name === "string" ? { id: hostId(link, location.name, h.name), ...h } : h))
+    : location.hosts;
+  return { name: location.name, routes: location.routes, hosts };
+}
+
+/** The issues of `doc` under `prefix`, with paths (also those quoted in messages) relative to it. */
+function topologyIssues(doc: unknown, prefix: string): ArgIssue[] {
+  const result = checkTopology(doc as TopologyInput);
+  if (result.ok) return [];
+  return result.issues.flatMap((issue) => {
+    // Host ids are derived from names: a bad or duplicate id is already reported on the name.
+    if (/\.hosts\[\d+\]\.id$/.test(issue.path) || !issue.path.startsWith(`${prefix}.`)) return [];
+    return [{ path: issue.path.slice(prefix.length + 1), message: issue.message.replaceAll(`${prefix}.`, "") }];
+  });
+}
+
+function zodIssues(schema: z.ZodType, value: unknown): ArgIssue[] {
+  const parsed = schema.safeParse(value);
+  if (parsed.success) return [];
+  return parsed.error.issues.map((i) => ({ path: formatArgPath(i.path), message: i.message }));
+}
+
+function formatArgPath(path: readonly PropertyKey[]): string {
+  return path.map((key, i) => (typeof key === "number" ? `[${key}]` : i === 0 ? String(key) : `.${String(key)}`)).join("");
+}
+
+function duplicates(values: unknown[]): number[] {
+  const seen = new Set<string>();
+  const out: number[] = [];
+  values.forEach((v, i) => {
+    if (typeof v !== "string") return;
+    if (seen.has(v)) out.push(i);
+    seen.add(v);
+  });
+  return out;
+}
+
+function definedOnly<T extends Record<string, unknown>>(obj: T): Partial<T> {
+  return Object.fromEntries(Object.entries(obj).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+
+function uniqueIssues(issues: ArgIssue[]): ArgIssue[] {
+  const seen = new Set<string>();
+  return issues.filter((i) => {
+    const key = `${i.path}\u0000${i.message}`;
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
+  });
+}
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}

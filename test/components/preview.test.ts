@@ -1,0 +1,34 @@
+// `pulumi preview`: addresses, ARNs and keys are unknown until the cloud makes them. The components
+// must declare the same resources without them, and never fail on an unknown value.
+import * as pulumi from "@pulumi/pulumi";
+import { beforeAll, describe, expect, it } from "vitest";
+import { named, resources, settle, setupMocks } from "./harness";
+
+type Lib = typeof import("../../lib/index.js");
+let lib: Lib;
+
+beforeAll(async () => {
+  await setupMocks({ preview: true });
+  lib = await import("../../lib/index.js");
+});
+
+describe("preview with unknown cloud values", () => {
+  it("declares every resource, leaving values that depend on unknown addresses unknown", async () => {
+    const errors: unknown[] = [];
+    const onError = (e: unknown) => errors.push(e);
+    process.on("unhandledRejection", onError);
+    const mk = (name: string, n: number) =>
+      new lib.AwsLocation(name, { vpcId: "vpc-0123456789abcdef0", subnetId: "subnet-0123456789abcdef0", routeTableIds: [`rtb-${String(n).padStart(17, "0")}`], routes: [`10.${n}.0.0/16`] });
+    new lib.Link("pv", { locations: [mk("pv-a", 1), mk("pv-b", 2)], stateService: { location: "pv-a" } });
+    for (let i = 0; i < 5; i++) await settle();
+    process.off("unhandledRejection", onError);
+    expect(errors).toEqual([]);
+    // Same count as with known values: 1 + 19 + 2 × 19 + 2 × 4 (see link.test.ts).
+    expect(resources.filter((r) => r.name === "pv" || r.name.startsWith("pv-"))).toHaveLength(1 + 19 + 2 * 19 + 2 * 4);
+    // The user data needs the Elastic IP, the topology every address: both unknown for now.
+    expect(pulumi.isUnknown(named("pv-a-a").find((r) => r.type === "aws:ec2/instance:Instance")!.inputs.userData)).toBe(true);
+    expect(pulumi.isUnknown(named("pv-state-topology")[0]!.inputs.value)).toBe(true);
+    expect(pulumi.isUnknown(named("pv-a-route")[0]!.inputs.networkInterfaceId)).toBe(true);
+    expect(named("pv-a-route").map((r) => r.inputs.destinationCidrBlock)).toEqual(["10.2.0.0/16"]);
+  });
+});
