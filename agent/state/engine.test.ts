@@ -1,0 +1,354 @@
+import { describe, expect, it } from "vitest";
+import { FailoverEngine, SnapshotError, UnknownHostError, type Decision } from "./engine";
+import { check, report, topologyOf } from "./engine/fixtures";
+import type { HostCheckResult } from "../protocol";
+
+const T0 = 1_700_000_000_000;
+
+/** east: a (priority 2) and b; west: c and d. Defaults: timeout 5 s, backoff 10 s, crashConfirm 1.2 s. */
+const twoSites = () =>
+  topologyOf({ east: [{ id: "a", priority: 2 }, { id: "b" }], west: [{ id: "c" }, { id: "d" }] });
+
+/** Runs the engine's timers up to `until` the way the service does: evaluate at each nextDeadline. */
+function drive(engine: FailoverEngine, until: number): Decision[] {
+  const decisions: Decision[] = [];
+  for (let at = engine.nextDeadline(); at !== undefined && at <= until; at = engine.nextDeadline()) {
+    decisions.push(...engine.evaluate(at));
+  }
+  return decisions;
+}
+
+/** Heartbeats of `ids` at `now` (each with the checks given for it), timers run first. */
+function beat(engine: FailoverEngine, now: number, ids: string[], checks: Record<string, HostCheckResult[]> = {}): Decision[] {
+  const decisions = drive(engine, now);
+  for (const id of ids) decisions.push(...engine.heartbeat(id, report(checks[id] ?? []), now));
+  return decisions;
+}
+
+/** Every host heartbeats once a second from `from` to `to` (exclusive), timers running in between. */
+function steady(engine: FailoverEngine, from: number, to: number, ids: string[], checks: Record<string, HostCheckResult[]> = {}): Decision[] {
+  const decisions: Decision[] = [];
+  for (let t = from; t < to; t += 1000) decisions.push(...beat(engine, t, ids, checks));
+  return decisions.concat(drive(engine, to - 1));
+}
+
+const east = (decisions: Decision[]) => decisions.filter((d) => d.location === "east");
+
+const decision = (at: number, from: string | null, to: string | null, reason: string, location = "east") =>
+  expect.objectContaining({ at, link: "corp", location, from, to, reason });
+
+describe("failover engine: liveness and election", () => {
+  it("makes the first host active, then hands over to a higher priority host", () => {
+    const engine = new FailoverEngine(twoSites(), T0);
+    expect(engine.heartbeat("b", report(), T0)).toEqual([{ generation: 1, at: T0, link: "corp", location: "east", from: null, to: "b", reason: "initial" }]);
+    expect(engine.heartbeat("a", report(), T0 + 10)).toEqual([{ generation: 2, at: T0 + 10, link: "corp", location: "east", from: "b", to: "a", reason: "higher-priority" }]);
+    expect(engine.activeHost("corp", "east")).toBe("a");
+    expect(engine.hostView("a")).toEqual({
+      hostId: "a", link: "corp", location: "east", status: "active", online: true, eligible: true, lastSeen: T0 + 10, offlineSince: null, role: "active",
+    });
+    expect(engine.hostView("b")).toMatchObject({ status: "available", role: "standby", eligible: true });
+    expect(engine.hostView("c")).toMatchObject({ status: "offline", online: false, lastSeen: null });
+    expect(engine.generation).toBe(2);
+  });
+
+  it("takes a silent host offline after its timeout, not before", () => {
+    const engine = new FailoverEngine(twoSites(), T0);
+    beat(engine, T0, ["a", "b"]);
+    expect(steady(engine, T0 + 1000, T0 + 5000, ["b"])).toEqual([]);
+    expect(engine.hostView("a")).toMatchObject({ online: true, status: "active" });
+    expect(engine.nextDeadline()).toBe(T0 + 5000);
+    expect(drive(engine, T0 + 5000)).toEqual([decision(T0 + 5000, "a", "b", "timeout")]);
+    expect(engine.hostView("a")).toMatchObject({ online: false, status: "offline", offlineSince: T0 + 5000 });
+  });
+
+  it("takes a host offline at once on a graceful stop and holds it in backoff when it returns", () => {
+    const engine = new FailoverEngine(twoSites(), T0);
+    beat(engine, T0, ["a", "b"]);
+    expect(engine.offline("a", T0 + 100)).toEqual([decision(T0 + 100, "a", "b", "offline")]);
+    expect(engine.offline("a", T0 + 150)).toEqual([]);
+    expect(engine.heartbeat("a", report(), T0 + 200)).toEqual([]);
+    expect(engine.hostView("a")).toMatchObject({ online: true, status: "backoff", eligible: false, offlineSince: T0 + 100 });
+    // a's backoff is 10 s from going offline; it may take the role back then, not earlier.
+    expect(steady(engine, T0 + 1200, T0 + 10_100, ["a", "b"])).toEqual([]);
+    expect(drive(engine, T0 + 10_100)).toEqual([decision(T0 + 10_100, "b", "a", "higher-priority")]);
+  });
+
+  it("names the end of backoff when a returning host is the only one left", () => {
+    const engine = new FailoverEngine(topologyOf({ east: [{ id: "a", backoff: 3 }], west: [{ id: "c" }] }), T0);
+    beat(engine, T0, ["a"]);
+    expect(engine.offline("a", T0 + 500)).toEqual([decision(T0 + 500, "a", null, "offline")]);
+    expect(beat(engine, T0 + 1000, ["a"])).toEqual([]);
+    expect(engine.hostView("a")!.status).toBe("backoff");
+    expect(steady(engine, T0 + 2000, T0 + 3500, ["a"])).toEqual([]);
+    expect(drive(engine, T0 + 3500)).toEqual([decision(T0 + 3500, null, "a", "backoff-ended")]);
+  });
+
+  it("keeps the current active host among equals and otherwise picks by host id", () => {
+    const engine = new FailoverEngine(topologyOf({ east: [{ id: "x3" }, { id: "x1" }, { id: "x2" }], west: [{ id: "w" }] }), T0);
+    expect(beat(engine, T0, ["x2"])).toEqual([decision(T0, null, "x2", "initial")]);
+    expect(beat(engine, T0 + 10, ["x3", "x1"])).toEqual([]);
+    expect(engine.offline("x2", T0 + 20)).toEqual([decision(T0 + 20, "x2", "x1", "offline")]);
+    // x2 returns and leaves backoff: equal priority, so x1 keeps the role.
+    expect(steady(engine, T0 + 1000, T0 + 15_000, ["x1", "x2", "x3"])).toEqual([]);
+    expect(engine.activeHost("corp", "east")).toBe("x1");
+  });
+
+  it("leaves a location without an active host when none is eligible", () => {
+    const engine = new FailoverEngine(twoSites(), T0);
+    beat(engine, T0, ["a", "b"]);
+    engine.offline("a", T0 + 1);
+    expect(engine.offline("b", T0 + 2)).toEqual([decision(T0 + 2, "b", null, "offline")]);
+    expect(engine.activeHost("corp", "east")).toBeNull();
+    expect(engine.hosts().filter((h) => h.role === "active").map((h) => h.hostId)).toEqual([]);
+  });
+
+  it("refuses unknown hosts with an error naming them", () => {
+    const engine = new FailoverEngine(twoSites(), T0);
+    expect(() => engine.heartbeat("nope", report(), T0)).toThrow(UnknownHostError);
+    expect(() => engine.offline("nope", T0)).toThrow('unknown host "nope"');
+    expect(engine.hostView("nope")).toBeUndefined();
+    expect(engine.lastReport("nope")).toBeUndefined();
+  });
+
+  it("keeps each host's latest report for the service", () => {
+    const engine = new FailoverEngine(twoSites(), T0);
+    const r = { ...report([check("c", true)]), publicAddress: "198.18.0.1" };
+    engine.heartbeat("a", r, T0 + 5);
+    expect(engine.lastReport("a")).toEqual({ report: r, at: T0 + 5 });
+    expect(engine.lastReport("b")).toBeUndefined();
+  });
+
+  it("needs no timer while no host is online", () => {
+    const engine = new FailoverEngine(twoSites(), T0);
+    expect(engine.nextDeadline()).toBeUndefined();
+    expect(engine.evaluate(T0 + 60_000)).toEqual([]);
+  });
+});
+
+describe("failover engine: crash confirmation", () => {
+  /** Everyone up at T0, reaching everyone; a is active. */
+  function upAtT0() {
+    const engine = new FailoverEngine(twoSites(), T0);
+    beat(engine, T0, ["a", "b", "c", "d"], {
+      b: [check("a", true), check("c", true), check("d", true)],
+      c: [check("a", true), check("b", true)],
+      d: [check("a", true), check("b", true)],
+    });
+    expect(engine.activeHost("corp", "east")).toBe("a");
+    return engine;
+  }
+
+  it("confirms a crash crashConfirm after the last heartbeat when the standby's probe fails", () => {
+    const engine = upAtT0();
+    // b's urgent report: its probe of a failed 100 ms ago, while it still reaches the peers.
+    expect(engine.heartbeat("b", report([check("a", false, 100, 1), check("c", true), check("d", true)]), T0 + 700)).toEqual([]);
+    expect(engine.nextDeadline()).toBe(T0 + 1200);
+    expect(drive(engine, T0 + 1199)).toEqual([]);
+    expect(drive(engine, T0 + 1200)).toEqual([decision(T0 + 1200, "a", "b", "crash-confirmed")]);
+    expect(engine.hostView("a")).toMatchObject({ online: false, offlineSince: T0 + 1200 });
+  });
+
+  it("confirms a crash from a peer location's report, at once when the host is already quiet long enough", () => {
+    const engine = upAtT0();
+    expect(engine.heartbeat("c", report([check("a", false, 50), check("b", true)]), T0 + 1500)).toEqual([
+      decision(T0 + 1500, "a", "b", "crash-confirmed"),
+    ]);
+  });
+
+  it("ignores a failure observed before the host's last heartbeat", () => {
+    const engine = upAtT0();
+    // Observed at T0 - 100: before a's heartbeat at T0, so it says nothing about a now.
+    engine.heartbeat("b", report([check("a", false, 1600), check("c", true)]), T0 + 1500);
+    expect(steady(engine, T0 + 2000, T0 + 5000, ["b", "c", "d"])).toEqual([]);
+    expect(drive(engine, T0 + 5000)).toEqual([decision(T0 + 5000, "a", "b", "timeout")]);
+  });
+
+  it("does not believe a witness that reaches nobody: it may be the one cut off", () => {
+    const engine = upAtT0();
+    engine.heartbeat("b", report([check("a", false), check("c", false), check("d", false)]), T0 + 1300);
+    expect(drive(engine, T0 + 4999)).toEqual([]);
+    expect(east(drive(engine, T0 + 5000))).toEqual([decision(T0 + 5000, "a", "b", "timeout")]);
+  });
+
+  it("does not believe a witness that has gone offline since", () => {
+    const engine = upAtT0();
+    engine.heartbeat("b", report([check("a", false, 0, 1), check("c", true)]), T0 + 600);
+    engine.offline("b", T0 + 700);
+    expect(drive(engine, T0 + 4999)).toEqual([]);
+    expect(engine.hostView("a")!.online).toBe(true);
+  });
+
+  it("never declares a host crashed while it keeps heartbeating", () => {
+    const engine = upAtT0();
+    const failing = { b: [check("a", false), check("c", true)], c: [check("a", false), check("b", true)] };
+    expect(steady(engine, T0 + 1000, T0 + 20_000, ["a", "b", "c", "d"], failing)).toEqual([]);
+    expect(engine.hostView("a")).toMatchObject({ online: true, status: "active" });
+  });
+});
+
+describe("failover engine: partitions", () => {
+  const reachAll = [check("c", true), check("d", true)];
+  const reachNone = [check("c", false), check("d", false)];
+
+  it("demotes an active host that reaches fewer peers, once that has lasted, and takes it back when healed", () => {
+    const engine = new FailoverEngine(twoSites(), T0);
+    expect(east(beat(engine, T0, ["a", "b", "c", "d"], { a: reachNone, b: reachAll }))).toEqual([decision(T0, null, "a", "initial")]);
+    expect(engine.hostView("a")!.status).toBe("active");
+    // a has been behind since b's report at T0; the partition is confirmed 1.65 s later.
+    expect(engine.nextDeadline()).toBe(T0 + 1650);
+    expect(beat(engine, T0 + 1000, ["a", "b", "c", "d"], { a: reachNone, b: reachAll })).toEqual([]);
+    expect(drive(engine, T0 + 1650)).toEqual([decision(T0 + 1650, "a", "b", "partitioned")]);
+    expect(engine.hostView("a")).toMatchObject({ status: "partitioned", eligible: false, online: true });
+    expect(steady(engine, T0 + 2000, T0 + 8000, ["a", "b", "c", "d"], { a: reachNone, b: reachAll })).toEqual([]);
+    expect(beat(engine, T0 + 8000, ["a"], { a: reachAll })).toEqual([decision(T0 + 8000, "b", "a", "higher-priority")]);
+  });
+
+  it("does not count one lost probe as a partition", () => {
+    const engine = new FailoverEngine(twoSites(), T0);
+    const oneLost = [check("c", false, 0, 1), check("d", true)];
+    expect(east(steady(engine, T0, T0 + 10_000, ["a", "b", "c", "d"], { a: oneLost, b: reachAll })).map((d) => d.reason)).toEqual(["initial"]);
+    expect(engine.activeHost("corp", "east")).toBe("a");
+  });
+
+  it("ignores stale results: a host whose reports stopped mentioning peers is not judged on old ones", () => {
+    const engine = new FailoverEngine(twoSites(), T0);
+    beat(engine, T0, ["a", "b"], { a: [check("c", false, 3000), check("d", false, 3000)], b: reachAll });
+    expect(steady(engine, T0 + 1000, T0 + 10_000, ["a", "b"]).map((d) => d.reason)).toEqual([]);
+    expect(engine.activeHost("corp", "east")).toBe("a");
+  });
+
+  it("demotes an active host that every peer host has lost, even while it heartbeats", () => {
+    const engine = new FailoverEngine(twoSites(), T0);
+    beat(engine, T0, ["a", "b", "c", "d"]);
+    const lostA = [check("a", false, 0, 2), check("b", true)];
+    expect(engine.heartbeat("c", report(lostA), T0 + 300)).toEqual([]);
+    expect(engine.heartbeat("d", report(lostA), T0 + 310)).toEqual([decision(T0 + 310, "a", "b", "peers-lost")]);
+    expect(engine.hostView("a")).toMatchObject({ status: "partitioned", online: true });
+    expect(beat(engine, T0 + 1000, ["a", "b"])).toEqual([]);
+    expect(engine.heartbeat("c", report([check("a", true), check("b", true)]), T0 + 1300)).toEqual([
+      decision(T0 + 1300, "b", "a", "higher-priority"),
+    ]);
+  });
+
+  it("stops relying on the peers' verdict when it goes stale, at that instant", () => {
+    const engine = new FailoverEngine(twoSites(), T0);
+    beat(engine, T0, ["a", "b", "c", "d"]);
+    const lostA = [check("a", false, 0, 2), check("b", true)];
+    engine.heartbeat("c", report(lostA), T0 + 300);
+    expect(engine.heartbeat("d", report(lostA), T0 + 310)).toEqual([decision(T0 + 310, "a", "b", "peers-lost")]);
+    // c's result (observed at T0 + 300) is fresh for heartbeat + probeTimeout + 3 probeIntervals = 2.15 s.
+    expect(steady(engine, T0 + 1000, T0 + 2450, ["a", "b", "c", "d"])).toEqual([]);
+    expect(engine.nextDeadline()).toBe(T0 + 2450);
+    expect(drive(engine, T0 + 2450)).toEqual([decision(T0 + 2450, "b", "a", "higher-priority")]);
+  });
+
+  it("does not demote for lost peers when no other host is reached by them", () => {
+    const engine = new FailoverEngine(twoSites(), T0);
+    beat(engine, T0, ["a", "b", "c", "d"]);
+    const lostBoth = [check("a", false, 0, 2), check("b", false, 0, 2)];
+    expect(steady(engine, T0 + 1000, T0 + 6000, ["a", "b", "c", "d"], { c: lostBoth, d: lostBoth })).toEqual([]);
+    expect(engine.activeHost("corp", "east")).toBe("a");
+  });
+
+  it("never demotes a lone host", () => {
+    const engine = new FailoverEngine(topologyOf({ solo: [{ id: "s" }], west: [{ id: "c" }, { id: "d" }] }), T0);
+    beat(engine, T0, ["s", "c", "d"]);
+    const lostS = [check("s", false, 0, 5)];
+    expect(steady(engine, T0 + 1000, T0 + 8000, ["s", "c", "d"], { s: reachNone, c: lostS, d: lostS })).toEqual([]);
+    expect(engine.hostView("s")).toMatchObject({ status: "active", eligible: true });
+  });
+
+  it("keeps the only candidate when the other host is in backoff", () => {
+    const engine = new FailoverEngine(twoSites(), T0);
+    beat(engine, T0, ["a", "b", "c", "d"]);
+    engine.offline("b", T0 + 100);
+    const lostA = [check("a", false, 0, 3), check("b", true)];
+    expect(steady(engine, T0 + 1000, T0 + 6000, ["a", "b", "c", "d"], { a: reachNone, b: reachAll, c: lostA, d: lostA })).toEqual([]);
+    expect(engine.activeHost("corp", "east")).toBe("a");
+  });
+});
+
+describe("failover engine: restart and reload", () => {
+  it("restores a snapshot without changing any role, and gives hosts a grace period", () => {
+    const engine = new FailoverEngine(twoSites(), T0);
+    steady(engine, T0, T0 + 3000, ["a", "b", "c", "d"]);
+    const snapshot = JSON.parse(JSON.stringify(engine.snapshot()));
+    const restoredAt = T0 + 6000; // the service was down for about 4 s: longer than nothing, shorter than the timeout
+    const restored = FailoverEngine.restore(twoSites(), snapshot, restoredAt);
+    expect(restored.generation).toBe(engine.generation);
+    expect(restored.hosts()).toEqual(engine.hosts());
+    expect(restored.evaluate(restoredAt)).toEqual([]);
+    // The hosts come back; a (active) never does. A standby witnesses it, but no host may go
+    // offline before the grace period, max(timeout 5 s, 3 heartbeats) = 5 s, is over.
+    const witness = { b: [check("a", false), check("c", true)] };
+    expect(steady(restored, restoredAt + 700, restoredAt + 5000, ["b", "c", "d"], witness)).toEqual([]);
+    expect(restored.hostView("a")!.online).toBe(true);
+    expect(drive(restored, restoredAt + 5000)).toEqual([decision(restoredAt + 5000, "a", "b", "crash-confirmed")]);
+  });
+
+  it("times out a restored host that never reports again when nobody witnesses it", () => {
+    const engine = new FailoverEngine(twoSites(), T0);
+    steady(engine, T0, T0 + 3000, ["a", "b"]);
+    const restoredAt = T0 + 60_000;
+    const restored = FailoverEngine.restore(twoSites(), engine.snapshot(), restoredAt, 1500);
+    expect(steady(restored, restoredAt, restoredAt + 1500, ["b"])).toEqual([]);
+    expect(drive(restored, restoredAt + 1500)).toEqual([decision(restoredAt + 1500, "a", "b", "timeout")]);
+  });
+
+  it("does not preempt during the grace period, and does when it ends", () => {
+    const engine = new FailoverEngine(twoSites(), T0);
+    beat(engine, T0, ["a", "b"]);
+    engine.offline("a", T0 + 100);
+    beat(engine, T0 + 200, ["a", "b"]); // a is back, in backoff until T0 + 10_100
+    const restoredAt = T0 + 20_000;
+    const restored = FailoverEngine.restore(twoSites(), engine.snapshot(), restoredAt, 2000);
+    expect(restored.activeHost("corp", "east")).toBe("b");
+    expect(beat(restored, restoredAt + 500, ["a", "b"])).toEqual([]);
+    expect(beat(restored, restoredAt + 1500, ["a", "b"])).toEqual([]);
+    expect(drive(restored, restoredAt + 2000)).toEqual([decision(restoredAt + 2000, "b", "a", "higher-priority")]);
+  });
+
+  it("refuses a malformed snapshot with the fields at fault", () => {
+    const bad = { version: 1, generation: -1, hosts: [{ id: "a", online: "yes", lastSeen: null, offlineSince: null }], locations: [] };
+    let error: unknown;
+    try {
+      FailoverEngine.restore(twoSites(), bad as never, T0);
+    } catch (e) {
+      error = e;
+    }
+    expect(error).toBeInstanceOf(SnapshotError);
+    expect((error as SnapshotError).fields).toEqual(["generation", "hosts[0].online"]);
+    expect((error as Error).message).toContain("hosts[0].online");
+  });
+
+  it("ignores snapshot entries the topology no longer has", () => {
+    const engine = new FailoverEngine(twoSites(), T0);
+    beat(engine, T0, ["a", "c"]);
+    const smaller = topologyOf({ east: [{ id: "b" }], west: [{ id: "c" }] });
+    const restored = FailoverEngine.restore(smaller, engine.snapshot(), T0 + 100);
+    expect(restored.activeHost("corp", "east")).toBeNull();
+    expect(restored.activeHost("corp", "west")).toBe("c");
+    expect(restored.hostView("a")).toBeUndefined();
+  });
+
+  it("reloads a topology: kept hosts keep their state, removed ones hand over, added ones start offline", () => {
+    const threeSites = (east: { id: string; priority?: number }[], withNorth: boolean) =>
+      topologyOf({ east, west: [{ id: "c" }], ...(withNorth ? { north: [{ id: "n" }] } : {}) });
+    const engine = new FailoverEngine(threeSites([{ id: "a", priority: 2 }, { id: "b" }], true), T0);
+    beat(engine, T0, ["a", "b", "c", "n"]);
+    const decisions = engine.setTopology(threeSites([{ id: "b" }, { id: "e", priority: 9 }], false), T0 + 500);
+    expect(decisions).toEqual([
+      decision(T0 + 500, "n", null, "topology", "north"),
+      decision(T0 + 500, "a", "b", "topology"),
+    ]);
+    expect(decisions.map((d) => d.generation)).toEqual([4, 5]);
+    expect(engine.hostView("b")).toMatchObject({ lastSeen: T0, status: "active" });
+    expect(engine.hostView("e")).toMatchObject({ online: false, lastSeen: null });
+    expect(engine.hostView("a")).toBeUndefined();
+    expect(engine.activeHost("corp", "north")).toBeNull();
+    // A raised priority preempts; c's timers survived the reload.
+    expect(engine.setTopology(threeSites([{ id: "b" }, { id: "e", priority: 9 }], false), T0 + 600)).toEqual([]);
+    expect(engine.heartbeat("e", report(), T0 + 700)).toEqual([decision(T0 + 700, "b", "e", "higher-priority")]);
+    expect(drive(engine, T0 + 5000)).toEqual([decision(T0 + 5000, "c", null, "timeout", "west")]);
+  });
+});

@@ -1,0 +1,358 @@
+// The failover engine of the state service: who is active in every location, and why.
+// Pure and synchronous: every time is passed in by the caller (ms since epoch) and nothing reads a
+// clock, so the service drives it with one timer (nextDeadline) and tests drive it with plain numbers.
+import { formatPath, type Topology } from "../../lib/topology";
+import type { HostCheckResult, HostReport } from "../protocol";
+import { DeadlineQueue } from "./engine/deadlines";
+import { chooseActive, crashConfirmed, isCandidate, isDown, judgePartitions } from "./engine/judge";
+import { buildModel, carryOver, locationKey, type CheckResult, type HostState, type LocationState, type Model } from "./engine/model";
+import {
+  SnapshotError,
+  UnknownHostError,
+  engineSnapshotSchema,
+  type Decision,
+  type EngineSnapshot,
+  type HostView,
+  type OfflineReason,
+} from "./engine/types";
+
+export { SnapshotError, UnknownHostError, engineSnapshotSchema };
+export type { Decision, EngineSnapshot, HostStatus, HostView, Role } from "./engine/types";
+
+type Timer =
+  | { kind: "timeout" | "crash" | "backoff"; host: HostState }
+  | { kind: "recheck"; location: LocationState };
+
+/** Locations to re-decide after an event, each with the cause to name if a new active host is picked. */
+type Touched = Map<LocationState, string>;
+
+export class FailoverEngine {
+  private model: Model;
+  private readonly timers = new DeadlineQueue<Timer>();
+  private counter = 0;
+
+  /**
+   * Every host starts offline and out of backoff; no location has an active host yet, so nothing is
+   * timed and `now` only keeps the signature in line with the other entry points.
+   */
+  constructor(topology: Topology, now: number) {
+    void now;
+    this.model = buildModel(topology);
+  }
+
+  /** The generation of the latest decision; 0 before any. */
+  get generation(): number {
+    return this.counter;
+  }
+
+  /**
+   * Loads a new topology document. Hosts that stay in the same location keep their state (role, last
+   * seen, host checks), removed hosts and locations disappear (an active one with a "topology" decision),
+   * added hosts start offline.
+   */
+  setTopology(topology: Topology, now: number): Decision[] {
+    const old = this.model;
+    const next = buildModel(topology);
+    const decisions: Decision[] = [];
+
+    carryOver(old, next);
+    for (const before of old.locations.values()) {
+      if (!next.locations.has(before.key) && before.active) {
+        decisions.push(this.record(before, now, before.active, null, "topology"));
+      }
+    }
+
+    this.model = next;
+    this.rearmTimers(now);
+    for (const location of next.locations.values()) this.decide(location, now, "topology", decisions);
+    return decisions;
+  }
+
+  /** A poll from a host: it is alive, and here is what it sees. Throws UnknownHostError for a host not in the topology. */
+  heartbeat(hostId: string, report: HostReport, now: number): Decision[] {
+    const host = this.host(hostId);
+    const home = host.location;
+    const touched: Touched = new Map([[home, "online"]]);
+    const wasOnline = host.online;
+    host.lastSeen = now;
+    host.report = report;
+    host.reportAt = now;
+    if (!wasOnline) {
+      this.comeOnline(host, now);
+      // A new reporter changes what "every peer host" says about the peer locations.
+      for (const peer of home.peers) touched.set(peer, "host-checks");
+    }
+    this.armTimeout(host);
+
+    for (const suspect of this.recordChecks(host, report, now, touched)) {
+      if (!suspect.online) continue;
+      if (crashConfirmed(suspect, now)) {
+        this.goOffline(suspect, now, "crash-confirmed", touched);
+        continue;
+      }
+      const confirmAt = Math.max(suspect.lastSeen! + suspect.location.timing.crashConfirmMs, suspect.graceUntil);
+      if (confirmAt > now) this.timers.push(confirmAt, { kind: "crash", host: suspect });
+    }
+    return this.decideAll(touched, now);
+  }
+
+  /** A graceful stop: the host is offline (and loses its role) at once. */
+  offline(hostId: string, now: number): Decision[] {
+    const host = this.host(hostId);
+    if (!host.online) return [];
+    const touched: Touched = new Map();
+    this.goOffline(host, now, "offline", touched);
+    return this.decideAll(touched, now);
+  }
+
+  /** Runs every timer due at `now`: timeouts, crash confirmations, backoff ends, partition re-checks. */
+  evaluate(now: number): Decision[] {
+    const touched: Touched = new Map();
+    for (let due = this.timers.popDue(now); due; due = this.timers.popDue(now)) {
+      const timer = due.item;
+      if (timer.kind === "recheck") {
+        if (timer.location.recheckAt === due.at) timer.location.recheckAt = null;
+        if (!touched.has(timer.location)) touched.set(timer.location, "host-checks");
+        continue;
+      }
+      const host = timer.host;
+      if (timer.kind === "timeout") {
+        host.timeoutQueued = false;
+        if (!host.online) continue;
+        const deadline = timeoutAt(host);
+        // Same instant as a due crash confirmation: name the stronger evidence, whichever timer popped first.
+        if (now >= deadline) this.goOffline(host, now, crashConfirmed(host, now) ? "crash-confirmed" : "timeout", touched);
+        else this.armTimeout(host);
+      } else if (timer.kind === "crash") {
+        if (crashConfirmed(host, now)) this.goOffline(host, now, "crash-confirmed", touched);
+      } else if (host.online && host.inBackoff && now >= host.offlineSince! + host.backoffMs) {
+        if (!touched.has(host.location)) touched.set(host.location, "backoff-ended");
+      }
+    }
+    return this.decideAll(touched, now);
+  }
+
+  /** When evaluate() must run next (ms since epoch); undefined when no timer is pending. May be early, never late. */
+  nextDeadline(): number | undefined {
+    return this.timers.peek();
+  }
+
+  activeHost(link: string, location: string): string | null {
+    return this.model.locations.get(locationKey(link, location))?.active?.id ?? null;
+  }
+
+  hostView(hostId: string): HostView | undefined {
+    const host = this.model.hosts.get(hostId);
+    return host && view(host);
+  }
+
+  hosts(): HostView[] {
+    return [...this.model.hosts.values()].map(view);
+  }
+
+  /** The host's latest report and when it arrived (reported addresses, tunnels, routes), if any. */
+  lastReport(hostId: string): { report: HostReport; at: number } | undefined {
+    const host = this.model.hosts.get(hostId);
+    return host?.report && host.reportAt !== null ? { report: host.report, at: host.reportAt } : undefined;
+  }
+
+  snapshot(): EngineSnapshot {
+    return {
+      version: 1,
+      generation: this.counter,
+      hosts: [...this.model.hosts.values()].map((h) => ({
+        id: h.id,
+        online: h.online,
+        lastSeen: h.lastSeen,
+        offlineSince: h.offlineSince,
+      })),
+      locations: [...this.model.locations.values()].map((l) => ({
+        link: l.link,
+        location: l.name,
+        active: l.active?.id ?? null,
+        hadActive: l.hadActive,
+      })),
+    };
+  }
+
+  /**
+   * Rebuilds an engine after a restart of the service. Online hosts get `graceMs` (default
+   * max(timeout, 3 × heartbeat)) to report again before they can go offline, and no active host is
+   * preempted during that time: restoring never changes a role by itself. Entries for hosts or
+   * locations the topology no longer has are ignored. Throws SnapshotError naming malformed fields.
+   */
+  static restore(topology: Topology, snapshot: EngineSnapshot, now: number, graceMs?: number): FailoverEngine {
+    const parsed = engineSnapshotSchema.safeParse(snapshot);
+    if (!parsed.success) {
+      const fields = parsed.error.issues.map((i) => formatPath(i.path) || "(snapshot)");
+      throw new SnapshotError(fields, parsed.error.issues.map((i, n) => `${fields[n]}: ${i.message}`).join("; "));
+    }
+    const engine = new FailoverEngine(topology, now);
+    engine.counter = parsed.data.generation;
+    const graceFor = (host: HostState) => graceMs ?? Math.max(host.timeoutMs, 3 * host.location.timing.heartbeatMs);
+    for (const saved of parsed.data.hosts) {
+      const host = engine.model.hosts.get(saved.id);
+      if (!host) continue;
+      host.lastSeen = saved.lastSeen;
+      host.offlineSince = saved.offlineSince;
+      host.online = saved.online && saved.lastSeen !== null;
+      if (!host.online) continue;
+      host.graceUntil = now + graceFor(host);
+      engine.comeOnline(host, now);
+      engine.armTimeout(host);
+    }
+    for (const saved of parsed.data.locations) {
+      const location = engine.model.locations.get(locationKey(saved.link, saved.location));
+      if (!location) continue;
+      location.hadActive = saved.hadActive;
+      location.graceUntil = Math.max(now, ...location.hosts.map((h) => h.graceUntil));
+      const active = location.hosts.find((h) => h.id === saved.active);
+      if (active?.online) location.active = active;
+      // A preemption held back by the grace period happens when it ends, not at some later report.
+      engine.timers.push(location.graceUntil, { kind: "recheck", location });
+    }
+    return engine;
+  }
+
+  private host(hostId: string): HostState {
+    const host = this.model.hosts.get(hostId);
+    if (!host) throw new UnknownHostError(hostId);
+    return host;
+  }
+
+  /** Marks a host online; a host back within `backoff` of going offline waits before it may be active. */
+  private comeOnline(host: HostState, now: number): void {
+    host.online = true;
+    host.offlineReason = null;
+    host.inBackoff = host.offlineSince !== null && now < host.offlineSince + host.backoffMs;
+    if (host.inBackoff) this.timers.push(host.offlineSince! + host.backoffMs, { kind: "backoff", host });
+  }
+
+  private goOffline(host: HostState, now: number, reason: OfflineReason, touched: Touched): void {
+    host.online = false;
+    host.offlineSince = now;
+    host.offlineReason = reason;
+    host.inBackoff = false;
+    host.partition = null;
+    host.behindSince = null;
+    if (!touched.has(host.location)) touched.set(host.location, reason);
+    // Its reports no longer count, which can change what peers are judged to reach.
+    for (const peer of host.location.peers) if (!touched.has(peer)) touched.set(peer, "host-checks");
+  }
+
+  /** After a reload: every timer of the new model, from its carried-over state. */
+  private rearmTimers(now: number): void {
+    this.timers.clear();
+    for (const host of this.model.hosts.values()) {
+      if (!host.online) continue;
+      this.armTimeout(host);
+      if (host.inBackoff) this.timers.push(host.offlineSince! + host.backoffMs, { kind: "backoff", host });
+      this.timers.push(host.lastSeen! + host.location.timing.crashConfirmMs, { kind: "crash", host });
+    }
+    for (const location of this.model.locations.values()) {
+      if (location.graceUntil > now) this.timers.push(location.graceUntil, { kind: "recheck", location });
+    }
+  }
+
+  /**
+   * Stores a report's host checks (targets outside the host's link are ignored), marks the peer
+   * locations whose verdicts they may change, and returns the hosts they show failing after their
+   * last heartbeat: crash suspects.
+   */
+  private recordChecks(host: HostState, report: HostReport, now: number, touched: Touched): HostState[] {
+    const home = host.location;
+    const suspects: HostState[] = [];
+    for (const check of report.hostChecks) {
+      const target = this.model.hosts.get(check.target);
+      if (!target || target === host || target.location.link !== home.link) continue;
+      const observedAt = now - check.ageMs;
+      const result = host.results.get(target.id);
+      if (target.location !== home && !touched.has(target.location) && changes(result, check, now)) {
+        touched.set(target.location, "host-checks");
+      }
+      // Updated in place: results live for seconds, and replacing them at 1 Hz per host feeds the old-generation GC.
+      if (result) {
+        result.reachable = check.reachable;
+        result.failures = check.failures;
+        result.observedAt = observedAt;
+      } else {
+        host.results.set(target.id, { target, reachable: check.reachable, failures: check.failures, observedAt });
+      }
+      if (!check.reachable && target.online && target.lastSeen !== null && observedAt > target.lastSeen) suspects.push(target);
+    }
+    return suspects;
+  }
+
+  /** One queued timeout per host is enough: when it fires early it re-arms at the real deadline. */
+  private armTimeout(host: HostState): void {
+    if (host.timeoutQueued) return;
+    host.timeoutQueued = true;
+    this.timers.push(timeoutAt(host), { kind: "timeout", host });
+  }
+
+  private decideAll(touched: Touched, now: number): Decision[] {
+    const decisions: Decision[] = [];
+    for (const [location, cause] of touched) this.decide(location, now, cause, decisions);
+    return decisions;
+  }
+
+  private decide(location: LocationState, now: number, cause: string, out: Decision[]): void {
+    for (const host of location.hosts) {
+      if (host.inBackoff && now >= host.offlineSince! + host.backoffMs) host.inBackoff = false;
+    }
+    const recheckAt = judgePartitions(location, now);
+    if (recheckAt !== undefined && (location.recheckAt === null || recheckAt < location.recheckAt)) {
+      location.recheckAt = recheckAt;
+      this.timers.push(recheckAt, { kind: "recheck", location });
+    }
+    const from = location.active;
+    const to = chooseActive(location, now);
+    if (to === from) return;
+    out.push(this.record(location, now, from, to, reasonFor(location, from, to, cause)));
+    location.active = to;
+    if (to) location.hadActive = true;
+  }
+
+  private record(location: LocationState, now: number, from: HostState | null, to: HostState | null, reason: string): Decision {
+    return { generation: ++this.counter, at: now, link: location.link, location: location.name, from: from?.id ?? null, to: to?.id ?? null, reason };
+  }
+}
+
+function timeoutAt(host: HostState): number {
+  return Math.max(host.lastSeen! + host.timeoutMs, host.graceUntil);
+}
+
+/** Whether a new result can change a peer location's verdicts (a flip, or nothing usable before). */
+function changes(before: CheckResult | undefined, after: HostCheckResult, now: number): boolean {
+  if (!before || now >= before.observedAt + before.target.location.timing.freshMs) return true;
+  return before.reachable !== after.reachable || isDown(before) !== isDown(after);
+}
+
+/** The reason of a decision: why the old active host lost the role, else what made the new one possible. */
+function reasonFor(location: LocationState, from: HostState | null, to: HostState | null, cause: string): string {
+  if (from) {
+    if (!location.hosts.includes(from)) return "topology";
+    if (!from.online) return from.offlineReason ?? "offline";
+    if (from.partition) return from.partition;
+    if (to && to.priority > from.priority) return "higher-priority";
+    return cause;
+  }
+  return location.hadActive ? cause : "initial";
+}
+
+function view(host: HostState): HostView {
+  const location = host.location;
+  const active = location.active === host;
+  const eligible = isCandidate(host) && host.partition === null;
+  return {
+    hostId: host.id,
+    link: location.link,
+    location: location.name,
+    status: !host.online ? "offline" : host.inBackoff ? "backoff" : host.partition ? "partitioned" : active ? "active" : "available",
+    online: host.online,
+    eligible,
+    lastSeen: host.lastSeen,
+    offlineSince: host.offlineSince,
+    role: active ? "active" : "standby",
+  };
+}

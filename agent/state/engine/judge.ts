@@ -1,0 +1,166 @@
+// The rules that turn host-check results into decisions: crash confirmation, partition, the election.
+import type { CheckResult, HostState, LocationState } from "./model";
+
+/** One lost probe is not a partition: for partition rules a target is down after this many failures in a row. */
+const PARTITION_FAILURES = 2;
+
+/** Whether a result counts as "down" for the partition rules. */
+export function isDown(result: { reachable: boolean; failures: number }): boolean {
+  return !result.reachable && result.failures >= PARTITION_FAILURES;
+}
+
+function isFresh(result: CheckResult, now: number, location: LocationState): boolean {
+  return now < staleAt(result, location);
+}
+
+function staleAt(result: CheckResult, location: LocationState): number {
+  return result.observedAt + location.timing.freshMs;
+}
+
+/** Freshness checks that remember when the first result they relied on goes stale. */
+class Freshness {
+  staleAt = Infinity;
+  constructor(private readonly location: LocationState, private readonly now: number) {}
+
+  check(result: CheckResult | undefined): result is CheckResult {
+    if (!result || !isFresh(result, this.now, this.location)) return false;
+    this.staleAt = Math.min(this.staleAt, staleAt(result, this.location));
+    return true;
+  }
+}
+
+/**
+ * A quiet host is confirmed crashed when it has been silent for `crashConfirm` and another online host
+ * failed to reach it after it went quiet. A witness that reaches nobody else proves nothing (it may be
+ * the one cut off), and a witness's failure from before the host's last heartbeat is old news.
+ */
+export function crashConfirmed(host: HostState, now: number): boolean {
+  const location = host.location;
+  if (!host.online || host.lastSeen === null || now < host.graceUntil) return false;
+  if (now - host.lastSeen < location.timing.crashConfirmMs) return false;
+  return hasWitness(host, location, now) || location.peers.some((peer) => hasWitness(host, peer, now));
+}
+
+function hasWitness(target: HostState, among: LocationState, now: number): boolean {
+  for (const witness of among.hosts) {
+    if (witness === target || !witness.online) continue;
+    const result = witness.results.get(target.id);
+    if (!result || result.reachable || result.observedAt <= target.lastSeen!) continue;
+    if (isFresh(result, now, among) && reachesAnother(witness, target, now)) return true;
+  }
+  return false;
+}
+
+function reachesAnother(witness: HostState, target: HostState, now: number): boolean {
+  for (const result of witness.results.values()) {
+    if (result.target !== target && result.reachable && isFresh(result, now, witness.location)) return true;
+  }
+  return false;
+}
+
+/** Online and out of backoff: may be active unless partitioned. */
+export function isCandidate(host: HostState): boolean {
+  return host.online && !host.inBackoff;
+}
+
+/**
+ * Sets `partition` on the hosts of a location. Two rules, applied in order so that at least one
+ * candidate always stays eligible (a lone candidate is never partitioned):
+ * 1. peers-lost: every online host of the peer locations reports the host down, while another
+ *    candidate is reached by them;
+ * 2. partitioned: among the rest, the host has reached fewer peer hosts than the best one for
+ *    `partitionConfirmMs` (a short dip while reports interleave is not a partition).
+ * Returns when the verdicts may change with no new report (a host behind long enough, a result
+ * relied on going stale), so the caller re-checks then.
+ */
+export function judgePartitions(location: LocationState, now: number): number | undefined {
+  const candidates: HostState[] = [];
+  for (const host of location.hosts) {
+    host.partition = null;
+    if (isCandidate(host)) candidates.push(host);
+    else host.behindSince = null;
+  }
+  if (candidates.length < 2) {
+    for (const host of candidates) host.behindSince = null;
+    return undefined;
+  }
+
+  const fresh = new Freshness(location, now);
+  const verdicts = candidates.map((c) => peerVerdict(c, location, fresh));
+  const lost = candidates.filter((_, i) => verdicts[i] === "lost");
+  let remaining = candidates;
+  if (lost.length > 0) {
+    const kept = candidates.filter((_, i) => verdicts[i] !== "lost");
+    if (verdicts.includes("reached")) {
+      for (const c of lost) {
+        c.partition = "peers-lost";
+        c.behindSince = null;
+      }
+      remaining = kept;
+    }
+  }
+
+  const scores = remaining.map((c) => reachScore(c, location, fresh));
+  const best = Math.max(...scores);
+  let recheckAt = fresh.staleAt;
+  remaining.forEach((c, i) => {
+    const score = scores[i]!;
+    if (score < 0 || score >= best) {
+      c.behindSince = null;
+      return;
+    }
+    c.behindSince ??= now;
+    const confirmedAt = c.behindSince + location.timing.partitionConfirmMs;
+    if (now >= confirmedAt) c.partition = "partitioned";
+    else recheckAt = Math.min(recheckAt, confirmedAt);
+  });
+  return Number.isFinite(recheckAt) ? recheckAt : undefined;
+}
+
+/** "lost": every online peer host reports it down; "reached": some peer host reaches it. */
+function peerVerdict(host: HostState, location: LocationState, fresh: Freshness): "lost" | "reached" | "unknown" {
+  let online = 0;
+  let down = 0;
+  let reached = false;
+  for (const peer of location.peers) {
+    for (const p of peer.hosts) {
+      if (!p.online) continue;
+      online++;
+      const result = p.results.get(host.id);
+      if (!fresh.check(result)) continue;
+      if (result.reachable) reached = true;
+      else if (isDown(result)) down++;
+    }
+  }
+  if (reached) return "reached";
+  return online > 0 && down === online ? "lost" : "unknown";
+}
+
+/** How many peer hosts this host reaches by its fresh results; -1 when it has none (not judged). */
+function reachScore(host: HostState, location: LocationState, fresh: Freshness): number {
+  let judged = false;
+  let score = 0;
+  for (const result of host.results.values()) {
+    if (!location.peers.includes(result.target.location) || !fresh.check(result)) continue;
+    judged = true;
+    if (!isDown(result)) score++;
+  }
+  return judged ? score : -1;
+}
+
+/**
+ * The eligible host with the highest priority; the current active host keeps the role among equals
+ * (and, during a restore's grace period, against anyone), then the first by host id.
+ */
+export function chooseActive(location: LocationState, now: number): HostState | null {
+  const current = location.active;
+  let best: HostState | null = null;
+  let currentEligible = false;
+  for (const host of location.hosts) {
+    if (!isCandidate(host) || host.partition !== null) continue;
+    if (host === current) currentEligible = true;
+    if (!best || host.priority > best.priority) best = host;
+  }
+  if (best && currentEligible && (now < location.graceUntil || current!.priority === best.priority)) return current;
+  return best;
+}
