@@ -1,0 +1,255 @@
+// The IpsecDriver over strongSwan's VICI: renders the desired connections and PSKs, loads only
+// what changed (by digest), unloads only its own (`sitelink-` prefixed) names, hands the tunnel to
+// a peer location's new active host, and reports tunnel state from charon's events.
+import { networkInterfaces } from "node:os";
+import type { PeerLocation, TunnelReport } from "../../protocol";
+import { errorMessage, type Logger } from "../log";
+import type { IpsecDriver } from "../types";
+import { ViciCommandError } from "../vici/connection";
+import { ViciSubscription } from "../vici/events";
+import type { ViciSection } from "../vici/message";
+import { ViciSession } from "../vici/session";
+import { NAME_PREFIX, renderIpsec, type RenderedConn, type SelfAddresses } from "./render";
+import { TunnelTracker } from "./tunnels";
+
+export const TUNNEL_EVENTS = ["ike-updown", "child-updown", "ike-rekey", "child-rekey"] as const;
+
+export interface StrongswanDriverOptions {
+  viciSocket: string;
+  log: Logger;
+  /** Whether this host has `address` on an interface; default: os.networkInterfaces(). */
+  isLocalAddress?: (address: string) => boolean;
+  /** The command session (tests pass one that counts calls); default: a new one on viciSocket. */
+  session?: ViciSession;
+  now?: () => number;
+  /** How often an initiator whose tunnel is down initiates again (charon gives up once a peer refused it). @default 2000 */
+  retryMs?: number;
+}
+
+export const DEFAULT_RETRY_MS = 2_000;
+
+export function hasLocalAddress(address: string): boolean {
+  return Object.values(networkInterfaces()).some((list) => list?.some((info) => info.address === address));
+}
+
+export class StrongswanDriver implements IpsecDriver {
+  private readonly session: ViciSession;
+  private readonly tracker: TunnelTracker;
+  private readonly listeners = new Set<() => void>();
+  private readonly subscription: ViciSubscription;
+  private readonly isLocalAddress: (address: string) => boolean;
+  /** Digest of what we loaded, per connection / secret name ("" = loaded before us, unknown). */
+  private conns = new Map<string, string>();
+  private secrets = new Map<string, string>();
+  private applying: Promise<void> = Promise.resolve();
+  private readonly firstSync: Promise<void>;
+  private synced!: () => void;
+  /** The last desired state, re-applied when charon comes back (a restarted charon has nothing loaded). */
+  private last: { peers: PeerLocation[]; self: SelfAddresses } | undefined;
+  private charonLost = false;
+  /** Connections of the last successful apply. */
+  private desired: RenderedConn[] = [];
+  private readonly retryTimer: NodeJS.Timeout;
+
+  private constructor(private readonly opts: StrongswanDriverOptions) {
+    this.session = opts.session ?? new ViciSession(opts.viciSocket);
+    this.tracker = new TunnelTracker(opts.now);
+    this.isLocalAddress = opts.isLocalAddress ?? hasLocalAddress;
+    this.firstSync = new Promise((resolve) => (this.synced = resolve));
+    this.subscription = ViciSubscription.start(opts.viciSocket, [...TUNNEL_EVENTS], (event, message) => this.onEvent(event, message), {
+      onConnect: () => void this.reconnected(),
+      onDisconnect: (error) => {
+        // One line per outage, not one per retry.
+        if (this.charonLost) return;
+        this.charonLost = true;
+        opts.log.warn("ipsec: lost charon's event connection", { error: error.message });
+        // Without charon there are no tunnels (and if it is only the socket, the resync on
+        // reconnect tells otherwise): never report up what cannot be seen.
+        this.notifyIf(this.tracker.resync([]));
+      },
+    });
+    this.retryTimer = setInterval(() => void this.retryDown(), opts.retryMs ?? DEFAULT_RETRY_MS);
+    this.retryTimer.unref();
+  }
+
+  /** Starts the driver; it keeps retrying in the background when charon is not up yet. */
+  static start(opts: StrongswanDriverOptions): StrongswanDriver {
+    return new StrongswanDriver(opts);
+  }
+
+  /** Resolves once charon's events are subscribed and its SAs listed for the first time. */
+  ready(): Promise<void> {
+    return this.firstSync;
+  }
+
+  apply(peers: PeerLocation[], self: SelfAddresses): Promise<void> {
+    this.last = { peers, self };
+    const run = this.applying.then(() => this.applyNow(peers, self));
+    this.applying = run.catch(() => undefined);
+    return run;
+  }
+
+  tunnels(): TunnelReport[] {
+    return this.tracker.reports();
+  }
+
+  onChange(listener: () => void): void {
+    this.listeners.add(listener);
+  }
+
+  /** Stops watching charon. Tunnels stay as they are: the data plane never depends on the agent. */
+  async close(): Promise<void> {
+    clearInterval(this.retryTimer);
+    await this.applying;
+    this.subscription.close();
+    this.session.close();
+  }
+
+  private async applyNow(peers: PeerLocation[], self: SelfAddresses): Promise<void> {
+    const desired = renderIpsec(peers, self, { isLocalAddress: this.isLocalAddress });
+    for (const skip of desired.skipped) this.opts.log.warn("ipsec: no tunnel for peer location", skip);
+    // What charon holds is the truth: after our own restart it has connections from before (an
+    // unknown digest reloads each once; charon keeps the SAs of an unchanged connection), and an
+    // operator's `swanctl --load-all` unloads every connection and secret not in its files.
+    this.conns = readBack(this.conns, await this.session.getConns());
+    this.secrets = readBack(this.secrets, await this.session.getShared());
+
+    // Secrets before connections: a connection that starts must find its PSK.
+    for (const secret of desired.secrets) {
+      if (this.secrets.get(secret.id) === secret.digest) continue;
+      await this.session.loadShared({ id: secret.id, type: "IKE", data: secret.data, owners: secret.owners });
+      this.secrets.set(secret.id, secret.digest);
+    }
+    const wanted = new Set(desired.conns.map((c) => c.name));
+    for (const name of [...this.conns.keys()].filter((n) => !wanted.has(n))) {
+      await this.unloadConn(name);
+    }
+    const started = new Set<string>();
+    for (const conn of desired.conns) {
+      const previous = this.conns.get(conn.name);
+      if (previous === conn.digest) continue;
+      // A new or changed connection: charon closes the old one's SAs and, for the initiator,
+      // initiates to the first remote address (the active host). An adopted one ("") that is
+      // unchanged is kept as it is, SAs and all.
+      await this.session.loadConn(conn.name, conn.config);
+      if (previous !== "") started.add(conn.name);
+      this.conns.set(conn.name, conn.digest);
+      this.opts.log.info("ipsec: connection loaded", { conn: conn.name, active: conn.activeAddress });
+    }
+    const wantedSecrets = new Set(desired.secrets.map((s) => s.id));
+    for (const id of [...this.secrets.keys()].filter((i) => !wantedSecrets.has(i))) {
+      await this.session.unloadShared(id);
+      this.secrets.delete(id);
+    }
+
+    this.notifyIf(this.tracker.watch(desired.conns));
+    this.desired = desired.conns;
+    for (const conn of desired.conns) await this.followActiveHost(conn, started.has(conn.name));
+  }
+
+  /**
+   * charon retries a peer that does not answer (keyingtries = 0), but not one that refused us,
+   * e.g. a new active host whose own agent had not loaded the connection yet: try again.
+   */
+  private retryDown(): Promise<void> {
+    const run = this.applying.then(async () => {
+      if (this.charonLost) return; // it re-applies everything when it comes back
+      for (const conn of this.desired) {
+        if (!conn.initiator || !this.tracker.isDown(conn.name)) continue;
+        this.opts.log.debug("ipsec: tunnel down, initiating again", { conn: conn.name });
+        await this.initiateUnlessUnderWay(conn.name, []);
+      }
+    });
+    this.applying = run.catch((error) => this.opts.log.warn("ipsec: retrying a tunnel failed", { error: errorMessage(error) }));
+    return this.applying;
+  }
+
+  /**
+   * The peer location's active host is where the tunnel belongs: IKE_SAs with any other of its
+   * hosts are stale (that host is dead, stopped or cut off) and go at once instead of after DPD.
+   * A connection charon just started needs nothing more; otherwise the initiator initiates
+   * when no IKE_SA is left (stale ones closed, or the tunnel terminated by hand).
+   */
+  private async followActiveHost(conn: RenderedConn, started: boolean): Promise<void> {
+    if (!conn.activeAddress) return;
+    const stale = this.tracker.staleIkeSas(conn.name, conn.activeAddress);
+    for (const ikeId of stale) {
+      this.opts.log.info("ipsec: closing IKE_SA with a peer host that is no longer active", { conn: conn.name, ikeId });
+      await this.ignoreGone(this.session.terminate({ ikeId, force: true, timeout: -1 }));
+    }
+    if (!conn.initiator || started || !(stale.length > 0 || this.tracker.isDown(conn.name))) return;
+    await this.initiateUnlessUnderWay(conn.name, stale);
+  }
+
+  private async initiateUnlessUnderWay(name: string, closing: string[]): Promise<void> {
+    // Events show established SAs only: ask charon whether one is being set up already.
+    const current = (await this.session.listSas({ ike: name }))
+      .map((entry) => entry[name])
+      .filter((ike) => typeof ike === "object" && !Array.isArray(ike) && !closing.includes(String(ike.uniqueid)));
+    if (current.length > 0) return;
+    await this.session.initiate({ child: name, ike: name, timeout: -1 });
+  }
+
+  private async unloadConn(name: string): Promise<void> {
+    // Unloading a responder's connection leaves its SAs up: close them first.
+    await this.ignoreGone(this.session.terminate({ ike: name, force: true, timeout: -1 }));
+    await this.ignoreGone(this.session.unloadConn(name));
+    this.conns.delete(name);
+    this.opts.log.info("ipsec: connection unloaded", { conn: name });
+  }
+
+  /** Terminate/unload of something already gone is success. */
+  private async ignoreGone(call: Promise<void>): Promise<void> {
+    try {
+      await call;
+    } catch (error) {
+      if (!(error instanceof ViciCommandError)) throw error;
+      this.opts.log.debug("ipsec: nothing to do", { error: error.message });
+    }
+  }
+
+  private async reconnected(): Promise<void> {
+    if (this.charonLost) this.opts.log.info("ipsec: charon's event connection is back");
+    this.charonLost = false;
+    await this.resync();
+    // charon may have restarted in between, with none of our connections: put them back now
+    // rather than on the next change of the desired state.
+    if (!this.last) return;
+    try {
+      await this.apply(this.last.peers, this.last.self);
+    } catch (error) {
+      this.opts.log.warn("ipsec: re-applying after charon came back failed", { error: errorMessage(error) });
+    }
+  }
+
+  private async resync(): Promise<void> {
+    try {
+      this.notifyIf(this.tracker.resync(await this.session.listSas()));
+    } catch (error) {
+      this.opts.log.warn("ipsec: listing SAs failed", { error: errorMessage(error) });
+    }
+    this.synced();
+  }
+
+  private onEvent(event: string, message: ViciSection): void {
+    this.notifyIf(this.tracker.event(event, message));
+  }
+
+  private notifyIf(changed: boolean): void {
+    if (!changed) return;
+    for (const listener of this.listeners) {
+      try {
+        listener();
+      } catch (error) {
+        this.opts.log.error("ipsec: tunnel change listener failed", { error: errorMessage(error) });
+      }
+    }
+  }
+}
+
+const ours = (name: string) => name.startsWith(NAME_PREFIX);
+
+/** Our names charon has loaded, with the digest we know for each ("" when loaded before us). */
+function readBack(known: Map<string, string>, loaded: string[]): Map<string, string> {
+  return new Map(loaded.filter(ours).map((name) => [name, known.get(name) ?? ""]));
+}
