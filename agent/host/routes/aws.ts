@@ -1,0 +1,163 @@
+// `aws`: points the location's route tables at this host's network interface. Only the configured
+// route tables are ever read or written. Pulumi creates each route (and ignores its target); the
+// agent of the active host moves the target with ReplaceRoute, creating the route if it is missing.
+import {
+  CreateRouteCommand,
+  DeleteRouteCommand,
+  DescribeRouteTablesCommand,
+  EC2Client,
+  ReplaceRouteCommand,
+  type Route,
+} from "@aws-sdk/client-ec2";
+import { cidrProblem, parseCidr } from "../../../lib/net";
+import type { RouteProvider } from "../types";
+import { Failures } from "./failures";
+import { request, type Fetch } from "./http";
+
+export const IMDS_ENDPOINT = "http://169.254.169.254";
+const IMDS_TOKEN_TTL_SECONDS = "21600";
+
+export interface AwsIdentity {
+  region: string;
+  instanceId: string;
+  networkInterfaceId: string;
+}
+
+/** This instance's region, id and primary network interface, read through IMDSv2. */
+export async function readImdsIdentity(endpoint: string = IMDS_ENDPOINT, fetchImpl: Fetch = fetch): Promise<AwsIdentity> {
+  const base = endpoint.replace(/\/+$/, "");
+  const token = await request(fetchImpl, "PUT", `${base}/latest/api/token`, { headers: { "x-aws-ec2-metadata-token-ttl-seconds": IMDS_TOKEN_TTL_SECONDS } });
+  const get = async (path: string) => (await request(fetchImpl, "GET", `${base}/latest/meta-data/${path}`, { headers: { "x-aws-ec2-metadata-token": token } })).trim();
+  const [region, instanceId, mac] = await Promise.all([get("placement/region"), get("instance-id"), get("mac")]);
+  const networkInterfaceId = await get(`network/interfaces/macs/${mac}/interface-id`);
+  if (!/^eni-[0-9a-f]+$/.test(networkInterfaceId)) throw new Error(`instance metadata gave "${networkInterfaceId}" as the network interface id`);
+  return { region, instanceId, networkInterfaceId };
+}
+
+export interface AwsRouteProviderOptions {
+  /** The location's route tables: the only ones ever touched. */
+  routeTableIds: string[];
+  /** @default the instance's region from IMDS */
+  region?: string;
+  /** @default http://169.254.169.254 */
+  imdsEndpoint?: string;
+  fetch?: Fetch;
+  /** @default a client for the region */
+  ec2?: EC2Client;
+}
+
+export class AwsRouteProvider implements RouteProvider {
+  readonly name = "aws" as const;
+  private identity: AwsIdentity | undefined;
+  private client: EC2Client | undefined;
+  private current = new Set<string>();
+  private pendingRemoval = new Set<string>();
+
+  constructor(private readonly options: AwsRouteProviderOptions) {}
+
+  async apply(cidrs: string[], opts: { previous: string[]; removeRoutes: boolean }): Promise<void> {
+    const failures = new Failures(this.name);
+    const desired = failures.validCidrs(cidrs).map(normalize);
+    let ready: { identity: AwsIdentity; ec2: EC2Client };
+    try {
+      ready = await this.connect();
+    } catch (error) {
+      failures.add("cannot read this instance's identity from IMDSv2", error);
+      this.current = new Set();
+      return failures.throwIfAny();
+    }
+    const { identity, ec2 } = ready;
+    const applied = new Set<string>();
+    for (const cidr of desired) {
+      let ok = true;
+      for (const table of this.options.routeTableIds) {
+        try {
+          await this.pointHere(ec2, table, cidr, identity.networkInterfaceId);
+        } catch (error) {
+          ok = false;
+          failures.add(`cannot point ${cidr} in ${table} at ${identity.networkInterfaceId}`, error);
+        }
+      }
+      if (ok) applied.add(cidr);
+    }
+    const stale = [...new Set([...opts.previous.map(normalize), ...this.current, ...this.pendingRemoval])].filter((cidr) => !desired.includes(cidr));
+    this.pendingRemoval = new Set();
+    if (opts.removeRoutes && stale.length > 0) await this.removeOwn(ec2, stale, identity.networkInterfaceId, failures);
+    this.current = applied;
+    failures.throwIfAny();
+  }
+
+  applied(): string[] {
+    return [...this.current];
+  }
+
+  private async connect(): Promise<{ identity: AwsIdentity; ec2: EC2Client }> {
+    this.identity ??= await readImdsIdentity(this.options.imdsEndpoint, this.options.fetch);
+    this.client ??= this.options.ec2 ?? new EC2Client({ region: this.options.region ?? this.identity.region });
+    return { identity: this.identity, ec2: this.client };
+  }
+
+  private async pointHere(ec2: EC2Client, table: string, cidr: string, eni: string): Promise<void> {
+    const input = { RouteTableId: table, ...destination(cidr), NetworkInterfaceId: eni };
+    try {
+      await ec2.send(new ReplaceRouteCommand(input));
+    } catch (error) {
+      if (!isMissingRoute(error)) throw error;
+      await ec2.send(new CreateRouteCommand(input));
+    }
+  }
+
+  /** Deletes stale CIDRs, but only in routes that point at this host's interface right now. */
+  private async removeOwn(ec2: EC2Client, stale: string[], eni: string, failures: Failures): Promise<void> {
+    let tables;
+    try {
+      tables = (await ec2.send(new DescribeRouteTablesCommand({ RouteTableIds: this.options.routeTableIds }))).RouteTables ?? [];
+    } catch (error) {
+      stale.forEach((cidr) => this.pendingRemoval.add(cidr));
+      return failures.add(`cannot read route tables ${this.options.routeTableIds.join(", ")}`, error);
+    }
+    for (const table of tables) {
+      const tableId = table.RouteTableId;
+      if (!tableId || !this.options.routeTableIds.includes(tableId)) continue;
+      for (const cidr of stale) {
+        const route = table.Routes?.find((r) => routeDestination(r) === cidr);
+        if (!route || route.NetworkInterfaceId !== eni) continue;
+        try {
+          await ec2.send(new DeleteRouteCommand({ RouteTableId: tableId, ...destination(cidr) }));
+        } catch (error) {
+          if (errorName(error) === "InvalidRoute.NotFound") continue;
+          this.pendingRemoval.add(cidr);
+          failures.add(`cannot delete ${cidr} from ${tableId}`, error);
+        }
+      }
+    }
+  }
+}
+
+function destination(cidr: string): { DestinationCidrBlock: string } | { DestinationIpv6CidrBlock: string } {
+  return parseCidr(cidr).family === 4 ? { DestinationCidrBlock: cidr } : { DestinationIpv6CidrBlock: cidr };
+}
+
+function routeDestination(route: Route): string | undefined {
+  const text = route.DestinationCidrBlock ?? route.DestinationIpv6CidrBlock;
+  return text ? normalize(text) : undefined;
+}
+
+/** The canonical form of a CIDR (IPv6 spellings vary), or the text itself when it is not one. */
+function normalize(cidr: string): string {
+  return cidrProblem(cidr) ? cidr : parseCidr(cidr).text;
+}
+
+function errorName(error: unknown): string | undefined {
+  return error instanceof Error ? error.name : undefined;
+}
+
+/**
+ * ReplaceRoute on a destination the table lacks: AWS answers InvalidParameterValue ("There is no
+ * route defined for '…' in the route table. Must use CreateRoute instead."), though the API
+ * reference suggests InvalidRoute.NotFound; both mean "create it".
+ */
+function isMissingRoute(error: unknown): boolean {
+  const name = errorName(error);
+  return name === "InvalidRoute.NotFound" || (name === "InvalidParameterValue" && /no route/i.test((error as Error).message));
+}

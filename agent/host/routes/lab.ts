@@ -1,0 +1,8 @@
+// `lab`: the namespace lab's "cloud route table" is a router namespace; the active host points the
+// remote CIDRs at its own address there (`ip -n <namespace> route replace CIDR via <via>`).
+import type { CommandRunner } from "./command";
+import { IpRouteProvider } from "./ip-route";
+
+export function createLabRouteProvider(lab: { namespace: string; via: string }, run?: CommandRunner): IpRouteProvider {
+  return new IpRouteProvider("lab", ["-n", lab.namespace], { via: lab.via }, run);
+}
