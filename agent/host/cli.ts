@@ -1,0 +1,296 @@
+// `sitelink …` agent commands, modeled on pritunl-link: edit /etc/sitelink/agent.json, show status,
+// run the daemon. Exit codes: 0 done, 1 failed (bad config, not found, daemon error), 2 usage error.
+// A running agent picks up edits on SIGHUP (`systemctl reload sitelink-agent`).
+import { DEFAULT_CONFIG_PATH, ROUTE_PROVIDERS, type AgentConfig, type RouteProviderName } from "./config";
+import { ConfigError, loadConfig, saveConfig } from "./config-file";
+import { DEFAULT_STATUS_PATH, StatusError, formatStatus, readStatus } from "./status";
+import { agentVersion } from "./version";
+import { UriSourceError, describeUriSource } from "./uri-source-names";
+import { parseHostUri, redactHostUri, UriError } from "../uri";
+
+export interface CliIo {
+  out(text: string): void;
+  err(text: string): void;
+}
+
+const processIo: CliIo = {
+  out: (t) => process.stdout.write(`${t}\n`),
+  err: (t) => process.stderr.write(`${t}\n`),
+};
+
+export const USAGE = `usage: sitelink [--config PATH] COMMAND [ARGS]
+
+commands:
+  add-uri URI                 add (or replace) the host URI sitelink://hostId:secret@host[:port]…?fp=…
+  remove-uri URI|HOST_ID      remove a host URI
+  list                        list host URIs (secrets masked) and URI sources
+  set-provider NAME [FLAGS]   route provider: aws|gcp|kernel|file|none|lab
+      aws:    --route-table rtb-… (repeatable or comma-separated) [--region R]
+      gcp:    --network N [--project P] [--priority N]
+      kernel: [--device DEV] [--via ADDRESS]
+      file:   --path FILE
+      lab:    --namespace NS --via ADDRESS
+  firewall-on | firewall-off          manage the agent's own firewall chain
+  remove-routes-on | remove-routes-off delete own routes that are no longer desired
+  host-check-on | host-check-off      serve and run host checks
+  set-mtu N | set-mtu off     tunnel MTU
+  status [--status PATH] [--json]     state of the running agent
+  run [--status PATH]         run the agent (the daemon)
+  version                     print the version
+  state …                     state service commands (sitelink state --help)
+
+options:
+  --config PATH               agent config (default ${DEFAULT_CONFIG_PATH})
+
+A running agent applies config changes on SIGHUP: systemctl reload sitelink-agent`;
+
+class UsageError extends Error {}
+
+interface Args {
+  command: string | undefined;
+  positionals: string[];
+  flags: Map<string, string[]>;
+}
+
+/** Flags that take no value. */
+const SWITCHES = new Set(["json", "help"]);
+/** Every flag that takes a value, of any command (which command accepts which is checked after parsing). */
+const VALUE_FLAGS = new Set(["config", "status", "route-table", "region", "network", "project", "priority", "device", "via", "path", "namespace"]);
+
+function parseArgs(argv: string[]): Args {
+  const args: Args = { command: undefined, positionals: [], flags: new Map() };
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg.startsWith("--")) {
+      const eq = arg.indexOf("=");
+      const name = eq === -1 ? arg.slice(2) : arg.slice(2, eq);
+      let value: string;
+      if (!SWITCHES.has(name) && !VALUE_FLAGS.has(name)) throw new UsageError(`unknown flag --${name}`);
+      if (SWITCHES.has(name)) {
+        if (eq !== -1) throw new UsageError(`--${name} takes no value`);
+        value = "true";
+      } else if (eq !== -1) {
+        value = arg.slice(eq + 1);
+      } else {
+        const next = argv[++i];
+        if (next === undefined) throw new UsageError(`--${name} needs a value`);
+        value = next;
+      }
+      args.flags.set(name, [...(args.flags.get(name) ?? []), value]);
+    } else if (args.command === undefined) {
+      args.command = arg;
+    } else {
+      args.positionals.push(arg);
+    }
+  }
+  return args;
+}
+
+/** Flags each command accepts (besides --config and --help). */
+const PROVIDER_FLAGS: Record<RouteProviderName, string[]> = {
+  aws: ["route-table", "region"],
+  gcp: ["network", "project", "priority"],
+  kernel: ["device", "via"],
+  file: ["path"],
+  lab: ["namespace", "via"],
+  none: [],
+};
+
+function allowedFlags(command: string, positionals: string[]): string[] {
+  if (command === "status") return ["status", "json"];
+  if (command === "run") return ["status"];
+  if (command === "set-provider") return PROVIDER_FLAGS[positionals[0] as RouteProviderName] ?? [];
+  return [];
+}
+
+function expectPositionals(args: Args, names: string[]): string[] {
+  if (args.positionals.length < names.length) throw new UsageError(`${args.command} needs ${names.join(" ")}`);
+  if (args.positionals.length > names.length) throw new UsageError(`unexpected argument to ${args.command}: "${args.positionals[names.length]}"`);
+  return args.positionals;
+}
+
+function flag(args: Args, name: string): string | undefined {
+  const values = args.flags.get(name);
+  if (values && values.length > 1) throw new UsageError(`--${name} given more than once`);
+  return values?.[0];
+}
+
+export async function runAgentCli(argv: string[], io: CliIo = processIo): Promise<number> {
+  let args: Args;
+  try {
+    args = parseArgs(argv);
+    if (args.flags.has("help") || args.command === "help" || args.command === undefined) {
+      (args.command === undefined && !args.flags.has("help") ? io.err : io.out)(USAGE);
+      return args.command === undefined && !args.flags.has("help") ? 2 : 0;
+    }
+    const allowed = new Set(["config", "help", ...allowedFlags(args.command, args.positionals)]);
+    for (const name of args.flags.keys()) {
+      if (!allowed.has(name)) throw new UsageError(`unknown flag --${name} for ${args.command}`);
+    }
+    return await dispatch(args, io);
+  } catch (err) {
+    if (err instanceof UsageError) {
+      io.err(`sitelink: ${err.message}`);
+      io.err(`run "sitelink --help" for usage`);
+      return 2;
+    }
+    if (err instanceof ConfigError || err instanceof UriError || err instanceof StatusError || err instanceof UriSourceError || err instanceof CommandError) {
+      io.err(`sitelink: ${err.message}`);
+      return 1;
+    }
+    throw err;
+  }
+}
+
+class CommandError extends Error {}
+
+async function dispatch(args: Args, io: CliIo): Promise<number> {
+  const configPath = flag(args, "config") ?? DEFAULT_CONFIG_PATH;
+  const command = args.command!;
+  const edit = async (change: (config: AgentConfig) => AgentConfig, done: string) => {
+    await saveConfig(configPath, change(await loadConfig(configPath)));
+    io.out(done);
+    return 0;
+  };
+  const toggle = (key: "firewall" | "removeRoutes" | "hostCheck", on: boolean, what: string) => {
+    expectPositionals(args, []);
+    return edit((c) => ({ ...c, [key]: on }), `${what} ${on ? "on" : "off"}`);
+  };
+
+  switch (command) {
+    case "version":
+      expectPositionals(args, []);
+      io.out(agentVersion());
+      return 0;
+    case "add-uri": {
+      const [text] = expectPositionals(args, ["URI"]);
+      const uri = parseHostUri(text!);
+      return edit((c) => {
+        const others = c.uris.filter((u) => safeHostId(u) !== uri.hostId);
+        return { ...c, uris: [...others, text!.trim()] };
+      }, `added ${redactHostUri(uri)}`);
+    }
+    case "remove-uri": {
+      const [text] = expectPositionals(args, ["URI|HOST_ID"]);
+      const hostId = text!.startsWith("sitelink://") ? parseHostUri(text!).hostId : text!;
+      const config = await loadConfig(configPath);
+      const kept = config.uris.filter((u) => safeHostId(u) !== hostId);
+      if (kept.length === config.uris.length) throw new CommandError(`no host URI for host "${hostId}"`);
+      await saveConfig(configPath, { ...config, uris: kept });
+      io.out(`removed the host URI of "${hostId}"`);
+      return 0;
+    }
+    case "list": {
+      expectPositionals(args, []);
+      const config = await loadConfig(configPath);
+      if (config.uris.length === 0 && config.uriSources.length === 0) io.out("no host URIs");
+      for (const text of config.uris) io.out(safeRedact(text));
+      for (const source of config.uriSources) io.out(`${describeUriSource(source)} (read at start)`);
+      return 0;
+    }
+    case "set-provider": {
+      const [name] = expectPositionals(args, ["NAME"]);
+      if (!(ROUTE_PROVIDERS as readonly string[]).includes(name!)) throw new UsageError(`unknown provider "${name}" (expected ${ROUTE_PROVIDERS.join("|")})`);
+      return edit((c) => setProvider(c, name as RouteProviderName, args), `provider ${name}`);
+    }
+    case "firewall-on":
+    case "firewall-off":
+      return toggle("firewall", command === "firewall-on", "firewall");
+    case "remove-routes-on":
+    case "remove-routes-off":
+      return toggle("removeRoutes", command === "remove-routes-on", "remove-routes");
+    case "host-check-on":
+    case "host-check-off":
+      return toggle("hostCheck", command === "host-check-on", "host-check");
+    case "set-mtu": {
+      const [value] = expectPositionals(args, ["N|off"]);
+      if (value === "off") return edit(({ mtu: _, ...c }) => c as AgentConfig, "mtu off (strongSwan default)");
+      if (!/^\d+$/.test(value!)) throw new UsageError(`set-mtu: "${value}" is not a number (or "off")`);
+      return edit((c) => ({ ...c, mtu: Number(value) }), `mtu ${value}`);
+    }
+    case "status": {
+      expectPositionals(args, []);
+      const status = await readStatus(flag(args, "status") ?? DEFAULT_STATUS_PATH);
+      io.out(args.flags.has("json") ? JSON.stringify(status, null, 2) : formatStatus(status).trimEnd());
+      if (!isRunning(status.pid)) io.err(`sitelink: the agent (pid ${status.pid}) is not running: this status is stale`);
+      return 0;
+    }
+    case "run": {
+      expectPositionals(args, []);
+      // Loaded only here: the daemon's wiring (VICI, cloud SDKs) is not needed to edit the config.
+      // require(), not import(): this is a CommonJS module, and esbuild keeps a required module lazy.
+      const { runAgent } = require("./agent") as typeof import("./agent");
+      return runAgent({ configPath, statusPath: flag(args, "status") ?? DEFAULT_STATUS_PATH });
+    }
+    default:
+      throw new UsageError(`unknown command "${command}"`);
+  }
+}
+
+function setProvider(config: AgentConfig, name: RouteProviderName, args: Args): AgentConfig {
+  const next: AgentConfig = { ...config, provider: name };
+  const has = (f: string) => args.flags.has(f);
+  switch (name) {
+    case "aws": {
+      const tables = (args.flags.get("route-table") ?? []).flatMap((v) => v.split(",")).filter(Boolean);
+      if (tables.length === 0 && !config.aws) throw new UsageError("set-provider aws needs --route-table rtb-…");
+      const region = flag(args, "region") ?? config.aws?.region;
+      return { ...next, aws: { routeTableIds: tables.length ? tables : config.aws!.routeTableIds, ...(region && { region }) } };
+    }
+    case "gcp": {
+      const network = flag(args, "network") ?? config.gcp?.network;
+      if (!network) throw new UsageError("set-provider gcp needs --network");
+      const project = flag(args, "project") ?? config.gcp?.project;
+      const priorityText = flag(args, "priority");
+      if (priorityText !== undefined && !/^\d+$/.test(priorityText)) throw new UsageError(`--priority "${priorityText}" is not a number`);
+      const priority = priorityText !== undefined ? Number(priorityText) : (config.gcp?.priority ?? 900);
+      return { ...next, gcp: { network, priority, ...(project && { project }) } };
+    }
+    case "kernel": {
+      if (!has("device") && !has("via")) return next;
+      const device = flag(args, "device");
+      const via = flag(args, "via");
+      return { ...next, kernel: { ...(device && { device }), ...(via && { via }) } };
+    }
+    case "file": {
+      const path = flag(args, "path") ?? config.file?.path;
+      if (!path) throw new UsageError("set-provider file needs --path");
+      return { ...next, file: { path } };
+    }
+    case "lab": {
+      const namespace = flag(args, "namespace") ?? config.lab?.namespace;
+      const via = flag(args, "via") ?? config.lab?.via;
+      if (!namespace || !via) throw new UsageError("set-provider lab needs --namespace and --via");
+      return { ...next, lab: { namespace, via } };
+    }
+    case "none":
+      return next;
+  }
+}
+
+/** Signal 0 only checks that the process exists. EPERM: it exists, owned by someone else. */
+function isRunning(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+/** Host id of a stored URI; a stored URI that no longer parses matches nothing (and is listed as invalid). */
+function safeHostId(text: string): string | undefined {
+  try {
+    return parseHostUri(text).hostId;
+  } catch {
+    return undefined;
+  }
+}
+
+function safeRedact(text: string): string {
+  try {
+    return redactHostUri(parseHostUri(text));
+  } catch (err) {
+    return `(invalid URI: ${(err as Error).message})`;
+  }
+}

@@ -1,0 +1,211 @@
+// The agent's side of the wire: signed requests to the state service over pinned HTTPS, verified and
+// validated answers. Several endpoints are tried in order; the one that answered is tried first next time.
+import https from "node:https";
+import { isIP } from "node:net";
+import {
+  API,
+  PROTOCOL_VERSION,
+  desiredStateSchema,
+  errorResponseSchema,
+  offlineResponseSchema,
+  type DesiredState,
+  type HostReport,
+  type OfflineResponse,
+} from "../protocol";
+import { HEADERS, signRequest, verifyResponse, type SignedHeaders } from "../signing";
+import type { HostUri, StateEndpoint } from "../uri";
+import { PinnedAgent } from "./pinned-agent";
+import type { z } from "zod";
+
+/**
+ * Why a call failed. `unreachable`: no endpoint answered; `rejected`: a signed error answer;
+ * `bad-signature`: unsigned or mis-signed answer; `malformed`: signed, but not a valid message;
+ * `aborted`: the caller aborted (urgent report, stop).
+ */
+export type StateErrorKind = "unreachable" | "rejected" | "bad-signature" | "malformed" | "aborted";
+
+export class StateClientError extends Error {
+  constructor(
+    readonly kind: StateErrorKind,
+    message: string,
+  ) {
+    super(message);
+    this.name = "StateClientError";
+  }
+}
+
+export interface PollInput {
+  generation: number;
+  wait: boolean;
+  report: HostReport;
+}
+
+/** What the reconcile loop needs from the state service (the loop's tests fake this). */
+export interface StateApi {
+  readonly hostId: string;
+  /** The endpoint tried first ("host:port"): the one that answered last. */
+  readonly endpoint: string;
+  poll(input: PollInput, opts: { timeoutMs: number; signal?: AbortSignal }): Promise<DesiredState>;
+  offline(reason: string, opts: { timeoutMs: number }): Promise<OfflineResponse>;
+  close(): void;
+}
+
+interface Answer {
+  status: number;
+  body: Buffer;
+  signature: string | undefined;
+}
+
+export class StateClient implements StateApi {
+  private readonly agent: PinnedAgent;
+  private preferred = 0;
+
+  constructor(private readonly uri: HostUri) {
+    this.agent = new PinnedAgent(uri.fingerprints);
+  }
+
+  get hostId(): string {
+    return this.uri.hostId;
+  }
+
+  /** The endpoint that answered last ("host:port"), for status and logs. */
+  get endpoint(): string {
+    const e = this.uri.endpoints[this.preferred]!;
+    return `${e.host}:${e.port}`;
+  }
+
+  async poll(input: PollInput, opts: { timeoutMs: number; signal?: AbortSignal }): Promise<DesiredState> {
+    const body = { protocol: PROTOCOL_VERSION, hostId: this.uri.hostId, ...input };
+    const desired = await this.call(API.poll, body, desiredStateSchema, opts);
+    if (desired.hostId !== this.uri.hostId) {
+      throw new StateClientError("malformed", `answer is for host "${desired.hostId}", not "${this.uri.hostId}"`);
+    }
+    return desired;
+  }
+
+  offline(reason: string, opts: { timeoutMs: number }): Promise<OfflineResponse> {
+    return this.call(API.offline, { protocol: PROTOCOL_VERSION, hostId: this.uri.hostId, reason }, offlineResponseSchema, opts);
+  }
+
+  close(): void {
+    this.agent.destroy();
+  }
+
+  private async call<T>(path: string, message: unknown, schema: z.ZodType<T>, opts: { timeoutMs: number; signal?: AbortSignal }): Promise<T> {
+    const body = JSON.stringify(message);
+    const signal = withTimeout(opts.signal, opts.timeoutMs);
+    const count = this.uri.endpoints.length;
+    const failures: string[] = [];
+    const kinds: StateErrorKind[] = [];
+    for (let i = 0; i < count; i++) {
+      const index = (this.preferred + i) % count;
+      const endpoint = this.uri.endpoints[index]!;
+      const name = `${endpoint.host}:${endpoint.port}`;
+      try {
+        const result = await this.callOne(endpoint, path, body, schema, signal).catch((err: unknown) => {
+          // A kept-alive connection the server closed meanwhile fails at once: retry on a fresh one.
+          if (err instanceof StaleSocketError && !signal.aborted) return this.callOne(endpoint, path, body, schema, signal);
+          throw err;
+        });
+        this.preferred = index;
+        return result;
+      } catch (err) {
+        if (opts.signal?.aborted) throw new StateClientError("aborted", "aborted");
+        const failure = err instanceof StateClientError ? err : new StateClientError("unreachable", describeNetworkError(err, signal));
+        kinds.push(failure.kind);
+        failures.push(`${name}: ${failure.message}`);
+        // A timeout is spent for all endpoints: the next one would be aborted at once.
+        if (signal.aborted) break;
+      }
+    }
+    // A verification failure outranks "unreachable": someone answered, wrongly, and that needs attention.
+    throw new StateClientError(kinds.find((k) => k !== "unreachable") ?? "unreachable", failures.join("; "));
+  }
+
+  private async callOne<T>(endpoint: StateEndpoint, path: string, body: string, schema: z.ZodType<T>, signal: AbortSignal): Promise<T> {
+    const headers = signRequest(this.uri.secret, { hostId: this.uri.hostId, method: "POST", path, body });
+    const nonce = headers[HEADERS.nonce];
+    const answer = await post(this.agent, endpoint, path, body, headers, signal);
+    if (!verifyResponse(this.uri.secret, nonce, answer.status, answer.body, answer.signature)) {
+      throw new StateClientError("bad-signature", `${answer.signature ? "mis-signed" : "unsigned"} answer (HTTP ${answer.status})`);
+    }
+    let json: unknown;
+    try {
+      json = JSON.parse(answer.body.toString("utf8"));
+    } catch {
+      throw new StateClientError("malformed", `answer is not JSON (HTTP ${answer.status})`);
+    }
+    if (answer.status !== 200) {
+      const error = errorResponseSchema.safeParse(json);
+      throw new StateClientError("rejected", `HTTP ${answer.status}: ${error.success ? error.data.error : "no error message"}`);
+    }
+    const parsed = schema.safeParse(json);
+    if (!parsed.success) {
+      const fields = parsed.error.issues.map((i) => `${i.path.join(".") || "(root)"}: ${i.message}`);
+      throw new StateClientError("malformed", `invalid answer: ${fields.join("; ")}`);
+    }
+    return parsed.data;
+  }
+}
+
+class StaleSocketError extends Error {
+  constructor(readonly code: string) {
+    super(`${code} on a kept-alive connection`);
+  }
+}
+
+/** The caller's signal plus a timeout (AbortSignal.any is Node 20.3+; the bundle targets Node 18). */
+function withTimeout(signal: AbortSignal | undefined, timeoutMs: number): AbortSignal {
+  const timeout = AbortSignal.timeout(timeoutMs);
+  if (!signal) return timeout;
+  const controller = new AbortController();
+  const abort = () => controller.abort();
+  if (signal.aborted) abort();
+  signal.addEventListener("abort", abort, { once: true });
+  timeout.addEventListener("abort", abort, { once: true });
+  return controller.signal;
+}
+
+const MAX_ANSWER_BYTES = 4 * 1024 * 1024;
+
+function post(agent: PinnedAgent, endpoint: StateEndpoint, path: string, body: string, signed: SignedHeaders, signal: AbortSignal): Promise<Answer> {
+  return new Promise((resolve, reject) => {
+    const req = https.request(
+      {
+        agent,
+        host: endpoint.host,
+        port: endpoint.port,
+        // SNI only for names: an IP address in SNI is not allowed.
+        servername: isIP(endpoint.host) ? "" : endpoint.host,
+        method: "POST",
+        path,
+        signal,
+        headers: { "content-type": "application/json", "content-length": Buffer.byteLength(body), ...signed },
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        let size = 0;
+        res.on("data", (chunk: Buffer) => {
+          size += chunk.length;
+          if (size > MAX_ANSWER_BYTES) req.destroy(new StateClientError("malformed", "answer too large"));
+          else chunks.push(chunk);
+        });
+        res.on("end", () => {
+          const signature = res.headers[HEADERS.signature];
+          resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks), signature: Array.isArray(signature) ? undefined : signature });
+        });
+        res.on("error", reject);
+      },
+    );
+    req.on("error", (err: NodeJS.ErrnoException) => {
+      reject(req.reusedSocket && (err.code === "ECONNRESET" || err.code === "EPIPE") ? new StaleSocketError(err.code) : err);
+    });
+    req.end(body);
+  });
+}
+
+function describeNetworkError(err: unknown, signal: AbortSignal): string {
+  if (signal.aborted) return "timed out";
+  const e = err as NodeJS.ErrnoException;
+  return e.code ? `${e.code}${e.message && !e.message.includes(e.code) ? ` ${e.message}` : ""}` : e.message;
+}

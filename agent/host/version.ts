@@ -1,0 +1,26 @@
+// The agent's version (reported to the state service and printed by `sitelink version`).
+// The bundle has no package.json beside it, so scripts/bundle.mjs defines __SITELINK_VERSION__;
+// from source (tsx, vitest, tsc output) it is read from the nearest package.json named "sitelink".
+import { existsSync, readFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+
+declare const __SITELINK_VERSION__: string | undefined;
+
+let cached: string | undefined;
+
+export function agentVersion(): string {
+  if (cached) return cached;
+  cached = typeof __SITELINK_VERSION__ === "string" ? __SITELINK_VERSION__ : readPackageVersion();
+  return cached;
+}
+
+function readPackageVersion(): string {
+  for (let dir = __dirname; ; dir = dirname(dir)) {
+    const file = join(dir, "package.json");
+    if (existsSync(file)) {
+      const pkg = JSON.parse(readFileSync(file, "utf8")) as { name?: string; version?: string };
+      if (pkg.name === "sitelink" && pkg.version) return pkg.version;
+    }
+    if (dirname(dir) === dir) return "0.0.0-unknown";
+  }
+}

@@ -1,0 +1,53 @@
+// The `sitelink` bundle: one file that runs the agent commands with nothing but node beside it.
+import { execFileSync, spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+
+const root = join(__dirname, "..");
+const { version } = JSON.parse(readFileSync(join(root, "package.json"), "utf8")) as { version: string };
+let dir: string;
+let bundle: string;
+
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), "sl-bundle-"));
+  bundle = join(dir, "sitelink.js");
+  // The build script runs its own self-check (`version` from an empty dir) and fails if it does not pass.
+  execFileSync(process.execPath, [join(root, "scripts", "bundle.mjs"), "--outfile", bundle], { cwd: root, stdio: "pipe" });
+}, 120_000);
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+function sitelink(...args: string[]) {
+  // cwd is the temp dir: no node_modules anywhere above /tmp.
+  const r = spawnSync(bundle, args, { cwd: dir, encoding: "utf8" });
+  return { code: r.status, out: r.stdout.trim(), err: r.stderr.trim() };
+}
+
+describe("dist/sitelink.js", () => {
+  it("is executable with a node shebang", () => {
+    expect(readFileSync(bundle, "utf8").startsWith("#!/usr/bin/env node\n")).toBe(true);
+    expect(statSync(bundle).mode & 0o111).not.toBe(0);
+  });
+
+  it("runs the agent commands without node_modules", () => {
+    const config = join(dir, "agent.json");
+    expect(sitelink("version")).toEqual({ code: 0, out: version, err: "" });
+    const uri = `sitelink://a1:c2VjcmV0LXNlY3JldC1zZWNyZXQ@198.18.0.1?fp=${"ef".repeat(32)}`;
+    expect(sitelink("--config", config, "add-uri", uri)).toMatchObject({ code: 0, out: `added sitelink://a1:****@198.18.0.1:9443?fp=${"ef".repeat(32)}` });
+    expect(sitelink("--config", config, "set-provider", "kernel", "--via", "10.1.0.1")).toMatchObject({ code: 0 });
+    expect(sitelink("--config", config, "list")).toMatchObject({ code: 0, out: expect.stringContaining("a1:****@") });
+    const empty = join(dir, "empty.json");
+    expect(sitelink("--config", empty, "run", "--status", join(dir, "status.json"))).toMatchObject({
+      code: 1,
+      err: expect.stringContaining("no host URI: run `sitelink add-uri URI`"),
+    });
+    expect(sitelink("--config", config, "bogus")).toMatchObject({ code: 2, err: expect.stringContaining('unknown command "bogus"') });
+  });
+
+  it("`sitelink state` without better-sqlite3 either works or says what is missing, never crashes", () => {
+    const r = sitelink("state", "--help");
+    expect(r.err).not.toContain("internal error");
+    if (r.code !== 0) expect(r).toMatchObject({ code: 1, err: expect.stringContaining("the state service needs the better-sqlite3 package") });
+  });
+});
