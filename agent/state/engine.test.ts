@@ -34,6 +34,16 @@ function steady(engine: FailoverEngine, from: number, to: number, ids: string[],
 
 const east = (decisions: Decision[]) => decisions.filter((d) => d.location === "east");
 
+/**
+ * An engine whose `ids` have been online and heartbeating since T0 - 2 s, so that by T0 they are
+ * settled (LinkTiming.settleMs = 1.9 s): reports from them and about them count as evidence.
+ */
+function onlineBefore(ids: string[], topology = twoSites()): FailoverEngine {
+  const engine = new FailoverEngine(topology, T0 - 2000);
+  steady(engine, T0 - 2000, T0, ids);
+  return engine;
+}
+
 const decision = (at: number, from: string | null, to: string | null, reason: string, location = "east") =>
   expect.objectContaining({ at, link: "corp", location, from, to, reason });
 
@@ -128,7 +138,7 @@ describe("failover engine: liveness and election", () => {
 describe("failover engine: crash confirmation", () => {
   /** Everyone up at T0, reaching everyone; a is active. */
   function upAtT0() {
-    const engine = new FailoverEngine(twoSites(), T0);
+    const engine = onlineBefore(["a", "b", "c", "d"]);
     beat(engine, T0, ["a", "b", "c", "d"], {
       b: [check("a", true), check("c", true), check("d", true)],
       c: [check("a", true), check("b", true)],
@@ -191,11 +201,11 @@ describe("failover engine: partitions", () => {
   const reachNone = [check("c", false), check("d", false)];
 
   it("demotes an active host that reaches fewer peers, once that has lasted, and takes it back when healed", () => {
-    const engine = new FailoverEngine(twoSites(), T0);
+    const engine = onlineBefore(["c", "d"]);
     expect(east(beat(engine, T0, ["a", "b", "c", "d"], { a: reachNone, b: reachAll }))).toEqual([decision(T0, null, "a", "initial")]);
     expect(engine.hostView("a")!.status).toBe("active");
     // a has been behind since b's report at T0; the partition is confirmed 1.65 s later.
-    expect(engine.nextDeadline()).toBe(T0 + 1650);
+    expect(drive(engine, T0 + 999)).toEqual([]);
     expect(beat(engine, T0 + 1000, ["a", "b", "c", "d"], { a: reachNone, b: reachAll })).toEqual([]);
     expect(drive(engine, T0 + 1650)).toEqual([decision(T0 + 1650, "a", "b", "partitioned")]);
     expect(engine.hostView("a")).toMatchObject({ status: "partitioned", eligible: false, online: true });
@@ -204,7 +214,7 @@ describe("failover engine: partitions", () => {
   });
 
   it("does not count one lost probe as a partition", () => {
-    const engine = new FailoverEngine(twoSites(), T0);
+    const engine = onlineBefore(["c", "d"]);
     const oneLost = [check("c", false, 0, 1), check("d", true)];
     expect(east(steady(engine, T0, T0 + 10_000, ["a", "b", "c", "d"], { a: oneLost, b: reachAll })).map((d) => d.reason)).toEqual(["initial"]);
     expect(engine.activeHost("corp", "east")).toBe("a");
@@ -218,7 +228,7 @@ describe("failover engine: partitions", () => {
   });
 
   it("demotes an active host that every peer host has lost, even while it heartbeats", () => {
-    const engine = new FailoverEngine(twoSites(), T0);
+    const engine = onlineBefore(["a", "b", "c", "d"]);
     beat(engine, T0, ["a", "b", "c", "d"]);
     const lostA = [check("a", false, 0, 2), check("b", true)];
     expect(engine.heartbeat("c", report(lostA), T0 + 300)).toEqual([]);
@@ -231,7 +241,7 @@ describe("failover engine: partitions", () => {
   });
 
   it("stops relying on the peers' verdict when it goes stale, at that instant", () => {
-    const engine = new FailoverEngine(twoSites(), T0);
+    const engine = onlineBefore(["a", "b", "c", "d"]);
     beat(engine, T0, ["a", "b", "c", "d"]);
     const lostA = [check("a", false, 0, 2), check("b", true)];
     engine.heartbeat("c", report(lostA), T0 + 300);
@@ -350,5 +360,26 @@ describe("failover engine: restart and reload", () => {
     expect(engine.setTopology(threeSites([{ id: "b" }, { id: "e", priority: 9 }], false), T0 + 600)).toEqual([]);
     expect(engine.heartbeat("e", report(), T0 + 700)).toEqual([decision(T0 + 700, "b", "e", "higher-priority")]);
     expect(drive(engine, T0 + 5000)).toEqual([decision(T0 + 5000, "c", null, "timeout", "west")]);
+  });
+});
+
+describe("failover engine: evidence from hosts that just came online", () => {
+  it("does not demote a host its peers report down before it had time to get its key and listen", () => {
+    // a and b come online at T0: peers probing them before their first state answer get refusals.
+    const engine = onlineBefore(["c", "d"]);
+    expect(east(beat(engine, T0, ["a", "b"]))).toEqual([decision(T0, null, "a", "initial")]);
+    const lostA = [check("a", false, 0, 2), check("b", true)];
+    expect(steady(engine, T0 + 300, T0 + 1900, ["a", "b", "c", "d"], { c: lostA, d: lostA })).toEqual([]);
+    // Once a had its time (settleMs = 1.9 s) the same reports demote it.
+    expect(east(beat(engine, T0 + 1900, ["c", "d"], { c: lostA, d: lostA }))).toEqual([decision(T0 + 1900, "a", "b", "peers-lost")]);
+  });
+
+  it("does not take a witness that just came back at its word", () => {
+    const engine = onlineBefore(["a", "c", "d"]);
+    // b was away (a flapping host) and returns reporting a unreachable, while it reaches a peer.
+    beat(engine, T0, ["b"], { b: [check("a", false, 0, 5), check("c", true)] });
+    // a goes quiet: only b's word says it crashed, and b is not settled yet, so only the timeout counts.
+    expect(east(drive(engine, T0 + 1500))).toEqual([]);
+    expect(engine.hostView("a")!.online).toBe(true);
   });
 });

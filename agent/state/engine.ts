@@ -4,7 +4,7 @@
 import { formatPath, type Topology } from "../../lib/topology";
 import type { HostCheckResult, HostReport } from "../protocol";
 import { DeadlineQueue } from "./engine/deadlines";
-import { chooseActive, crashConfirmed, isCandidate, isDown, judgePartitions } from "./engine/judge";
+import { chooseActive, crashConfirmed, failedSettled, isCandidate, isDown, judgePartitions, settled } from "./engine/judge";
 import { buildModel, carryOver, locationKey, type CheckResult, type HostState, type LocationState, type Model } from "./engine/model";
 import {
   SnapshotError,
@@ -199,6 +199,8 @@ export class FailoverEngine {
       if (!host.online) continue;
       host.graceUntil = now + graceFor(host);
       engine.comeOnline(host, now);
+      // It was online before the restart: its own key and listener are long settled.
+      host.onlineSince = -Infinity;
       engine.armTimeout(host);
     }
     for (const saved of parsed.data.locations) {
@@ -223,6 +225,7 @@ export class FailoverEngine {
   /** Marks a host online; a host back within `backoff` of going offline waits before it may be active. */
   private comeOnline(host: HostState, now: number): void {
     host.online = true;
+    host.onlineSince = now;
     host.offlineReason = null;
     host.inBackoff = host.offlineSince !== null && now < host.offlineSince + host.backoffMs;
     if (host.inBackoff) this.timers.push(host.offlineSince! + host.backoffMs, { kind: "backoff", host });
@@ -267,7 +270,7 @@ export class FailoverEngine {
       if (!target || target === host || target.location.link !== home.link) continue;
       const observedAt = now - check.ageMs;
       const result = host.results.get(target.id);
-      if (target.location !== home && !touched.has(target.location) && changes(result, check, now)) {
+      if (target.location !== home && !touched.has(target.location) && changes(host, result, check, now)) {
         touched.set(target.location, "host-checks");
       }
       // Updated in place: results live for seconds, and replacing them at 1 Hz per host feeds the old-generation GC.
@@ -322,10 +325,14 @@ function timeoutAt(host: HostState): number {
   return Math.max(host.lastSeen! + host.timeoutMs, host.graceUntil);
 }
 
-/** Whether a new result can change a peer location's verdicts (a flip, or nothing usable before). */
-function changes(before: CheckResult | undefined, after: HostCheckResult, now: number): boolean {
+/**
+ * Whether a new result can change a peer location's verdicts: a flip, nothing usable before, or a
+ * failure that did not count yet because its target or its reporter was still settling.
+ */
+function changes(reporter: HostState, before: CheckResult | undefined, after: HostCheckResult, now: number): boolean {
   if (!before || now >= before.observedAt + before.target.location.timing.freshMs) return true;
-  return before.reachable !== after.reachable || isDown(before) !== isDown(after);
+  if (before.reachable !== after.reachable || isDown(before) !== isDown(after)) return true;
+  return !after.reachable && !(failedSettled(before) && settled(reporter, before.observedAt));
 }
 
 /** The reason of a decision: why the old active host lost the role, else what made the new one possible. */

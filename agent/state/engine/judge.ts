@@ -9,6 +9,16 @@ export function isDown(result: { reachable: boolean; failures: number }): boolea
   return !result.reachable && result.failures >= PARTITION_FAILURES;
 }
 
+/** A host online long enough for its reports, and reports about it, to count (see LinkTiming.settleMs). */
+export function settled(host: HostState, at: number): boolean {
+  return at >= host.onlineSince + host.location.timing.settleMs;
+}
+
+/** A failed probe counts against a target only once the target had time to get its key and listen. */
+export function failedSettled(result: CheckResult): boolean {
+  return !result.reachable && settled(result.target, result.observedAt);
+}
+
 function isFresh(result: CheckResult, now: number, location: LocationState): boolean {
   return now < staleAt(result, location);
 }
@@ -43,9 +53,10 @@ export function crashConfirmed(host: HostState, now: number): boolean {
 
 function hasWitness(target: HostState, among: LocationState, now: number): boolean {
   for (const witness of among.hosts) {
-    if (witness === target || !witness.online) continue;
+    // A witness that just came back (a flapping host) may report failures from its own outage.
+    if (witness === target || !witness.online || !settled(witness, now)) continue;
     const result = witness.results.get(target.id);
-    if (!result || result.reachable || result.observedAt <= target.lastSeen!) continue;
+    if (!result || !failedSettled(result) || result.observedAt <= target.lastSeen!) continue;
     if (isFresh(result, now, among) && reachesAnother(witness, target, now)) return true;
   }
   return false;
@@ -86,7 +97,7 @@ export function judgePartitions(location: LocationState, now: number): number | 
   }
 
   const fresh = new Freshness(location, now);
-  const verdicts = candidates.map((c) => peerVerdict(c, location, fresh));
+  const verdicts = candidates.map((c) => peerVerdict(c, location, fresh, now));
   const lost = candidates.filter((_, i) => verdicts[i] === "lost");
   let remaining = candidates;
   if (lost.length > 0) {
@@ -118,18 +129,18 @@ export function judgePartitions(location: LocationState, now: number): number | 
 }
 
 /** "lost": every online peer host reports it down; "reached": some peer host reaches it. */
-function peerVerdict(host: HostState, location: LocationState, fresh: Freshness): "lost" | "reached" | "unknown" {
+function peerVerdict(host: HostState, location: LocationState, fresh: Freshness, now: number): "lost" | "reached" | "unknown" {
   let online = 0;
   let down = 0;
   let reached = false;
   for (const peer of location.peers) {
     for (const p of peer.hosts) {
-      if (!p.online) continue;
+      if (!p.online || !settled(p, now)) continue;
       online++;
       const result = p.results.get(host.id);
       if (!fresh.check(result)) continue;
       if (result.reachable) reached = true;
-      else if (isDown(result)) down++;
+      else if (isDown(result) && failedSettled(result)) down++;
     }
   }
   if (reached) return "reached";
@@ -142,6 +153,8 @@ function reachScore(host: HostState, location: LocationState, fresh: Freshness):
   let score = 0;
   for (const result of host.results.values()) {
     if (!location.peers.includes(result.target.location) || !fresh.check(result)) continue;
+    // A peer host still settling is no measure of who reaches the peers better.
+    if (!result.reachable && !failedSettled(result)) continue;
     judged = true;
     if (!isDown(result)) score++;
   }

@@ -13,6 +13,11 @@ export interface LinkTiming {
   freshMs: number;
   /** How long a host must reach fewer peers than another before it counts as partitioned. */
   partitionConfirmMs: number;
+  /**
+   * How long after a host comes online before reports about it, or from it, count as evidence: it
+   * needs one round trip for its host-check key and a few probes before "unreachable" means anything.
+   */
+  settleMs: number;
 }
 
 /** One host-check result, as the service received it (observedAt on the service clock). */
@@ -30,6 +35,8 @@ export interface HostState {
   timeoutMs: number;
   backoffMs: number;
   online: boolean;
+  /** When the host last came online (-Infinity when restored: it was online before the restart). */
+  onlineSince: number;
   lastSeen: number | null;
   offlineSince: number | null;
   offlineReason: OfflineReason | null;
@@ -85,6 +92,7 @@ export function linkTiming(link: Link): LinkTiming {
     crashConfirmMs: t.crashConfirm * 1000,
     freshMs: heartbeatMs + probeTimeoutMs + 3 * probeIntervalMs,
     partitionConfirmMs: heartbeatMs + probeTimeoutMs + probeIntervalMs,
+    settleMs: heartbeatMs + probeTimeoutMs + 2 * probeIntervalMs,
   };
 }
 
@@ -116,6 +124,7 @@ export function buildModel(topology: Topology): Model {
           timeoutMs: host.timeout * 1000,
           backoffMs: host.backoff * 1000,
           online: false,
+          onlineSince: -Infinity,
           lastSeen: null,
           offlineSince: null,
           offlineReason: null,
@@ -156,6 +165,7 @@ export function carryOver(old: Model, next: Model): void {
     const before = old.hosts.get(host.id);
     if (!before || before.location.key !== host.location.key) continue;
     host.online = before.online;
+    host.onlineSince = before.onlineSince;
     host.lastSeen = before.lastSeen;
     host.offlineSince = before.offlineSince;
     host.offlineReason = before.offlineReason;
