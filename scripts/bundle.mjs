@@ -29,6 +29,9 @@ const result = await build({
   banner: { js: "#!/usr/bin/env node" },
   define: { __SITELINK_VERSION__: JSON.stringify(version) },
   legalComments: "none",
+  // Hosts start the agent on every boot and failover drill: a minified bundle loads ~2x faster.
+  minify: true,
+  keepNames: true,
   logLevel: "warning",
   metafile: true,
 });

@@ -1,6 +1,6 @@
 // Host URIs kept outside agent.json: an AWS SSM SecureString parameter or a GCP Secret Manager
 // secret, each readable only by the host's own cloud identity. Errors never contain the secret.
-import { GetParameterCommand, SSMClient } from "@aws-sdk/client-ssm";
+import type { SSMClient } from "@aws-sdk/client-ssm";
 import type { AgentConfig, UriSource } from "./config";
 import { parseHostUri, type HostUri } from "../uri";
 import { UriSourceError, describeUriSource } from "./uri-source-names";
@@ -27,6 +27,8 @@ export async function readUriSource(source: UriSource, opts: UriSourceOptions = 
 }
 
 async function readSsm(parameter: string, region: string | undefined, opts: UriSourceOptions): Promise<string> {
+  // Loaded on use: the AWS SDK costs ~0.5 s of start-up on hosts that never read Parameter Store.
+  const { GetParameterCommand, SSMClient } = require("@aws-sdk/client-ssm") as typeof import("@aws-sdk/client-ssm");
   const client = opts.ssmClient ? opts.ssmClient(region) : new SSMClient(region ? { region } : {});
   try {
     const out = await client.send(new GetParameterCommand({ Name: parameter, WithDecryption: true }), {

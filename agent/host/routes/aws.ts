@@ -1,18 +1,14 @@
 // `aws`: points the location's route tables at this host's network interface. Only the configured
 // route tables are ever read or written. Pulumi creates each route (and ignores its target); the
 // agent of the active host moves the target with ReplaceRoute, creating the route if it is missing.
-import {
-  CreateRouteCommand,
-  DeleteRouteCommand,
-  DescribeRouteTablesCommand,
-  EC2Client,
-  ReplaceRouteCommand,
-  type Route,
-} from "@aws-sdk/client-ec2";
+import type { EC2Client, Route } from "@aws-sdk/client-ec2";
 import { cidrProblem, parseCidr } from "../../../lib/net";
 import type { RouteProvider } from "../types";
 import { Failures } from "./failures";
 import { request, type Fetch } from "./http";
+
+/** Loaded on first use: the AWS SDK costs ~0.5 s of agent start-up, and only the active host needs it. */
+const sdk = () => require("@aws-sdk/client-ec2") as typeof import("@aws-sdk/client-ec2");
 
 export const IMDS_ENDPOINT = "http://169.254.169.254";
 const IMDS_TOKEN_TTL_SECONDS = "21600";
@@ -93,17 +89,17 @@ export class AwsRouteProvider implements RouteProvider {
 
   private async connect(): Promise<{ identity: AwsIdentity; ec2: EC2Client }> {
     this.identity ??= await readImdsIdentity(this.options.imdsEndpoint, this.options.fetch);
-    this.client ??= this.options.ec2 ?? new EC2Client({ region: this.options.region ?? this.identity.region });
+    this.client ??= this.options.ec2 ?? new (sdk().EC2Client)({ region: this.options.region ?? this.identity.region });
     return { identity: this.identity, ec2: this.client };
   }
 
   private async pointHere(ec2: EC2Client, table: string, cidr: string, eni: string): Promise<void> {
     const input = { RouteTableId: table, ...destination(cidr), NetworkInterfaceId: eni };
     try {
-      await ec2.send(new ReplaceRouteCommand(input));
+      await ec2.send(new (sdk().ReplaceRouteCommand)(input));
     } catch (error) {
       if (!isMissingRoute(error)) throw error;
-      await ec2.send(new CreateRouteCommand(input));
+      await ec2.send(new (sdk().CreateRouteCommand)(input));
     }
   }
 
@@ -111,7 +107,7 @@ export class AwsRouteProvider implements RouteProvider {
   private async removeOwn(ec2: EC2Client, stale: string[], eni: string, failures: Failures): Promise<void> {
     let tables;
     try {
-      tables = (await ec2.send(new DescribeRouteTablesCommand({ RouteTableIds: this.options.routeTableIds }))).RouteTables ?? [];
+      tables = (await ec2.send(new (sdk().DescribeRouteTablesCommand)({ RouteTableIds: this.options.routeTableIds }))).RouteTables ?? [];
     } catch (error) {
       stale.forEach((cidr) => this.pendingRemoval.add(cidr));
       return failures.add(`cannot read route tables ${this.options.routeTableIds.join(", ")}`, error);
@@ -123,7 +119,7 @@ export class AwsRouteProvider implements RouteProvider {
         const route = table.Routes?.find((r) => routeDestination(r) === cidr);
         if (!route || route.NetworkInterfaceId !== eni) continue;
         try {
-          await ec2.send(new DeleteRouteCommand({ RouteTableId: tableId, ...destination(cidr) }));
+          await ec2.send(new (sdk().DeleteRouteCommand)({ RouteTableId: tableId, ...destination(cidr) }));
         } catch (error) {
           if (errorName(error) === "InvalidRoute.NotFound") continue;
           this.pendingRemoval.add(cidr);
