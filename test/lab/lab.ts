@@ -1,0 +1,325 @@
+// The namespace lab: the network of plan.ts, a real state service, and per host a real charon
+// and a real agent, each a process in its own namespace so a kill -9 is a real crash.
+import { execFileSync, type ChildProcess } from "node:child_process";
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { buildSync } from "esbuild";
+import type { AgentConfigInput } from "../../agent/host/config";
+import { deriveHostSecret } from "../../agent/signing";
+import { formatHostUri } from "../../agent/uri";
+import { DATA_FILES, readMasterKey } from "../../agent/state/cli";
+import { certificateFingerprint } from "../../agent/state/tls";
+import { NetnsSandbox } from "../support/netns";
+import { startCharon, type Charon } from "../support/charon";
+import { buildNetwork, routeNextHop, setHostLinks, setPartition } from "./network";
+import { allHosts, hostByPrivateAddress, planLab, STATE_ADDRESS, STATE_PORT, type HostPlan, type LabPlan, type LabPlanOptions, type LocationPlan } from "./plan";
+import { parseProbeLog, type ProbePacket } from "./outage";
+
+export const REPO_ROOT = resolve(__dirname, "../..");
+const PROBE_PORT = 7777;
+/** Milliseconds between probe datagrams: the resolution of every outage figure. */
+export const PROBE_INTERVAL_MS = 10;
+
+export interface LabOptions extends LabPlanOptions {
+  /** Names the work dir (logs, configs, state data). */
+  label?: string;
+}
+
+/**
+ * Bundles the current sources the way they are deployed (scripts/bundle.mjs: one file) and returns
+ * the command that runs it. The native modules the state service needs stay in the repo's node_modules.
+ */
+function bundleSitelink(outfile: string): string[] {
+  try {
+    execFileSync(process.execPath, [join(REPO_ROOT, "scripts/bundle.mjs"), "--outfile", outfile, "--no-check"], { stdio: "pipe" });
+  } catch (error) {
+    const stderr = String((error as { stderr?: Buffer }).stderr ?? "").trim();
+    throw new Error(`bundling agent/sitelink.ts failed:\n${stderr.split("\n").slice(0, 12).join("\n")}`);
+  }
+  return ["env", `NODE_PATH=${join(REPO_ROOT, "node_modules")}`, process.execPath, outfile];
+}
+
+export class Lab {
+  private readonly charons = new Map<string, Charon>();
+  private readonly agents = new Map<string, ChildProcess>();
+  private state: ChildProcess | undefined;
+  private masterKey: Buffer | undefined;
+  private fingerprint: string | undefined;
+  private probeScript: string | undefined;
+  private readonly stateDir: string;
+  /** argv prefix that runs the bundled `sitelink`. */
+  private readonly sitelinkArgv: string[];
+
+  private constructor(
+    readonly sandbox: NetnsSandbox,
+    readonly plan: LabPlan,
+  ) {
+    this.stateDir = join(sandbox.workDir, "state");
+    this.sitelinkArgv = bundleSitelink(join(sandbox.workDir, "sitelink.js"));
+  }
+
+  /** Builds the network and starts the state service, every charon and the probe echo servers; agents are started by startAgents(). */
+  static async create(opts: LabOptions = {}): Promise<Lab> {
+    const sandbox = await NetnsSandbox.create(opts.label ?? "lab");
+    try {
+      const lab = new Lab(sandbox, planLab({ ...opts, prefix: sandbox.prefix }));
+      mkdirSync(lab.logDir, { recursive: true });
+      await buildNetwork(sandbox, lab.plan);
+      await lab.initState();
+      await lab.startState();
+      await Promise.all(allHosts(lab.plan).map((h) => lab.startCharon(h)));
+      lab.startEchoServers();
+      return lab;
+    } catch (error) {
+      await sandbox.cleanup();
+      throw error;
+    }
+  }
+
+  get workDir(): string {
+    return this.sandbox.workDir;
+  }
+
+  get logDir(): string {
+    return join(this.sandbox.workDir, "logs");
+  }
+
+  async destroy(): Promise<void> {
+    await this.sandbox.cleanup();
+  }
+
+  // --- state service ---
+
+  private async initState(): Promise<void> {
+    await this.sitelink(this.plan.stateNs, ["state", "init", "--data", this.stateDir]);
+    writeFileSync(this.topologyFile, JSON.stringify(this.plan.topology, null, 2));
+    this.masterKey = readMasterKey(join(this.stateDir, DATA_FILES.masterKey));
+    this.fingerprint = certificateFingerprint(readFileSync(join(this.stateDir, DATA_FILES.cert)));
+  }
+
+  private get topologyFile(): string {
+    return join(this.sandbox.workDir, "topology.json");
+  }
+
+  async startState(): Promise<void> {
+    if (this.state) throw new Error("the state service is already running");
+    this.state = this.sandbox.spawn(
+      this.plan.stateNs,
+      [
+        ...this.sitelinkArgv,
+        "state", "serve",
+        "--topology", this.topologyFile,
+        "--data", this.stateDir,
+        "--listen", `${STATE_ADDRESS}:${STATE_PORT}`,
+      ],
+      { logFile: join(this.logDir, "state.log") },
+    );
+    await waitFor(`state service listening on ${STATE_ADDRESS}:${STATE_PORT}`, 20_000, async () => {
+      const result = await this.sandbox.exec(this.plan.stateNs, ["ss", "-Hltn", `sport = :${STATE_PORT}`], { allowFail: true });
+      return result.stdout.includes(`${STATE_ADDRESS}:${STATE_PORT}`);
+    });
+  }
+
+  async stopState(signal: NodeJS.Signals = "SIGTERM"): Promise<void> {
+    const state = this.state;
+    this.state = undefined;
+    if (state?.pid) await this.sandbox.kill(state.pid, signal);
+  }
+
+  /** `sitelink state status`: the table of links, locations and hosts. */
+  async stateStatus(): Promise<string> {
+    const result = await this.sitelink(this.plan.stateNs, ["state", "status", "--data", this.stateDir]);
+    return result.stdout;
+  }
+
+  /** The stored decision generation, from the status table's first line. */
+  async generation(): Promise<number> {
+    const status = await this.stateStatus();
+    const match = /^generation (\d+)/.exec(status);
+    if (!match) throw new Error(`no generation in the state status:\n${status}`);
+    return Number(match[1]);
+  }
+
+  // --- hosts ---
+
+  private async startCharon(host: HostPlan): Promise<void> {
+    // Its log and config live in the sandbox's charon-<host> dir; a restart reuses (appends to) them.
+    const charon = await startCharon(this.sandbox, host.ns, { name: host.id });
+    this.charons.set(host.id, charon);
+  }
+
+  private agentConfig(host: HostPlan): string {
+    const charon = this.charons.get(host.id);
+    if (!charon || !this.masterKey || !this.fingerprint) throw new Error(`host ${host.id} has no charon or the state service is not initialized`);
+    const loc = this.location(host);
+    const config: AgentConfigInput = {
+      uris: [
+        formatHostUri({
+          hostId: host.id,
+          secret: deriveHostSecret(this.masterKey, host.id),
+          endpoints: [{ host: STATE_ADDRESS, port: STATE_PORT }],
+          fingerprints: [this.fingerprint],
+        }),
+      ],
+      provider: "lab",
+      lab: { namespace: loc.routerNs, via: host.privateAddress },
+      viciSocket: charon.viciSocket,
+      publicAddress: host.publicAddress,
+      privateAddress: host.privateAddress,
+      logLevel: "debug",
+    };
+    const file = join(this.sandbox.workDir, `agent-${host.id}.json`);
+    writeFileSync(file, JSON.stringify(config, null, 2), { mode: 0o600 });
+    chmodSync(file, 0o600);
+    return file;
+  }
+
+  startAgent(host: HostPlan): void {
+    if (this.agents.has(host.id)) throw new Error(`the agent of ${host.id} is already running`);
+    // Each agent gets its own status file: the default path would be shared by every lab host.
+    const statusFile = join(this.sandbox.workDir, `status-${host.id}.json`);
+    const child = this.sandbox.spawn(host.ns, [...this.sitelinkArgv, "--config", this.agentConfig(host), "run", "--status", statusFile], {
+      logFile: join(this.logDir, `agent-${host.id}.log`),
+    });
+    this.agents.set(host.id, child);
+    child.once("exit", () => {
+      if (this.agents.get(host.id) === child) this.agents.delete(host.id);
+    });
+  }
+
+  startAgents(hosts: HostPlan[] = allHosts(this.plan)): void {
+    for (const host of hosts) this.startAgent(host);
+  }
+
+  /** kill -9 the host's agent and charon, then cut its cables. */
+  async crashHost(host: HostPlan): Promise<void> {
+    await Promise.all([this.killAgent(host, "SIGKILL"), this.killCharon(host, "SIGKILL")]);
+    await setHostLinks(this.sandbox, host, this.location(host), false);
+  }
+
+  /** A graceful stop as systemd does it: SIGTERM to the agent and to charon. */
+  async stopHost(host: HostPlan): Promise<void> {
+    // The agent first tells the state service it leaves; charon's SIGTERM deletes its SAs.
+    await this.killAgent(host, "SIGTERM");
+    await this.killCharon(host, "SIGTERM");
+  }
+
+  /** Brings a stopped or crashed host back: cables, charon, agent. */
+  async startHost(host: HostPlan): Promise<void> {
+    await setHostLinks(this.sandbox, host, this.location(host), true);
+    if (!this.charons.has(host.id)) await this.startCharon(host);
+    if (!this.agents.has(host.id)) this.startAgent(host);
+  }
+
+  /** Cuts (or heals) the path between a host and every host of the other locations, not the state service. */
+  async partition(host: HostPlan, cut: boolean): Promise<void> {
+    const peers = allHosts(this.plan).filter((h) => h.location !== host.location).map((h) => h.publicAddress);
+    await setPartition(this.sandbox, host, peers, cut);
+  }
+
+  private async killAgent(host: HostPlan, signal: "SIGTERM" | "SIGKILL"): Promise<void> {
+    const agent = this.agents.get(host.id);
+    this.agents.delete(host.id);
+    if (agent?.pid) await this.sandbox.kill(agent.pid, signal);
+  }
+
+  private async killCharon(host: HostPlan, signal: "SIGTERM" | "SIGKILL"): Promise<void> {
+    const charon = this.charons.get(host.id);
+    this.charons.delete(host.id);
+    if (charon) await charon.stop(signal);
+  }
+
+  /** When the host's agent logged its first line (it logs once its config is loaded), in ms since epoch. */
+  agentFirstLogAt(host: HostPlan): number | undefined {
+    const file = join(this.logDir, `agent-${host.id}.log`);
+    if (!existsSync(file)) return undefined;
+    const time = /"time":"([^"]+)"/.exec(readFileSync(file, "utf8"))?.[1];
+    return time === undefined ? undefined : Date.parse(time);
+  }
+
+  /** The host the location's "route table" points the first remote route at. */
+  async routeTarget(loc: LocationPlan): Promise<HostPlan | undefined> {
+    const remote = this.plan.locations.find((l) => l !== loc)!;
+    const via = await routeNextHop(this.sandbox, loc, remote.route);
+    return via === undefined ? undefined : hostByPrivateAddress(loc, via);
+  }
+
+  /** Every router route, for "nothing changed" checks. */
+  async routeTable(): Promise<Record<string, string | undefined>> {
+    const table: Record<string, string | undefined> = {};
+    for (const loc of this.plan.locations) {
+      for (const remote of this.plan.locations.filter((l) => l !== loc)) {
+        table[`${loc.name}->${remote.route}`] = await routeNextHop(this.sandbox, loc, remote.route);
+      }
+    }
+    return table;
+  }
+
+  /** Established IKE SAs of a host's charon as `name#uniqueId` (a re-keyed or re-made tunnel changes them). */
+  async ikeSas(host: HostPlan): Promise<string[]> {
+    const charon = this.charons.get(host.id);
+    if (!charon) return [];
+    const result = await this.sandbox.exec(host.ns, ["swanctl", "--list-sas", "--noblock", "--uri", `unix://${charon.viciSocket}`], { allowFail: true });
+    return [...result.stdout.matchAll(/^(\S+): #(\d+), ESTABLISHED/gm)].map((m) => `${m[1]}#${m[2]}`).sort();
+  }
+
+  location(host: HostPlan): LocationPlan {
+    return this.plan.locations.find((l) => l.name === host.location)!;
+  }
+
+  // --- traffic ---
+
+  /** One ping from a client to another location's client. */
+  async ping(from: LocationPlan, to: LocationPlan): Promise<boolean> {
+    const result = await this.sandbox.exec(from.clientNs, ["ping", "-c", "1", "-W", "1", to.clientAddress], { allowFail: true });
+    return result.code === 0;
+  }
+
+  private startEchoServers(): void {
+    for (const loc of this.plan.locations) {
+      this.sandbox.spawn(loc.clientNs, [process.execPath, this.probeBundle(), "echo", String(PROBE_PORT)], {
+        logFile: join(this.logDir, `echo-${loc.name}.log`),
+      });
+    }
+  }
+
+  /** The prober as one plain JS file, so a probe starts in a few ms. */
+  private probeBundle(): string {
+    if (!this.probeScript) {
+      this.probeScript = join(this.sandbox.workDir, "probe.js");
+      buildSync({ entryPoints: [join(__dirname, "probe.ts")], bundle: true, platform: "node", target: "node20", outfile: this.probeScript, logLevel: "error" });
+    }
+    return this.probeScript;
+  }
+
+  /** Starts a steady probe from one client to another; read() parses what it logged so far. */
+  startProbe(from: LocationPlan, to: LocationPlan): Probe {
+    const logFile = join(this.logDir, `probe-${from.name}-${to.name}-${Date.now()}.log`);
+    const child = this.sandbox.spawn(from.clientNs, [process.execPath, this.probeBundle(), "send", to.clientAddress, String(PROBE_PORT), String(PROBE_INTERVAL_MS)], { logFile });
+    return {
+      read: () => (existsSync(logFile) ? parseProbeLog(readFileSync(logFile, "utf8")) : []),
+      stop: async () => {
+        if (child.pid) await this.sandbox.kill(child.pid, "SIGTERM");
+      },
+    };
+  }
+
+  private async sitelink(ns: string, args: string[]) {
+    return this.sandbox.exec(ns, [...this.sitelinkArgv, ...args]);
+  }
+}
+
+export interface Probe {
+  read(): ProbePacket[];
+  stop(): Promise<void>;
+}
+
+/** Polls `check` every 50 ms until it holds; throws naming `what` after `timeoutMs`. */
+export async function waitFor(what: string, timeoutMs: number, check: () => Promise<boolean> | boolean, intervalMs = 50): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await check()) return;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+}

@@ -1,0 +1,237 @@
+// `npm run lab` and `npm run bench:failover` (through run.sh): bring the namespace lab up, prove the
+// tunnels, run the failover drills, print the figures, tear everything down (also on Ctrl-C).
+import { cpus, loadavg } from "node:os";
+import { startCapture } from "./capture";
+import { agentStartDrill, failoverDrill, flapDrill, stateOutageDrill, waitForSteady, type Outage, type StartResult } from "./drills";
+import { Lab } from "./lab";
+import { summarize } from "./outage";
+import { locationPairs } from "./plan";
+import { DEFAULTS } from "../../lib/topology";
+
+interface Options {
+  bench: boolean;
+  keep: boolean;
+  drills: boolean;
+  locations: number;
+  runs: number;
+  longRuns: number;
+  stateDownSeconds: number;
+  flapSeconds: number;
+}
+
+const USAGE = `usage: run.sh [--keep] [--no-drills] [--locations 2|3] [--bench [--runs N] [--long-runs N]] [--state-down S] [--flap S]
+  (no flags)    lab up, status, ESP proof, every drill once with its figure, tear down
+  --keep        leave the lab up afterwards (until Ctrl-C) to poke around
+  --no-drills   only the lab, the status and the ESP proof
+  --bench       every figure over --runs runs (default 5; drills 5 and 6 over --long-runs, default 1), as a table
+`;
+
+function parseOptions(argv: string[]): Options {
+  const opts: Options = { bench: false, keep: false, drills: true, locations: 2, runs: 5, longRuns: 1, stateDownSeconds: 60, flapSeconds: 60 };
+  const number = (flag: string, value: string | undefined, min: number, max: number) => {
+    const n = Number(value);
+    if (!Number.isInteger(n) || n < min || n > max) throw new Error(`${flag} must be an integer ${min}-${max}, got "${value ?? ""}"`);
+    return n;
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === "--help" || arg === "-h") {
+      process.stdout.write(USAGE);
+      process.exit(0);
+    } else if (arg === "--bench") opts.bench = true;
+    else if (arg === "--keep") opts.keep = true;
+    else if (arg === "--no-drills") opts.drills = false;
+    else if (arg === "--locations") opts.locations = number(arg, argv[++i], 2, 3);
+    else if (arg === "--runs") opts.runs = number(arg, argv[++i], 1, 100);
+    else if (arg === "--long-runs") opts.longRuns = number(arg, argv[++i], 1, 100);
+    else if (arg === "--state-down") opts.stateDownSeconds = number(arg, argv[++i], 1, 3600);
+    else if (arg === "--flap") opts.flapSeconds = number(arg, argv[++i], 4, 3600);
+    else throw new Error(`unknown argument "${arg}"\n${USAGE}`);
+  }
+  return opts;
+}
+
+const say = (text: string) => process.stdout.write(`${text}\n`);
+const seconds = (ms: number | undefined) => (ms === undefined ? "never" : `${(ms / 1000).toFixed(2)} s`);
+const describe = (o: Outage) => `${seconds(o.outageMs)} (${o.lost}/${o.sent} probes lost)`;
+const describeGap = (o: Outage) => `traffic stood still ${seconds(o.gapMs)} (${o.lost}/${o.sent} probes lost)`;
+
+/** Lab up with every agent started; returns the start-to-first-packet figure too. */
+async function labUp(opts: Options, label: string): Promise<{ lab: Lab; start: StartResult }> {
+  const lab = await Lab.create({ locations: opts.locations, label });
+  const start = await agentStartDrill(lab, lab.plan.locations[0]!);
+  await waitForSteady(lab);
+  return { lab, start };
+}
+
+const describeStart = (s: StartResult) => `${seconds(s.firstPacketMs)} (of which node start-up and config load ${seconds(s.processStartMs)})`;
+
+async function proveTunnels(lab: Lab): Promise<void> {
+  const capture = await startCapture(lab.sandbox, lab.plan.internetNs, "proof");
+  for (const [from, to] of locationPairs(lab.plan)) {
+    if (!(await lab.ping(from, to))) throw new Error(`no traffic from ${from.name} to ${to.name}`);
+  }
+  const counts = await capture.stop();
+  say(`ESP proof: ${counts.esp} ESP-in-UDP datagrams on the internet bridge for ${locationPairs(lab.plan).length} client pings, ${counts.clear} packets with a 10.x address in the clear`);
+  if (counts.esp < 2 * locationPairs(lab.plan).length || counts.clear !== 0) throw new Error("client traffic did not cross as ESP only");
+}
+
+/** Before any agent runs: the clients cannot reach each other, and nothing leaks in the clear. */
+async function proveNoTunnelNoTraffic(lab: Lab): Promise<void> {
+  const capture = await startCapture(lab.sandbox, lab.plan.internetNs, "no-tunnel");
+  const passed = [];
+  for (const [from, to] of locationPairs(lab.plan)) if (await lab.ping(from, to)) passed.push(`${from.name}->${to.name}`);
+  const counts = await capture.stop();
+  say(`without tunnels: ${passed.length === 0 ? "no client ping passes" : `pings passed: ${passed.join(", ")}`}, ${counts.clear} packets in the clear`);
+  if (passed.length > 0 || counts.clear !== 0) throw new Error("traffic crossed without tunnels");
+}
+
+async function tour(opts: Options): Promise<void> {
+  const lab = await Lab.create({ locations: opts.locations, label: "lab" });
+  try {
+    say(`lab ${lab.plan.prefix}: ${lab.plan.locations.length} locations, work dir ${lab.workDir}; load average ${load()} on ${cpus().length} cores`);
+    await proveNoTunnelNoTraffic(lab);
+    const start = await agentStartDrill(lab, lab.plan.locations[0]!);
+    say(`agent start to first packet through the tunnel: ${describeStart(start)}`);
+    await waitForSteady(lab);
+    say(await lab.stateStatus());
+    await proveTunnels(lab);
+    const problems = opts.drills ? await drillsOnce(lab, opts) : [];
+    if (problems.length > 0) {
+      say(`\nFAILED:\n  ${problems.join("\n  ")}\nlogs: ${lab.logDir}`);
+      process.exitCode = 1;
+    }
+    if (opts.keep) await keep(lab);
+  } finally {
+    await lab.destroy();
+  }
+}
+
+/** Every drill once; returns what went wrong (empty when every drill held). */
+async function drillsOnce(lab: Lab, opts: Options): Promise<string[]> {
+  const problems: string[] = [];
+  const loc = lab.plan.locations[0]!;
+  const backoff = DEFAULTS.backoff;
+  for (const fault of ["crash", "graceful", "partition"] as const) {
+    const result = await failoverDrill(lab, loc, fault, backoff);
+    say(`drill ${fault}: failover ${describe(result.failover)}; standby took over: ${result.standbyTookOver}; ` +
+      `preferred host back ${seconds(result.takeBackAfterMs)} after the fault, ${describeGap(result.takeBack)}`);
+    if (!result.standbyTookOver || result.failover.outageMs === undefined) problems.push(`${fault}: the standby did not carry the traffic`);
+    if (result.takeBack.gapMs === undefined) problems.push(`${fault}: no traffic after the preferred host took its role back`);
+  }
+  const state = await stateOutageDrill(lab, opts.stateDownSeconds);
+  const routes = same(state.routesBefore, state.routesAfter);
+  const tunnels = same(state.sasBefore, state.sasAfter);
+  say(`drill state service down ${state.downSeconds} s: ${state.traffic.lost}/${state.traffic.sent} probes lost; ` +
+    `routes ${routes}; tunnels ${tunnels}; generation ${state.generationBefore} -> ${state.generationAfter}`);
+  if (state.traffic.lost > 0 || routes !== "unchanged" || tunnels !== "unchanged" || state.generationAfter !== state.generationBefore) {
+    problems.push("state service outage: traffic, routes, tunnels or roles changed");
+  }
+  const flap = await flapDrill(lab, loc, opts.flapSeconds, 2);
+  say(`drill flapping ${opts.flapSeconds} s every 2 s: ${flap.flaps} flaps, ${flap.roleChanges} role changes (backoff ${backoff} s), ` +
+    `${flap.otherRoleChanges} role changes in the other locations, ${flap.traffic.lost}/${flap.traffic.sent} probes lost`);
+  if (flap.otherRoleChanges > 0) problems.push(`flapping: ${flap.otherRoleChanges} role changes in locations whose hosts did not flap`);
+  return problems;
+}
+
+const same = (a: unknown, b: unknown) => (JSON.stringify(a) === JSON.stringify(b) ? "unchanged" : `CHANGED ${JSON.stringify(a)} -> ${JSON.stringify(b)}`);
+
+async function keep(lab: Lab): Promise<void> {
+  const [a, b] = lab.plan.locations as [(typeof lab.plan.locations)[number], (typeof lab.plan.locations)[number]];
+  say(`\nThe lab stays up. In another terminal, for example:
+  ip netns exec ${a.clientNs} ping ${b.clientAddress}
+  ip netns exec ${a.hosts[0]!.ns} swanctl --list-sas --uri unix://${lab.workDir}/charon-${a.hosts[0]!.id}/charon.vici
+  ip -n ${a.routerNs} route
+  logs: ${lab.logDir} and ${lab.workDir}/charon-*/charon.log
+Press Ctrl-C here (or kill ${process.pid}) to tear it all down.`);
+  // Wait for a signal; the sandbox's signal handlers tear everything down and exit.
+  await new Promise<never>(() => setInterval(() => undefined, 1 << 30));
+}
+
+const load = () => loadavg().map((l) => l.toFixed(1)).join(" ");
+
+async function bench(opts: Options): Promise<void> {
+  say(`load average at start: ${load()} (${cpus().length} cores); the figures include waiting for the CPU`);
+  const rows: string[][] = [];
+  const figures: Record<string, number[]> = { start: [], processStart: [], crash: [], graceful: [], partition: [], takeBack: [] };
+  const lost: Record<string, number[]> = { crash: [], graceful: [], partition: [], takeBack: [] };
+  const failures: string[] = [];
+  const backoff = DEFAULTS.backoff;
+
+  // The start figure needs a fresh lab each time.
+  for (let run = 0; run < opts.runs; run++) {
+    const { lab, start } = await labUp(opts, `bench-start-${run}`);
+    await lab.destroy();
+    if (start.firstPacketMs === undefined) failures.push(`start run ${run + 1}: no packet through`);
+    else figures.start!.push(start.firstPacketMs);
+    if (start.processStartMs !== undefined) figures.processStart!.push(start.processStartMs);
+    say(`start run ${run + 1}: ${describeStart(start)}`);
+  }
+
+  const { lab } = await labUp(opts, "bench");
+  try {
+    const loc = lab.plan.locations[0]!;
+    for (const fault of ["crash", "graceful", "partition"] as const) {
+      for (let run = 0; run < opts.runs; run++) {
+        const result = await failoverDrill(lab, loc, fault, backoff);
+        say(`${fault} run ${run + 1}: failover ${describe(result.failover)}, take-back: ${describeGap(result.takeBack)}`);
+        if (result.failover.outageMs === undefined || !result.standbyTookOver) failures.push(`${fault} run ${run + 1}: standby did not carry the traffic`);
+        else figures[fault]!.push(result.failover.outageMs);
+        lost[fault]!.push(result.failover.lost);
+        if (result.takeBack.gapMs !== undefined) figures.takeBack!.push(result.takeBack.gapMs);
+        else failures.push(`${fault} run ${run + 1}: traffic did not come back after the take-back`);
+        lost.takeBack!.push(result.takeBack.lost);
+      }
+    }
+    const row = (name: string, key: string) => {
+      const values = figures[key]!;
+      if (values.length === 0) return rows.push([name, "0", "-", "-", "-"]);
+      const s = summarize(values);
+      const l = lost[key] ? String(summarize(lost[key]!).median) : "-";
+      return rows.push([name, String(s.runs), seconds(s.median), seconds(s.max), l]);
+    };
+    row("agent start -> first packet", "start");
+    row("  of which node start-up + config load", "processStart");
+    row("1 crash (kill -9 + cables cut)", "crash");
+    row("2 graceful stop (SIGTERM)", "graceful");
+    row("3 partition (peers unreachable)", "partition");
+    row(`4 preferred host back (after ${backoff} s backoff)`, "takeBack");
+
+    for (let run = 0; run < opts.longRuns; run++) {
+      const state = await stateOutageDrill(lab, opts.stateDownSeconds);
+      const unchanged = same(state.routesBefore, state.routesAfter) === "unchanged" && same(state.sasBefore, state.sasAfter) === "unchanged" && state.generationBefore === state.generationAfter;
+      rows.push([`5 state service down ${opts.stateDownSeconds} s (run ${run + 1})`, "1", `${state.traffic.lost} lost`, `of ${state.traffic.sent}`, unchanged ? "no change" : "CHANGED"]);
+      if (state.traffic.lost > 0 || !unchanged) failures.push(`state outage run ${run + 1}: ${state.traffic.lost} lost, routes/tunnels/generation ${unchanged ? "unchanged" : "changed"}`);
+    }
+    for (let run = 0; run < opts.longRuns; run++) {
+      const flap = await flapDrill(lab, loc, opts.flapSeconds, 2);
+      rows.push([`6 flapping ${opts.flapSeconds} s / 2 s (run ${run + 1})`, "1", `${flap.roleChanges} role changes`, `${flap.otherRoleChanges} elsewhere`, `${flap.traffic.lost} lost`]);
+      if (flap.otherRoleChanges > 0) failures.push(`flapping run ${run + 1}: ${flap.otherRoleChanges} role changes in locations that did not flap`);
+    }
+  } finally {
+    await lab.destroy();
+  }
+
+  const table = [["figure", "runs", "median", "max", "lost (median)"], ...rows];
+  const widths = table[0]!.map((_, c) => Math.max(...table.map((r) => r[c]!.length)));
+  say("");
+  for (const r of table) say(r.map((cell, c) => cell.padEnd(widths[c]!)).join("  "));
+  say(`load average at the end: ${load()}`);
+  say(`\ntargets: crash median < 2 s, graceful < 0.5 s, start < 2 s; probe interval 10 ms; default timing ${JSON.stringify(DEFAULTS.timing)}, timeout ${DEFAULTS.timeout} s, backoff ${backoff} s`);
+  if (failures.length > 0) {
+    say(`\nFAILED:\n  ${failures.join("\n  ")}`);
+    process.exitCode = 1;
+  }
+}
+
+async function main(): Promise<void> {
+  if (typeof process.getuid !== "function" || process.getuid() !== 0) throw new Error("the lab needs root (network namespaces)");
+  const opts = parseOptions(process.argv.slice(2));
+  if (opts.bench) await bench(opts);
+  else await tour(opts);
+}
+
+main().catch((error: unknown) => {
+  process.stderr.write(`lab: ${(error as Error).message}\n`);
+  process.exitCode = 1;
+});
