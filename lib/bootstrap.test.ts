@@ -6,7 +6,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { agentConfigSchema } from "../agent/host/config";
-import { CHARON_TUNING, HOST_PACKAGES, renderAgentBootstrap, renderStateBootstrap, STATE_FILES } from "./bootstrap";
+import { CHARON_TUNING, HOST_PACKAGES, renderAgentBootstrap, renderGcpAgentBootstrap, renderGcpStateBootstrap, renderStateBootstrap, STATE_FILES } from "./bootstrap";
 
 const REPO = resolve(__dirname, "..");
 const dirs: string[] = [];
@@ -140,6 +140,72 @@ describe("agent bootstrap", () => {
       "config.uris: a bootstrap must not carry host URIs (they hold the host secret); use uriSources",
     );
     expect(() => renderAgentBootstrap({ ...agentOptions, config: { ...agentOptions.config, aws: { routeTableIds: ["nope"] } } })).toThrow("must be a route table id (rtb-…)");
+  });
+});
+
+describe("GCP startup script", () => {
+  const gcpOptions = {
+    agentPackage: "sitelink@1.2.3",
+    ipv6: false,
+    uriSecretVersion: "projects/proj-1/secrets/sitelink-g-a-0123abcd-uri/versions/latest",
+    network: "https://www.googleapis.com/compute/v1/projects/proj-1/global/networks/net-a",
+    project: "proj-1",
+    publicAddress: "198.51.100.7",
+    privateAddress: "10.0.0.7",
+  };
+  const script = renderGcpAgentBootstrap(gcpOptions);
+
+  it("is valid bash and clean under shellcheck", () => {
+    expect(spawnSync("bash", ["-n"], { input: script }).status).toBe(0);
+    const check = spawnSync("shellcheck", ["-s", "bash", "-"], { input: script, encoding: "utf8" });
+    expect(check.stdout).toBe("");
+    expect(check.status).toBe(0);
+  });
+
+  it("installs what the AWS bootstrap installs and configures the agent for Secret Manager and GCP routes, the same at every boot", () => {
+    const root = tempDir();
+    mkdirSync(join(root, "etc/sysctl.d"), { recursive: true });
+    mkdirSync(join(root, "etc/systemd/system"), { recursive: true });
+    const s = stubs({ "apt-get": "", sysctl: "", systemctl: "", npm: `if [ "$1" = root ]; then echo ${npmRoot()}; fi` });
+    const expectedCalls = [
+      "apt-get update -q",
+      `apt-get install -y -q ${HOST_PACKAGES.join(" ")}`,
+      "npm install --global --no-fund --no-audit sitelink@1.2.3",
+      `sysctl --load ${root}/etc/sysctl.d/90-sitelink.conf`,
+      "npm root --global",
+      "systemctl daemon-reload",
+      "systemctl enable --now strongswan-starter.service",
+      "systemctl enable --now sitelink-agent.service",
+    ];
+    const files = () =>
+      ["etc/sysctl.d/90-sitelink.conf", "etc/strongswan.d/sitelink.conf", "etc/sitelink/agent.json", "etc/systemd/system/sitelink-agent.service"].map((f) => [f, readFileSync(join(root, f), "utf8"), mode(join(root, f))]);
+    const first = run(script, root, s);
+    expect(first.stderr).toBe("");
+    expect(first.status).toBe(0);
+    expect(first.calls).toEqual(expectedCalls);
+    expect(readFileSync(join(root, "etc/strongswan.d/sitelink.conf"), "utf8")).toBe(`${CHARON_TUNING}\n`);
+    const config = JSON.parse(readFileSync(join(root, "etc/sitelink/agent.json"), "utf8"));
+    expect(config).toEqual(
+      agentConfigSchema.parse({
+        uriSources: [{ kind: "gcp-secret-manager", name: gcpOptions.uriSecretVersion }],
+        provider: "gcp",
+        gcp: { network: gcpOptions.network, project: "proj-1" },
+        publicAddress: "198.51.100.7",
+        privateAddress: "10.0.0.7",
+      }),
+    );
+    expect(mode(join(root, "etc/sitelink/agent.json"))).toBe("600");
+    // GCE runs the startup script at every boot: a second run changes nothing.
+    const before = files();
+    writeFileSync(s.log, "");
+    const second = run(script, root, s);
+    expect(second.status).toBe(0);
+    expect(second.calls).toEqual(expectedCalls);
+    expect(files()).toEqual(before);
+  });
+
+  it("refuses a secret version that is not a full Secret Manager version name", () => {
+    expect(() => renderGcpAgentBootstrap({ ...gcpOptions, uriSecretVersion: "sitelink-uri" })).toThrow("must be projects/P/secrets/S/versions/V");
   });
 });
 
@@ -289,5 +355,91 @@ describe("state service bootstrap", () => {
     expect(result.stderr).toContain("sitelink: cannot read parameter /sitelink/corp/state/topology");
     expect(readFileSync(join(root, STATE_FILES.topology), "utf8")).toBe('{"version":1,"new":true}\n');
     expect(execFileSync("ls", [join(root, "etc/sitelink")], { encoding: "utf8" }).split("\n").filter(Boolean)).toEqual(["credentials", "topology.json"]);
+  });
+});
+
+describe("GCP state service startup script", () => {
+  const gcpState = {
+    agentPackage: "sitelink@1.2.3",
+    project: "proj-1",
+    secrets: { topology: "sl-state-topology", tlsCert: "sl-state-tls-cert", tlsKey: "sl-state-tls-key", masterKey: "sl-state-master-key" },
+    diskDeviceName: "sitelink-state",
+    port: 9443,
+  };
+  const script = renderGcpStateBootstrap(gcpState);
+  const fetchScript = /cat > "\$root\/usr\/local\/lib\/sitelink\/fetch-state-files.tmp" <<'SITELINK_EOF'\n([\s\S]*?)\nSITELINK_EOF/.exec(script)![1]!;
+
+  it("is valid bash and clean under shellcheck, and so is the script it installs", () => {
+    for (const text of [script, fetchScript]) {
+      expect(spawnSync("bash", ["-n"], { input: text }).status).toBe(0);
+      const check = spawnSync("shellcheck", ["-s", "bash", "-"], { input: text, encoding: "utf8" });
+      expect(check.stdout).toBe("");
+      expect(check.status).toBe(0);
+    }
+  });
+
+  it("mounts the persistent disk by its device name, installs the gcloud fetcher and the GCP drop-in", () => {
+    const root = tempDir();
+    for (const d of ["etc/systemd/system", "dev/disk/by-id"]) mkdirSync(join(root, d), { recursive: true });
+    writeFileSync(join(root, "etc/fstab"), "");
+    execFileSync("mknod", [join(root, "dev/disk/by-id/google-sitelink-state"), "b", "7", "251"]);
+    const s = stubs({
+      "apt-get": "",
+      snap: "",
+      systemctl: "",
+      mountpoint: "exit 1",
+      mount: "",
+      "mkfs.ext4": "",
+      blkid: `if [ "$1" = -s ]; then echo 3333-4444; else exit 2; fi`,
+      npm: `if [ "$1" = root ]; then echo ${npmRoot()}; fi`,
+    });
+    const result = run(script, root, s);
+    expect(result.stderr).toBe("");
+    expect(result.status).toBe(0);
+    const device = join(root, "dev/disk/by-id/google-sitelink-state");
+    expect(result.calls.slice(0, 7)).toEqual([
+      "apt-get update -q",
+      "apt-get install -y -q nodejs npm",
+      "snap install google-cloud-cli --classic",
+      "npm install --global --no-fund --no-audit sitelink@1.2.3",
+      `blkid ${device}`,
+      `mkfs.ext4 -q -L sitelink-data ${device}`,
+      `blkid -s UUID -o value ${device}`,
+    ]);
+    expect(readFileSync(join(root, "etc/fstab"), "utf8")).toBe("UUID=3333-4444 /var/lib/private/sitelink-state ext4 defaults,nofail 0 2\n");
+    expect(readFileSync(join(root, "etc/systemd/system/sitelink-state.service.d/10-sitelink-gcp.conf"), "utf8")).toContain("ExecStart=/usr/local/bin/sitelink state serve --topology /etc/sitelink/topology.json --data /var/lib/sitelink-state --tls-cert %d/tls.crt --tls-key %d/tls.key --master-key-file %d/master.key --listen 0.0.0.0:9443\n");
+    expect(readFileSync(join(root, "etc/systemd/system/sitelink-state-files.service"), "utf8")).toContain("Description=sitelink: refresh the state service's files from Secret Manager\n");
+  });
+
+  it("fails clearly when the disk never appears", () => {
+    const s = stubs({ "apt-get": "", snap: "", npm: "", sleep: "" });
+    const result = run(script, tempDir(), s);
+    expect(result.status).toBe(1);
+    expect(result.stderr).toBe("sitelink: data disk sitelink-state never appeared\n");
+  });
+
+  it("reads the latest version of each secret, restarting the service only for new keys", () => {
+    const root = tempDir();
+    mkdirSync(join(root, STATE_FILES.credentials), { recursive: true });
+    const values = tempDir();
+    for (const [name, value] of Object.entries({ "sl-state-topology": "{}", "sl-state-tls-cert": "CERT", "sl-state-tls-key": "KEY", "sl-state-master-key": "MASTER" })) writeFileSync(join(values, name), value);
+    // gcloud secrets versions access latest --project P --secret NAME: prints the stored value (no newline, as gcloud does).
+    const s = stubs({ gcloud: `cat "${values}/$8" || exit 1`, systemctl: "" });
+    let result = run(fetchScript, root, s);
+    expect(result.stderr).toBe("");
+    expect(result.status).toBe(0);
+    expect(result.calls[0]).toBe("gcloud secrets versions access latest --project proj-1 --secret sl-state-master-key");
+    expect(result.calls.filter((c) => c.startsWith("systemctl"))).toEqual(["systemctl try-restart sitelink-state.service"]);
+    expect(readFileSync(join(root, STATE_FILES.masterKey), "utf8")).toBe("MASTER");
+    expect(readFileSync(join(root, STATE_FILES.topology), "utf8")).toBe("{}");
+    writeFileSync(s.log, "");
+    writeFileSync(join(values, "sl-state-topology"), '{"new":true}');
+    result = run(fetchScript, root, s);
+    expect(result.calls.filter((c) => c.startsWith("systemctl"))).toEqual([]);
+    expect(readFileSync(join(root, STATE_FILES.topology), "utf8")).toBe('{"new":true}');
+    rmSync(join(values, "sl-state-tls-key"));
+    result = run(fetchScript, root, s);
+    expect(result.status).not.toBe(0);
+    expect(result.stderr).toContain("sitelink: cannot read secret sl-state-tls-key");
   });
 });

@@ -88,6 +88,37 @@ export function renderAgentBootstrap(opts: AgentBootstrapOptions): string {
   ]);
 }
 
+export interface GcpAgentBootstrapOptions {
+  agentPackage: string;
+  ipv6: boolean;
+  /** The Secret Manager version holding the host URI (projects/P/secrets/S/versions/V). */
+  uriSecretVersion: string;
+  /** The VPC network (name or self-link) whose routes the agent owns, and its project. */
+  network: string;
+  project: string;
+  publicAddress: string;
+  privateAddress: string;
+}
+
+/**
+ * The startup script of a GCP link host: the same bootstrap, its config naming the Secret Manager
+ * version to read the host URI from and the network whose routes it manages. GCE runs a startup
+ * script at every boot; every step is idempotent, so a reboot also applies a changed script.
+ */
+export function renderGcpAgentBootstrap(opts: GcpAgentBootstrapOptions): string {
+  return renderAgentBootstrap({
+    agentPackage: opts.agentPackage,
+    ipv6: opts.ipv6,
+    config: {
+      uriSources: [{ kind: "gcp-secret-manager", name: opts.uriSecretVersion }],
+      provider: "gcp",
+      gcp: { network: opts.network, project: opts.project },
+      publicAddress: opts.publicAddress,
+      privateAddress: opts.privateAddress,
+    },
+  });
+}
+
 export interface StateBootstrapOptions {
   agentPackage: string;
   /** Region of the Parameter Store parameters. */
@@ -99,8 +130,79 @@ export interface StateBootstrapOptions {
   port: number;
 }
 
-/** User data of the state service host: packages, data volume, files kept current from Parameter Store, the service unit. */
+/** What differs between clouds in the state host's bootstrap: its secret store, CLI and data disk. */
+interface StateHostCloud {
+  /** "Parameter Store", "Secret Manager". */
+  store: string;
+  /** The kind of item read: "parameter", "secret". */
+  item: string;
+  /** The store's CLI ("AWS CLI"), and the line installing it. */
+  cli: string;
+  cliSetup: string;
+  /** The data disk: how it is named in the section title, the shell variable naming it, where it shows up. */
+  disk: { kind: string; variable: string; candidates: string; missing: string };
+  /** Prints the value of the item "$name" (a bash command line). */
+  readCommand: string;
+  dropIn: string;
+  /** The fetch script's items: topology, TLS certificate, TLS key, master key. */
+  items: { topology: string; tlsCert: string; masterKey: string; tlsKey: string };
+}
+
+/** User data of the AWS state service host: packages, data volume, files kept current from Parameter Store, the service unit. */
 export function renderStateBootstrap(opts: StateBootstrapOptions): string {
+  return renderStateHostBootstrap(opts, {
+    store: "Parameter Store",
+    item: "parameter",
+    cli: "AWS CLI",
+    cliSetup: "retry snap install aws-cli --classic",
+    disk: {
+      kind: "EBS volume",
+      variable: `volume_id=${quote(opts.volumeId.replace("-", ""))}`,
+      candidates: `"$root/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_$volume_id" "$root/dev/xvdf"`,
+      missing: `data volume ${"$"}{volume_id} never appeared`,
+    },
+    readCommand: `aws ssm get-parameter --region ${quote(opts.region)} --name "$name" --with-decryption --query Parameter.Value --output text`,
+    dropIn: "10-sitelink-aws.conf",
+    items: opts.parameters,
+  });
+}
+
+export interface GcpStateBootstrapOptions {
+  agentPackage: string;
+  /** Project of the secrets. */
+  project: string;
+  /** Secret Manager secret ids (their `latest` version is read). */
+  secrets: { topology: string; tlsCert: string; masterKey: string; tlsKey: string };
+  /** `deviceName` of the attached persistent disk holding the state. */
+  diskDeviceName: string;
+  port: number;
+}
+
+/**
+ * Startup script of the GCP state service host: the AWS bootstrap with Secret Manager (through the
+ * gcloud CLI, a snap that Ubuntu's GCE images ship) and a persistent disk. It runs at every boot;
+ * every step is idempotent.
+ */
+export function renderGcpStateBootstrap(opts: GcpStateBootstrapOptions): string {
+  return renderStateHostBootstrap(opts, {
+    store: "Secret Manager",
+    item: "secret",
+    cli: "gcloud CLI",
+    cliSetup: "retry snap install google-cloud-cli --classic",
+    disk: {
+      kind: "persistent disk",
+      variable: `device_name=${quote(opts.diskDeviceName)}`,
+      // The guest environment's udev link, and the kernel's own name for the same disk.
+      candidates: `"$root/dev/disk/by-id/google-$device_name" "$root/dev/disk/by-id/scsi-0Google_PersistentDisk_$device_name"`,
+      missing: `data disk ${"$"}{device_name} never appeared`,
+    },
+    readCommand: `gcloud secrets versions access latest --project ${quote(opts.project)} --secret "$name"`,
+    dropIn: "10-sitelink-gcp.conf",
+    items: opts.secrets,
+  });
+}
+
+function renderStateHostBootstrap(opts: { agentPackage: string; port: number }, cloud: StateHostCloud): string {
   const f = STATE_FILES;
   const serve = [
     `${SITELINK_BIN} state serve`,
@@ -128,22 +230,22 @@ export function renderStateBootstrap(opts: StateBootstrapOptions): string {
     "ExecStart=",
     `ExecStart=${serve}`,
   ].join("\n");
-  const fetchUnit = ["[Unit]", "Description=sitelink: refresh the state service's files from Parameter Store", "After=network-online.target", "Wants=network-online.target", "", "[Service]", "Type=oneshot", `ExecStart=${f.fetchScript}`].join("\n");
+  const fetchUnit = ["[Unit]", `Description=sitelink: refresh the state service's files from ${cloud.store}`, "After=network-online.target", "Wants=network-online.target", "", "[Service]", "Type=oneshot", `ExecStart=${f.fetchScript}`].join("\n");
   const fetchTimer = ["[Unit]", "Description=sitelink: refresh the state service's files", "", "[Timer]", "OnBootSec=0", `OnUnitActiveSec=${STATE_FILES_REFRESH_SECONDS}s`, "", "[Install]", "WantedBy=timers.target"].join("\n");
-  return script("sitelink state service bootstrap. Holds no secret: the host reads its keys from Parameter Store.", [
+  return script(`sitelink state service bootstrap. Holds no secret: the host reads its keys from ${cloud.store}.`, [
     installPackages(STATE_PACKAGES),
-    "retry snap install aws-cli --classic",
+    cloud.cliSetup,
     installSitelink(opts.agentPackage),
-    section("State data on its own EBS volume, so replacing the instance keeps it.", [
-      `volume_id=${quote(opts.volumeId.replace("-", ""))}`,
+    section(`State data on its own ${cloud.disk.kind}, so replacing the instance keeps it.`, [
+      cloud.disk.variable,
       `device=""`,
       "for _ in $(seq 1 150); do",
-      `  for candidate in "$root/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_$volume_id" "$root/dev/xvdf"; do`,
+      `  for candidate in ${cloud.disk.candidates}; do`,
       `    if [ -b "$candidate" ]; then device="$candidate"; break 2; fi`,
       "  done",
       "  sleep 2",
       "done",
-      `if [ -z "$device" ]; then echo "sitelink: data volume ${"$"}{volume_id} never appeared" >&2; exit 1; fi`,
+      `if [ -z "$device" ]; then echo "sitelink: ${cloud.disk.missing}" >&2; exit 1; fi`,
       // Format only a volume blkid finds blank (exit 2); any other probe failure must not wipe the state.
       "probe=0",
       `blkid "$device" >/dev/null || probe=$?`,
@@ -157,14 +259,14 @@ export function renderStateBootstrap(opts: StateBootstrapOptions): string {
     section("Files of the state service, kept current by a timer (the service reloads the topology when it changes).", [
       `install -d -m 0755 "$root/etc/sitelink" "$root/usr/local/lib/sitelink"`,
       `install -d -m 0700 "$root${f.credentials}"`,
-      writeFile(f.fetchScript, "0755", renderFetchScript(opts)),
+      writeFile(f.fetchScript, "0755", renderFetchScript(cloud)),
       writeFile("/etc/systemd/system/sitelink-state-files.service", "0644", fetchUnit),
       writeFile("/etc/systemd/system/sitelink-state-files.timer", "0644", fetchTimer),
     ]),
     section("The service's unit comes with the package; a drop-in sets this host's paths.", [
       installPackagedUnit(PACKAGED_UNITS.state, "sitelink-state.service"),
       `install -d -m 0755 "$root/etc/systemd/system/sitelink-state.service.d"`,
-      writeFile("/etc/systemd/system/sitelink-state.service.d/10-sitelink-aws.conf", "0644", dropIn),
+      writeFile(`/etc/systemd/system/sitelink-state.service.d/${cloud.dropIn}`, "0644", dropIn),
       "systemctl daemon-reload",
       "systemctl start sitelink-state-files.service",
       "systemctl enable --now sitelink-state-files.timer",
@@ -174,23 +276,23 @@ export function renderStateBootstrap(opts: StateBootstrapOptions): string {
 }
 
 /** The script run by the timer: rewrites a file only when its content changed, atomically. */
-function renderFetchScript(opts: StateBootstrapOptions): string {
+function renderFetchScript(cloud: StateHostCloud): string {
   const f = STATE_FILES;
-  const p = opts.parameters;
+  const p = cloud.items;
   return [
     "#!/bin/bash",
-    "# Keeps the sitelink state service's files in step with Parameter Store (written by the bootstrap).",
+    `# Keeps the sitelink state service's files in step with ${cloud.store} (written by the bootstrap).`,
     "set -euo pipefail",
     `root="${"$"}{SITELINK_ROOT:-}"`,
-    "# The AWS CLI is a snap; systemd units do not have /snap/bin on their PATH.",
+    `# The ${cloud.cli} is a snap; systemd units do not have /snap/bin on their PATH.`,
     'PATH="$PATH:/snap/bin"',
     "changed=0",
-    "# fetch PARAMETER FILE MODE: rewrites FILE only when the value differs; sets changed=1 then.",
+    `# fetch ${cloud.item.toUpperCase()} FILE MODE: rewrites FILE only when the value differs; sets changed=1 then.`,
     "fetch() {",
     "  local name=$1 file=$root$2 mode=$3 tmp",
     `  tmp=$(mktemp "$file.XXXXXX")`,
-    `  if ! aws ssm get-parameter --region ${quote(opts.region)} --name "$name" --with-decryption --query Parameter.Value --output text > "$tmp"; then`,
-    `    rm -f "$tmp"; echo "sitelink: cannot read parameter $name" >&2; return 1`,
+    `  if ! ${cloud.readCommand} > "$tmp"; then`,
+    `    rm -f "$tmp"; echo "sitelink: cannot read ${cloud.item} $name" >&2; return 1`,
     "  fi",
     `  chmod "$mode" "$tmp"`,
     `  if cmp -s "$tmp" "$file"; then rm -f "$tmp"; else mv -f "$tmp" "$file"; changed=1; fi`,
@@ -205,7 +307,7 @@ function renderFetchScript(opts: StateBootstrapOptions): string {
   ].join("\n");
 }
 
-function script(title: string, sections: string[]): string {
+export function script(title: string, sections: string[]): string {
   return [
     "#!/bin/bash",
     `# ${title}`,
@@ -229,24 +331,24 @@ function script(title: string, sections: string[]): string {
   ].join("\n");
 }
 
-function section(comment: string, lines: string[]): string {
+export function section(comment: string, lines: string[]): string {
   return [`# ${comment}`, ...lines].join("\n");
 }
 
-function installPackages(packages: readonly string[]): string {
+export function installPackages(packages: readonly string[]): string {
   return section("Packages.", ["retry apt-get update -q", `retry apt-get install -y -q ${packages.join(" ")}`]);
 }
 
-function installSitelink(spec: string): string {
+export function installSitelink(spec: string): string {
   return `retry npm install --global --no-fund --no-audit ${quote(spec)}`;
 }
 
-function installPackagedUnit(packagePath: string, unit: string): string {
+export function installPackagedUnit(packagePath: string, unit: string): string {
   return `install -m 0644 "$(npm root --global)/sitelink/${packagePath}" "$root/etc/systemd/system/${unit}"`;
 }
 
 /** Writes `content` to `path` (under $root) with `mode`, atomically; the content is never expanded by the shell. */
-function writeFile(path: string, mode: string, content: string): string {
+export function writeFile(path: string, mode: string, content: string): string {
   const delimiter = "SITELINK_EOF";
   if (content.split("\n").includes(delimiter)) throw new Error(`content of ${path} contains the heredoc delimiter`);
   return [

@@ -1,8 +1,15 @@
 // sitelink: self-healing site-to-site IPsec links as Pulumi components.
 export { Link, defaultAgentPackage, type LinkArgs, type LinkHostStatus, type OwnedStateServiceArgs, type ExternalStateServiceArgs } from "./link";
 export { AwsLocation, AWS_LOCATION_DEFAULTS, type AwsLocationArgs, type AwsHostArgs } from "./aws-location";
+export { GcpLocation, GCP_LOCATION_DEFAULTS, type GcpLocationArgs, type GcpHostArgs } from "./gcp-location";
+export { GcpStateService, GCP_STATE_SERVICE_DEFAULTS, type GcpStateServiceArgs } from "./gcp-state-service";
 export { StateService, STATE_SERVICE_DEFAULTS, certificateFingerprint, type StateServiceArgs } from "./state-service";
 export { Location, type LinkContext, type LinkHost } from "./location";
-export { ArgsError, validateAwsLocationArgs, validateLinkArgs, type ArgIssue } from "./validate";
-export { renderAgentBootstrap, renderStateBootstrap } from "./bootstrap";
+export { ArgsError, validateAwsLocationArgs, validateGcpLocationArgs, validateLinkArgs, type ArgIssue } from "./validate";
+export { renderAgentBootstrap, renderGcpAgentBootstrap, renderGcpStateBootstrap, renderStateBootstrap } from "./bootstrap";
 export * as topology from "./topology";
+export { SshLocation, SSH_LOCATION_DEFAULTS, type SshLocationArgs, type SshHostArgs, type SshConnectionArgs, type SshRouteMode } from "./ssh-location";
+export { ManualLocation, type ManualLocationArgs } from "./manual-location";
+export { type ExistingHostArgs } from "./ssh-hosts";
+export { validateSshLocationArgs, validateManualLocationArgs } from "./ssh-validate";
+export { renderSshInstall, renderSshUninstall } from "./ssh-install";

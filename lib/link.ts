@@ -5,30 +5,44 @@ import { agentVersion } from "../agent/host/version";
 import { deriveHostSecret } from "../agent/signing";
 import { formatHostUri, normalizeFingerprint, type StateEndpoint } from "../agent/uri";
 import { AwsLocation } from "./aws-location";
+import { GcpLocation } from "./gcp-location";
+import { GcpStateService } from "./gcp-state-service";
 import { initialActive, type LinkHost, type Location } from "./location";
 import { connectedPairs, parseTopology, type Cipher, type Timing, type Topology } from "./topology";
 import { masterKeyBytes, StateService } from "./state-service";
 import { throwIfInvalid, validateLinkArgs } from "./validate";
 
-/** Runs the state service on a small instance in one of the link's AWS locations. */
+/** Runs the state service on a small instance in one of the link's AWS or GCP locations. */
 export interface OwnedStateServiceArgs {
-  /** Name of the AWS location (of this link) whose VPC and subnet the service uses. */
+  /** Name of the AWS or GCP location (of this link) whose network and subnet the service uses. */
   location: string;
   /**
+   * AWS only.
    * @default "t3.micro"
    */
   instanceType?: string;
+  /**
+   * GCP only.
+   * @default "e2-micro"
+   */
+  machineType?: string;
+  /**
+   * GCP only: boot image.
+   * @default "projects/ubuntu-os-cloud/global/images/family/ubuntu-2404-lts-amd64"
+   */
+  image?: pulumi.Input<string>;
   /**
    * Port of the HTTPS API.
    * @default 9443
    */
   port?: number;
   /**
-   * Size in GiB of the EBS volume holding the state.
+   * Size in GiB of the EBS volume or persistent disk holding the state.
    * @default 8
    */
   volumeSize?: number;
   /**
+   * AWS only.
    * @default newest Canonical Ubuntu 24.04 LTS image
    */
   ami?: pulumi.Input<string>;
@@ -115,6 +129,8 @@ export class Link extends pulumi.ComponentResource {
   readonly topology: pulumi.Output<string>;
   /** Present when the link runs its own state service. */
   readonly stateService?: StateService;
+  /** Present when the link runs its own state service in a GCP location. */
+  readonly gcpStateService?: GcpStateService;
 
   constructor(name: string, args: LinkArgs, opts?: pulumi.ComponentResourceOptions) {
     throwIfInvalid(`Link "${name}"`, validateLinkArgs(name, args));
@@ -126,7 +142,8 @@ export class Link extends pulumi.ComponentResource {
     this.topology = renderTopology(name, args, hostsByLocation);
 
     const { state, service } = this.stateAccess(name, args, allHosts, agentPackage, adminCidrs);
-    this.stateService = service;
+    if (service instanceof GcpStateService) this.gcpStateService = service;
+    else this.stateService = service;
     this.stateUrl = state.url;
     this.fingerprint = state.fingerprint;
     const hostUri = (id: string) =>
@@ -167,17 +184,20 @@ export class Link extends pulumi.ComponentResource {
   }
 
   /** The link's own state service (when it runs one), and how hosts reach whichever it uses. */
-  private stateAccess(name: string, args: LinkArgs, hosts: LinkHost[], agentPackage: string, adminCidrs: string[]): { state: StateAccess; service?: StateService } {
+  private stateAccess(name: string, args: LinkArgs, hosts: LinkHost[], agentPackage: string, adminCidrs: string[]): { state: StateAccess; service?: StateService | GcpStateService } {
     const settings = args.stateService;
     if ("location" in settings) {
       const location = args.locations.find((l) => l.spec.name === settings.location);
-      // validateLinkArgs has made sure of it; this narrows the type.
-      if (!(location instanceof AwsLocation)) throw new Error(`stateService.location: "${settings.location}" is not an AWS location`);
-      const service = new StateService(
-        `${name}-state`,
-        { ...settings, link: name, location, hosts, topology: this.topology, agentPackage, adminCidrs },
-        { parent: this, provider: location.provider },
-      );
+      const common = { link: name, hosts, topology: this.topology, agentPackage, adminCidrs, port: settings.port, volumeSize: settings.volumeSize };
+      let service: StateService | GcpStateService;
+      if (location instanceof GcpLocation) {
+        service = new GcpStateService(`${name}-state`, { ...common, location, machineType: settings.machineType, image: settings.image }, { parent: this, provider: location.provider });
+      } else if (location instanceof AwsLocation) {
+        service = new StateService(`${name}-state`, { ...common, location, instanceType: settings.instanceType, ami: settings.ami }, { parent: this, provider: location.provider });
+      } else {
+        // validateLinkArgs has made sure of it; this narrows the type.
+        throw new Error(`stateService.location: "${settings.location}" is not an AWS or GCP location`);
+      }
       return {
         service,
         state: {

@@ -72,6 +72,24 @@ export function masterKeyBytes(fileText: string): Buffer {
   return Buffer.from(fileText.trim(), "base64");
 }
 
+/** The service's master key (secret), TLS key and a certificate for `address`; on AWS and GCP alike. */
+export function stateCredentials(name: string, link: string, address: pulumi.Output<string>, parent: pulumi.CustomResourceOptions) {
+  const masterKey = new random.RandomBytes(`${name}-master-key`, { length: 32 }, parent);
+  const tlsKey = new tls.PrivateKey(`${name}-tls-key`, { algorithm: "ECDSA", ecdsaCurve: "P256" }, parent);
+  const cert = new tls.SelfSignedCert(
+    `${name}-tls-cert`,
+    {
+      privateKeyPem: tlsKey.privateKeyPem,
+      subject: { commonName: `sitelink-${link}-state` },
+      ipAddresses: [address],
+      validityPeriodHours: STATE_SERVICE_DEFAULTS.certificateValidityHours,
+      allowedUses: ["digital_signature", "key_encipherment", "server_auth"],
+    },
+    parent,
+  );
+  return { masterKey: pulumi.secret(masterKey.base64), tlsKey, cert };
+}
+
 export class StateService extends pulumi.ComponentResource {
   /** `https://EIP:port`. */
   readonly url: pulumi.Output<string>;
@@ -92,8 +110,6 @@ export class StateService extends pulumi.ComponentResource {
     const instanceType = args.instanceType ?? STATE_SERVICE_DEFAULTS.instanceType;
     this.port = port;
 
-    const masterKey = new random.RandomBytes(`${name}-master-key`, { length: 32 }, parent);
-    this.masterKey = pulumi.secret(masterKey.base64);
     const sg = new aws.ec2.SecurityGroup(
       `${name}-sg`,
       { vpcId: args.location.vpcId, description: `sitelink link ${args.link}: state service`, tags: { Name: `sitelink-${args.link}-state` } },
@@ -107,18 +123,8 @@ export class StateService extends pulumi.ComponentResource {
     );
     const eip = new aws.ec2.Eip(`${name}-eip`, { domain: "vpc", networkInterface: networkInterface.id, tags: { Name: `sitelink-${args.link}-state` } }, parent);
     this.address = eip.publicIp;
-    const tlsKey = new tls.PrivateKey(`${name}-tls-key`, { algorithm: "ECDSA", ecdsaCurve: "P256" }, parent);
-    const cert = new tls.SelfSignedCert(
-      `${name}-tls-cert`,
-      {
-        privateKeyPem: tlsKey.privateKeyPem,
-        subject: { commonName: `sitelink-${args.link}-state` },
-        ipAddresses: [eip.publicIp],
-        validityPeriodHours: STATE_SERVICE_DEFAULTS.certificateValidityHours,
-        allowedUses: ["digital_signature", "key_encipherment", "server_auth"],
-      },
-      parent,
-    );
+    const { masterKey, tlsKey, cert } = stateCredentials(name, args.link, eip.publicIp, parent);
+    this.masterKey = masterKey;
     this.fingerprint = cert.certPem.apply(certificateFingerprint);
     this.url = pulumi.interpolate`https://${eip.publicIp}:${port}`;
 

@@ -34,7 +34,7 @@ export interface HostSpec {
 /** What the Link needs to know about a location to validate and render the topology. */
 export interface LocationSpec {
   name: string;
-  cloud: "aws";
+  cloud: "aws" | "gcp" | "ssh" | "manual";
   routes: string[];
   hosts: HostSpec[];
 }
@@ -60,7 +60,7 @@ const isDeferred = (v: unknown) =>
   typeof v === "object" && v !== null && (typeof (v as { apply?: unknown }).apply === "function" || typeof (v as { then?: unknown }).then === "function");
 
 /** A pass-through `pulumi.Input<string>`: a string is checked now, an Output or Promise when it resolves. */
-const inputString = (pattern: RegExp | undefined, what: string) =>
+export const inputString = (pattern: RegExp | undefined, what: string) =>
   z.custom<unknown>((v) => isDeferred(v) || (typeof v === "string" && (pattern ? pattern.test(v) : v.length > 0)), {
     message: `must be ${what}`,
   });
@@ -86,11 +86,56 @@ export function validateAwsLocationArgs(name: string, args: unknown): ArgIssue[]
   const issues = zodIssues(awsLocationArgsSchema, args);
   const routeTableIds = isRecord(args) && Array.isArray(args.routeTableIds) ? (args.routeTableIds as unknown[]) : [];
   duplicates(routeTableIds).forEach((i) => issues.push({ path: `routeTableIds[${i}]`, message: `duplicate route table id "${String(routeTableIds[i])}"` }));
+  issues.push(...locationTopologyIssues(name, args));
+  return uniqueIssues(issues);
+}
+
+/** The topology rules of one location (routes, hosts), on its own. */
+export function locationTopologyIssues(name: string, args: unknown): ArgIssue[] {
   const location = { name, routes: isRecord(args) ? args.routes : undefined, hosts: hostsOf(args) };
   // A one-location document: keep only the issues of this location (the link-level "two
   // locations" rule is the Link's), and drop host ids, which this library derives from names.
   const doc = { version: 1, links: [{ name: "x", locations: [withIds("x", location)] }] };
-  issues.push(...topologyIssues(doc, "links[0].locations[0]"));
+  return topologyIssues(doc, "links[0].locations[0]");
+}
+
+const gcpLabel = "[a-z]([-a-z0-9]{0,61}[a-z0-9])?";
+/** A name, or a (partial) self-link of a resource in `collection`. */
+const gcpRef = (collection: string) => new RegExp(`^(${gcpLabel}|(https://www\\.googleapis\\.com/compute/v1/)?projects/[^/]+/${collection}/${gcpLabel})$`);
+export const GCP_PATTERNS = {
+  network: gcpRef("global/networks"),
+  subnetwork: gcpRef("regions/[a-z]+-[a-z]+\\d+/subnetworks"),
+  zone: /^([a-z]+-[a-z]+\d+)-[a-z]$/,
+  project: /^[a-z][-a-z0-9]{4,28}[a-z0-9]$/,
+  machineType: new RegExp(`^${gcpLabel}$`),
+} as const;
+
+const gcpLocationArgsSchema = z.object({
+  network: inputString(GCP_PATTERNS.network, "a VPC network name or self-link (projects/P/global/networks/N)"),
+  subnetwork: inputString(GCP_PATTERNS.subnetwork, "a subnetwork name or self-link (projects/P/regions/R/subnetworks/S)"),
+  zone: z.string().regex(GCP_PATTERNS.zone, "must be a GCP zone such as us-central1-a"),
+  project: z.string().regex(GCP_PATTERNS.project, "must be a GCP project id (6-30 of a-z 0-9 -, starting with a letter)").optional(),
+  routes: z.array(z.unknown()),
+  hosts: z.array(z.unknown()).optional(),
+  machineType: z.string().regex(GCP_PATTERNS.machineType, "must be a GCP machine type such as e2-small").optional(),
+  image: inputString(undefined, "an image (self-link, family path or name)").optional(),
+});
+
+/** The region of a GCP zone (`us-central1-a` → `us-central1`). */
+export function gcpRegionOf(zone: string): string {
+  return GCP_PATTERNS.zone.exec(zone)?.[1] ?? zone;
+}
+
+/** Checks GcpLocation arguments on their own (the Link checks what spans locations). */
+export function validateGcpLocationArgs(name: string, args: unknown): ArgIssue[] {
+  const issues = zodIssues(gcpLocationArgsSchema, args);
+  if (isRecord(args) && typeof args.subnetwork === "string" && typeof args.zone === "string" && GCP_PATTERNS.zone.test(args.zone)) {
+    const region = /\/regions\/([^/]+)\//.exec(args.subnetwork)?.[1];
+    if (region && region !== gcpRegionOf(args.zone)) {
+      issues.push({ path: "subnetwork", message: `is in region ${region}, but the hosts' zone ${args.zone} is in ${gcpRegionOf(args.zone)}` });
+    }
+  }
+  issues.push(...locationTopologyIssues(name, args));
   return uniqueIssues(issues);
 }
 
@@ -103,6 +148,8 @@ export interface LocationLike {
 const ownedStateSchema = z.strictObject({
   location: z.string(),
   instanceType: instanceType.optional(),
+  machineType: z.string().regex(GCP_PATTERNS.machineType, "must be a GCP machine type such as e2-micro").optional(),
+  image: inputString(undefined, "an image (self-link, family path or name)").optional(),
   port: z.int().min(1).max(65535).optional(),
   volumeSize: z.int().min(1, "must be at least 1 GiB").max(16384).optional(),
   ami: inputString(AWS_ID_PATTERNS.ami, "an AMI id (ami-…)").optional(),
@@ -160,8 +207,14 @@ export function validateLinkArgs(name: string, args: unknown): ArgIssue[] {
     if (!target) {
       const known = locations.map((l) => l.spec.name).join(", ");
       issues.push({ path: "stateService.location", message: `"${state.location}" is not a location of this link (locations: ${known})` });
-    } else if (target.spec.cloud !== "aws") {
-      issues.push({ path: "stateService.location", message: `"${state.location}" is not an AWS location` });
+    } else if (target.spec.cloud !== "aws" && target.spec.cloud !== "gcp") {
+      issues.push({ path: "stateService.location", message: `"${state.location}" is not an AWS location nor a GCP location` });
+    } else {
+      // Settings of the other cloud would be silently ignored: refuse them.
+      const foreign = target.spec.cloud === "aws" ? ["machineType", "image"] : ["instanceType", "ami"];
+      for (const key of foreign.filter((k) => state[k] !== undefined)) {
+        issues.push({ path: `stateService.${key}`, message: `applies to ${target.spec.cloud === "aws" ? "GCP" : "AWS"} locations only; "${state.location}" is ${target.spec.cloud === "aws" ? "an AWS" : "a GCP"} location` });
+      }
     }
   }
   const doc = {
@@ -235,7 +288,7 @@ function topologyIssues(doc: unknown, prefix: string): ArgIssue[] {
   });
 }
 
-function zodIssues(schema: z.ZodType, value: unknown): ArgIssue[] {
+export function zodIssues(schema: z.ZodType, value: unknown): ArgIssue[] {
   const parsed = schema.safeParse(value);
   if (parsed.success) return [];
   return parsed.error.issues.map((i) => ({ path: formatArgPath(i.path), message: i.message }));
@@ -260,7 +313,7 @@ function definedOnly<T extends Record<string, unknown>>(obj: T): Partial<T> {
   return Object.fromEntries(Object.entries(obj).filter(([, v]) => v !== undefined)) as Partial<T>;
 }
 
-function uniqueIssues(issues: ArgIssue[]): ArgIssue[] {
+export function uniqueIssues(issues: ArgIssue[]): ArgIssue[] {
   const seen = new Set<string>();
   return issues.filter((i) => {
     const key = `${i.path}\u0000${i.message}`;
@@ -270,6 +323,6 @@ function uniqueIssues(issues: ArgIssue[]): ArgIssue[] {
   });
 }
 
-function isRecord(v: unknown): v is Record<string, unknown> {
+export function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
 }

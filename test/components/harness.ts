@@ -47,6 +47,9 @@ export const resources: Recorded[] = [];
 export const options: RecordedOptions[] = [];
 export const invokes: { token: string; inputs: Record<string, unknown>; provider?: string }[] = [];
 const providerRegions = new Map<string, string>();
+const providerProjects = new Map<string, string>();
+/** The project of GCP resources made without a provider that names one. */
+export const GCP_PROJECT = "sitelink-test";
 let counter = 0;
 /** In preview, cloud-computed values (addresses, ARNs, generated keys) are unknown, as in `pulumi preview`. */
 let previewing = false;
@@ -58,6 +61,11 @@ function next(): number {
 
 function hexId(prefix: string): string {
   return `${prefix}-${next().toString(16).padStart(17, "0")}`;
+}
+
+function providerProject(provider: string | undefined): string {
+  const urn = provider?.split("::").slice(0, -1).join("::");
+  return (urn ? providerProjects.get(urn) : undefined) ?? GCP_PROJECT;
 }
 
 function providerRegion(provider: string | undefined): string {
@@ -85,6 +93,8 @@ const mocks: pulumi.runtime.Mocks = {
       }
       case "aws:ec2/getAmi:getAmi":
         return { id: AMI_ID, imageId: AMI_ID };
+      case "gcp:organizations/getClientConfig:getClientConfig":
+        return { id: "client", project: providerProject(args.provider), region: "us-central1", zone: "us-central1-a", accessToken: "" };
       case "aws:ec2/getSubnet:getSubnet":
         return { id: inputs.id, availabilityZone: `${providerRegion(args.provider)}a` };
       default:
@@ -101,6 +111,31 @@ function answer(args: pulumi.runtime.MockResourceArgs): pulumi.runtime.MockResou
     case "pulumi:providers:aws":
       providerRegions.set(`urn:pulumi:stack::project::pulumi:providers:aws::${args.name}`, String(inputs.region));
       return { id: `provider-${args.name}`, state: inputs };
+    case "pulumi:providers:gcp":
+      providerProjects.set(`urn:pulumi:stack::project::pulumi:providers:gcp::${args.name}`, String(inputs.project));
+      return { id: `provider-${args.name}`, state: inputs };
+    case "gcp:compute/address:Address": {
+      const project = String(inputs.project ?? providerProject(args.provider));
+      const address = inputs.addressType === "INTERNAL" ? `10.240.${Math.floor(n / 250)}.${n % 250}` : `198.51.100.${n % 250}`;
+      return { id: `projects/${project}/regions/${String(inputs.region)}/addresses/${String(inputs.name)}`, state: { ...inputs, project, address } };
+    }
+    case "gcp:serviceaccount/account:Account": {
+      const project = String(inputs.project ?? providerProject(args.provider));
+      const email = `${String(inputs.accountId)}@${project}.iam.gserviceaccount.com`;
+      return { id: `projects/${project}/serviceAccounts/${email}`, state: { ...inputs, project, email, name: `projects/${project}/serviceAccounts/${email}` } };
+    }
+    case "gcp:secretmanager/secret:Secret": {
+      const project = String(inputs.project ?? providerProject(args.provider));
+      return { id: `projects/${project}/secrets/${String(inputs.secretId)}`, state: { ...inputs, project, name: `projects/100200300/secrets/${String(inputs.secretId)}` } };
+    }
+    case "gcp:projects/iAMCustomRole:IAMCustomRole":
+      return { id: `projects/${String(inputs.project)}/roles/${String(inputs.roleId)}`, state: { ...inputs, name: `projects/${String(inputs.project)}/roles/${String(inputs.roleId)}` } };
+    case "gcp:compute/network:Network":
+    case "gcp:compute/subnetwork:Subnetwork": {
+      const project = String(inputs.project ?? providerProject(args.provider));
+      const path = args.type.endsWith("Network") ? `global/networks/${args.name}` : `regions/${String(inputs.region)}/subnetworks/${args.name}`;
+      return { id: `projects/${project}/${path}`, state: { ...inputs, name: args.name, selfLink: `https://www.googleapis.com/compute/v1/projects/${project}/${path}` } };
+    }
     case "aws:ec2/eip:Eip":
       return { id: hexId("eipalloc"), state: { ...inputs, publicIp: `203.0.113.${n % 250}`, allocationId: hexId("eipalloc") } };
     case "aws:ec2/networkInterface:NetworkInterface":

@@ -1,0 +1,250 @@
+// A location in a GCP VPC network: link hosts (static internal + external address, instance with its
+// own service account), their firewall and identities, and their host URIs in Secret Manager. No
+// routes: on GCP the active host's agent creates them (see docs/components.md, "Routes on GCP").
+import * as gcp from "@pulumi/gcp";
+import * as pulumi from "@pulumi/pulumi";
+import type { AwsHostArgs } from "./aws-location";
+import { renderGcpAgentBootstrap } from "./bootstrap";
+import { cidrsByFamily, hostSources, ingressFirewall, type IngressRule } from "./gcp-firewall";
+import { CLOUD_PLATFORM_SCOPE, GCP_ROUTE_PERMISSIONS, SECRET_ACCESSOR_ROLE, serviceAccountMember } from "./gcp-iam";
+import { GCP_ACCOUNT_ID_MAX, gcpName, gcpRoleId } from "./gcp-names";
+import { Location, type LinkContext, type LinkHost } from "./location";
+import { parseCidr } from "./net";
+import { gcpRegionOf, hostId, hostSpecs, throwIfInvalid, validateGcpLocationArgs, type LocationSpec } from "./validate";
+
+/** A host of a GCP location: the same settings as on AWS. */
+export type GcpHostArgs = AwsHostArgs;
+
+export interface GcpLocationArgs {
+  /** The VPC network: name or self-link. The agent's routes go into it. */
+  network: pulumi.Input<string>;
+  /** The subnetwork of the hosts (name or self-link), in the zone's region. */
+  subnetwork: pulumi.Input<string>;
+  /** Zone of the hosts, e.g. `us-central1-a`; the addresses are in its region. */
+  zone: string;
+  /**
+   * Project of the network and of everything this location creates.
+   * @default the provider's project
+   */
+  project?: string;
+  /** CIDRs of this location reachable through the link. */
+  routes: string[];
+  /**
+   * The link hosts; more than one for failover.
+   * @default [{ name: "a" }]
+   */
+  hosts?: GcpHostArgs[];
+  /**
+   * Machine type of the hosts.
+   * @default "e2-small"
+   */
+  machineType?: string;
+  /**
+   * Boot image of the hosts (Ubuntu 24.04 or compatible: the bootstrap uses apt and systemd).
+   * @default "projects/ubuntu-os-cloud/global/images/family/ubuntu-2404-lts-amd64"
+   */
+  image?: pulumi.Input<string>;
+}
+
+export const GCP_LOCATION_DEFAULTS = {
+  machineType: "e2-small",
+  image: "projects/ubuntu-os-cloud/global/images/family/ubuntu-2404-lts-amd64",
+  bootDiskType: "pd-balanced",
+} as const;
+
+/** The ports link hosts need from their peers, as GCP firewall `allows`. */
+export const GCP_LINK_ALLOWS = [
+  { protocol: "udp", ports: ["500", "4500"] },
+  { protocol: "tcp", ports: ["9790"] },
+];
+
+/** The resources of one link host. */
+export interface GcpHostResources {
+  host: LinkHost;
+  internalAddress: gcp.compute.Address;
+  externalAddress: gcp.compute.Address;
+  serviceAccount?: gcp.serviceaccount.Account;
+  uriSecret?: gcp.secretmanager.Secret;
+  instance?: gcp.compute.Instance;
+}
+
+export class GcpLocation extends Location {
+  readonly spec: LocationSpec;
+  /** Filled when a Link takes this location. */
+  readonly hosts: GcpHostResources[] = [];
+  readonly firewalls: gcp.compute.Firewall[] = [];
+  /** The custom role of the agent's route calls, granted to each host's service account. */
+  routeRole?: gcp.projects.IAMCustomRole;
+  /** The network tag of this location's hosts, which the firewall rules target. */
+  networkTag?: string;
+  readonly network: pulumi.Input<string>;
+  readonly subnetwork: pulumi.Input<string>;
+  readonly zone: string;
+  private readonly args: GcpLocationArgs;
+
+  constructor(name: string, args: GcpLocationArgs, opts?: pulumi.ComponentResourceOptions) {
+    throwIfInvalid(`GcpLocation "${name}"`, validateGcpLocationArgs(name, args));
+    super("sitelink:index:GcpLocation", name, {}, opts);
+    this.args = args;
+    this.network = args.network;
+    this.subnetwork = args.subnetwork;
+    this.zone = args.zone;
+    this.spec = { name, cloud: "gcp", routes: [...args.routes], hosts: hostSpecs(args) };
+  }
+
+  /** The project given in the args, if any (resources without one use the provider's). */
+  get projectArg(): string | undefined {
+    return this.args.project;
+  }
+
+  /** The GCP provider this location's resources use (the state service placed here uses it too). */
+  get provider(): pulumi.ProviderResource | undefined {
+    return this.getProvider("gcp:compute/instance:Instance");
+  }
+
+  /** The project: given, or the provider's. */
+  project(): pulumi.Output<string> {
+    if (this.args.project) return pulumi.output(this.args.project);
+    return gcp.organizations.getClientConfigOutput({ parent: this }).apply((c) => c.project);
+  }
+
+  protected allocateHosts(link: string): LinkHost[] {
+    const name = this.spec.name;
+    const region = gcpRegionOf(this.args.zone);
+    // Room for the firewall rules' suffixes (`${tag}-site6`) within GCP's 63 characters.
+    this.networkTag = gcpName(["sitelink", name], `${link}/${name}`, 56);
+    // Explicit names: delete before create when one must be replaced.
+    const opts = { parent: this, deleteBeforeReplace: true };
+    for (const spec of this.spec.hosts) {
+      const id = hostId(link, name, spec.name);
+      const base = gcpName(["sitelink", name, spec.name], id, 56);
+      // Fixed addresses outlive the instance: peers, firewall rules and topology keep pointing at them.
+      const internalAddress = new gcp.compute.Address(
+        `${name}-${spec.name}-internal`,
+        { name: `${base}-int`, addressType: "INTERNAL", subnetwork: this.args.subnetwork, region, project: this.args.project, description: `sitelink host ${id}` },
+        opts,
+      );
+      const externalAddress = new gcp.compute.Address(
+        `${name}-${spec.name}-external`,
+        { name: `${base}-ext`, addressType: "EXTERNAL", networkTier: "PREMIUM", region, project: this.args.project, description: `sitelink host ${id}` },
+        opts,
+      );
+      this.hosts.push({
+        internalAddress,
+        externalAddress,
+        host: { ...spec, id, location: name, publicAddress: externalAddress.address, privateAddress: internalAddress.address },
+      });
+    }
+    return this.hosts.map((h) => h.host);
+  }
+
+  join(ctx: LinkContext): void {
+    const tag = this.networkTag;
+    if (tag === undefined) throw new Error(`location "${this.spec.name}" must be allocated before it joins`);
+    const project = this.project();
+    this.createFirewall(ctx, tag);
+    this.routeRole = new gcp.projects.IAMCustomRole(
+      `${this.spec.name}-route-role`,
+      {
+        project,
+        roleId: gcpRoleId("sitelinkRoutes", `${ctx.link}/${this.spec.name}`),
+        title: `sitelink routes (${ctx.link}/${this.spec.name})`,
+        description: "The calls of the sitelink agent's gcp route provider: list, create and delete routes, wait for their operations",
+        permissions: [...GCP_ROUTE_PERMISSIONS],
+        stage: "GA",
+      },
+      { parent: this },
+    );
+    const ipv6 = [...this.spec.routes, ...ctx.remoteRoutes].some((r) => parseCidr(r).family === 6);
+    for (const h of this.hosts) this.createHost(ctx, h, { project, tag, ipv6, role: this.routeRole });
+    this.registerOutputs({ networkTag: tag, hosts: this.hosts.map((h) => ({ id: h.host.id, instanceId: h.instance?.id })) });
+  }
+
+  /**
+   * Ingress only: IKE, NAT-T and host checks from the peer hosts, host checks from this location's
+   * own hosts, site traffic from this location's routes, SSH from the admin networks.
+   */
+  private createFirewall(ctx: LinkContext, tag: string) {
+    const target = { network: this.args.network, project: this.args.project, tag };
+    const opts = { parent: this };
+    const rule = (suffix: string, description: string, allows: IngressRule["allows"], sources: pulumi.Input<pulumi.Input<string>[]>) =>
+      this.firewalls.push(ingressFirewall(target, { resource: `${this.spec.name}-fw-${suffix}`, suffix, description, allows }, sources, opts));
+    if (ctx.peerHosts.length > 0) {
+      rule("link", `sitelink ${ctx.link}: IKE, NAT-T and host checks from the peer hosts`, GCP_LINK_ALLOWS, hostSources(ctx.peerHosts.map((p) => p.publicAddress)));
+    }
+    rule("check", `sitelink ${ctx.link}: host checks from the hosts of ${this.spec.name}`, [{ protocol: "tcp", ports: ["9790"] }], hostSources(this.hosts.map((h) => h.host.privateAddress)));
+    for (const [family, ranges] of cidrsByFamily(this.spec.routes)) {
+      rule(`site${family}`, `sitelink ${ctx.link}: site traffic into the tunnels`, [{ protocol: "all" }], ranges);
+    }
+    for (const [family, ranges] of cidrsByFamily(ctx.adminCidrs)) {
+      rule(`ssh${family}`, `sitelink ${ctx.link}: SSH from the admin networks`, [{ protocol: "tcp", ports: ["22"] }], ranges);
+    }
+  }
+
+  private createHost(ctx: LinkContext, h: GcpHostResources, o: { project: pulumi.Output<string>; tag: string; ipv6: boolean; role: gcp.projects.IAMCustomRole }) {
+    const name = `${this.spec.name}-${h.host.name}`;
+    const opts = { parent: this };
+    const id = h.host.id;
+    h.serviceAccount = new gcp.serviceaccount.Account(
+      `${name}-sa`,
+      { accountId: gcpName(["sl", this.spec.name, h.host.name], id, GCP_ACCOUNT_ID_MAX), displayName: `sitelink host ${id}`, project: this.args.project },
+      { ...opts, deleteBeforeReplace: true },
+    );
+    const member = h.serviceAccount.email.apply(serviceAccountMember);
+    const secretId = `${gcpName(["sitelink", this.spec.name, h.host.name], id, 56)}-uri`;
+    h.uriSecret = new gcp.secretmanager.Secret(
+      `${name}-uri`,
+      { secretId, project: this.args.project, replication: { auto: {} }, labels: { "sitelink-link": ctx.link } },
+      { ...opts, deleteBeforeReplace: true },
+    );
+    const version = new gcp.secretmanager.SecretVersion(`${name}-uri-version`, { secret: h.uriSecret.id, secretData: ctx.hostUri(id) }, opts);
+    const access = new gcp.secretmanager.SecretIamMember(
+      `${name}-uri-access`,
+      { project: h.uriSecret.project, secretId: h.uriSecret.secretId, role: SECRET_ACCESSOR_ROLE, member },
+      opts,
+    );
+    // Routes have no per-network IAM: the project is the narrowest scope GCP offers.
+    const routes = new gcp.projects.IAMMember(`${name}-routes`, { project: o.project, role: o.role.name, member }, opts);
+    const script = pulumi
+      .all([o.project, this.args.network, h.host.publicAddress, h.host.privateAddress])
+      .apply(([project, network, publicAddress, privateAddress]) =>
+        renderGcpAgentBootstrap({
+          agentPackage: ctx.agentPackage,
+          ipv6: o.ipv6,
+          // `latest`: a new URI (new state service address) reaches the host at its next start.
+          uriSecretVersion: `projects/${project}/secrets/${secretId}/versions/latest`,
+          network,
+          project,
+          publicAddress,
+          privateAddress,
+        }),
+      );
+    h.instance = new gcp.compute.Instance(
+      name,
+      {
+        name: gcpName(["sitelink", this.spec.name, h.host.name], id),
+        project: this.args.project,
+        zone: this.args.zone,
+        machineType: this.args.machineType ?? GCP_LOCATION_DEFAULTS.machineType,
+        // The host forwards traffic it neither sends nor receives for itself.
+        canIpForward: true,
+        bootDisk: { initializeParams: { image: this.args.image ?? GCP_LOCATION_DEFAULTS.image, type: GCP_LOCATION_DEFAULTS.bootDiskType } },
+        networkInterfaces: [{ subnetwork: this.args.subnetwork, networkIp: h.host.privateAddress, accessConfigs: [{ natIp: h.host.publicAddress, networkTier: "PREMIUM" }] }],
+        serviceAccount: { email: h.serviceAccount.email, scopes: [CLOUD_PLATFORM_SCOPE] },
+        shieldedInstanceConfig: { enableSecureBoot: true, enableVtpm: true, enableIntegrityMonitoring: true },
+        tags: [o.tag],
+        // In-place metadata, not `metadataStartupScript` (which replaces the instance on change).
+        metadata: { "startup-script": script, "enable-oslogin": "TRUE", "block-project-ssh-keys": "TRUE" },
+        allowStoppingForUpdate: true,
+        labels: { "sitelink-link": ctx.link },
+      },
+      {
+        ...opts,
+        // Its addresses can be attached to one instance only: the old one must go first (failover covers the gap).
+        deleteBeforeReplace: true,
+        // The agent reads its URI and changes routes at start: secret, grants and role must be in place.
+        dependsOn: [version, access, routes, h.externalAddress],
+      },
+    );
+  }
+}

@@ -1,0 +1,38 @@
+// `pulumi preview` of a mixed link whose state service runs on GCP: addresses, emails and keys are
+// unknown until the cloud makes them; the GCP components must declare the same resources without them.
+import * as pulumi from "@pulumi/pulumi";
+import { beforeAll, describe, expect, it } from "vitest";
+import { named, one, resources, settle, setupMocks } from "./harness";
+
+type Lib = typeof import("../../lib/index.js");
+let lib: Lib;
+
+beforeAll(async () => {
+  await setupMocks({ preview: true });
+  lib = await import("../../lib/index.js");
+});
+
+describe("GCP preview with unknown cloud values", () => {
+  it("declares every resource, leaving values that depend on unknown addresses unknown", async () => {
+    const errors: unknown[] = [];
+    const onError = (e: unknown) => errors.push(e);
+    process.on("unhandledRejection", onError);
+    const g = new lib.GcpLocation("gpv-g", { network: "net-a", subnetwork: "sub-a", zone: "us-central1-a", project: "proj-123", routes: ["10.0.0.0/16"] });
+    const w = new lib.AwsLocation("gpv-w", { vpcId: "vpc-0123456789abcdef0", subnetId: "subnet-0123456789abcdef0", routeTableIds: ["rtb-00000000000000001"], routes: ["10.1.0.0/16"] });
+    new lib.Link("gpv", { locations: [g, w], stateService: { location: "gpv-g" } });
+    for (let i = 0; i < 5; i++) await settle();
+    process.off("unhandledRejection", onError);
+    expect(errors).toEqual([]);
+    // As with known values: link 1, GCP state service 22 (+1 rule per link host: none, one rule holds all),
+    // the GCP location 13, the AWS location 18 (no state rule on AWS) + 3 peer rules + 1 route.
+    expect(resources.filter((r) => r.name === "gpv" || r.name.startsWith("gpv-"))).toHaveLength(1 + 22 + 13 + 18 + 4);
+    // The startup script needs the addresses, the peer rule every peer address: unknown for now.
+    const metadata = one("gpv-g-a", "gcp:compute/instance:Instance").inputs.metadata as Record<string, unknown>;
+    expect(pulumi.isUnknown(metadata["startup-script"])).toBe(true);
+    expect(metadata["enable-oslogin"]).toBe("TRUE");
+    const peers = one("gpv-g-fw-link").inputs.sourceRanges as unknown[];
+    expect(peers).toHaveLength(1);
+    expect(peers.every((p) => pulumi.isUnknown(p))).toBe(true);
+    expect(named("gpv-g", "gcp:compute/route:Route")).toEqual([]);
+  });
+});
