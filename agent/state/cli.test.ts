@@ -1,0 +1,134 @@
+import { X509Certificate } from "node:crypto";
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync, chmodSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, describe, expect, it, vi } from "vitest";
+import { deriveHostSecret } from "../signing";
+import { PinnedTestAgent, report, signedCall } from "./testkit";
+import { DATA_FILES, formatStatus, parseListen, readMasterKey, runStateCli } from "./cli";
+import { SqliteStore } from "./sqlite-store";
+
+const dirs: string[] = [];
+const tempDir = () => {
+  const dir = mkdtempSync(join(tmpdir(), "sitelink-cli-"));
+  dirs.push(dir);
+  return dir;
+};
+afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
+
+async function run(...argv: string[]) {
+  let out = "";
+  let err = "";
+  const code = await runStateCli(argv, { out: (t) => (out += t), err: (t) => (err += t) });
+  return { code, out, err };
+}
+
+describe("sitelink state CLI", () => {
+  it("init writes a 0600 master key and a self-signed certificate whose fingerprint it prints", async () => {
+    const dir = join(tempDir(), "data");
+    const { code, out } = await run("init", "--data", dir, "--name", "state.example", "--name", "198.18.0.9");
+    expect(code).toBe(0);
+    expect(statSync(join(dir, DATA_FILES.masterKey)).mode & 0o777).toBe(0o600);
+    expect(statSync(join(dir, DATA_FILES.key)).mode & 0o777).toBe(0o600);
+    expect(statSync(dir).mode & 0o777).toBe(0o700);
+    expect(readMasterKey(join(dir, DATA_FILES.masterKey))).toHaveLength(32);
+    const cert = new X509Certificate(readFileSync(join(dir, DATA_FILES.cert)));
+    expect(cert.verify(cert.publicKey)).toBe(true);
+    expect(cert.subjectAltName).toBe("DNS:state.example, IP Address:198.18.0.9");
+    const fingerprint = cert.fingerprint256.replace(/:/g, "").toLowerCase();
+    expect(out).toContain(`fingerprint  ${fingerprint}`);
+    expect(out).not.toContain(readFileSync(join(dir, DATA_FILES.masterKey), "utf8").trim());
+    expect(await run("fingerprint", "--tls-cert", join(dir, DATA_FILES.cert))).toEqual({ code: 0, out: `${fingerprint}\n`, err: "" });
+    // Never overwrites keys.
+    const again = await run("init", "--data", dir);
+    expect(again.code).toBe(1);
+    expect(again.err).toContain("master.key already exists");
+  });
+
+  it("names the flag in argument errors", async () => {
+    expect((await run("serve", "--data", "/nonexistent")).err).toContain("--topology is required");
+    expect((await run("status", "--data")).err).toContain("--data needs a value");
+    expect((await run("status", "--data", "x", "--bogus", "1")).err).toContain("unknown flag --bogus");
+    expect((await run("status", "--data", "x", "--data", "y")).err).toContain("--data given twice");
+    expect((await run("fingerprint", "--tls-cert", "/nonexistent/cert.pem")).err).toContain("--tls-cert: cannot read /nonexistent/cert.pem (ENOENT)");
+    expect((await run("rotate-psk", "--data", tempDir(), "--link", "corp", "--pair", "aws")).err).toContain("--pair: expected two location names");
+    expect((await run("status", "--data", tempDir())).err).toContain("--data: no store in");
+    const bad = await run("frobnicate");
+    expect(bad.code).toBe(2);
+    expect(bad.err).toContain('unknown command "frobnicate"');
+    expect(() => parseListen("localhost")).toThrow("--listen");
+    expect(parseListen("127.0.0.1:9443")).toEqual({ host: "127.0.0.1", port: 9443 });
+    expect(parseListen("[::1]:8443")).toEqual({ host: "::1", port: 8443 });
+    expect(parseListen("9443")).toEqual({ host: "0.0.0.0", port: 9443 });
+    expect(() => parseListen("1.2.3.4:70000")).toThrow("--listen");
+  });
+
+  it("refuses a master key file others can read, or one that is too short", async () => {
+    const dir = tempDir();
+    const file = join(dir, "master.key");
+    writeFileSync(file, Buffer.alloc(32, 1).toString("base64"), { mode: 0o644 });
+    chmodSync(file, 0o644);
+    expect(() => readMasterKey(file)).toThrow("--master-key-file: " + file + " is readable by group or others");
+    chmodSync(file, 0o600);
+    expect(readMasterKey(file)).toEqual(Buffer.alloc(32, 1));
+    writeFileSync(file, "c2hvcnQ=");
+    expect(() => readMasterKey(file)).toThrow("at least 32 random bytes");
+  });
+
+  it("serves: init, then serve answers signed polls until SIGTERM", async () => {
+    const dir = tempDir();
+    const data = join(dir, "data");
+    expect((await run("init", "--data", data, "--name", "127.0.0.1")).code).toBe(0);
+    const topologyFile = join(dir, "topology.json");
+    const host = (id: string) => ({ id, name: id });
+    writeFileSync(topologyFile, JSON.stringify({ version: 1, links: [{ name: "l", locations: [{ name: "a", routes: ["10.1.0.0/16"], hosts: [host("a1")] }, { name: "b", routes: ["10.2.0.0/16"], hosts: [host("b1")] }] }] }));
+    let err = "";
+    const serving = runStateCli(["serve", "--topology", topologyFile, "--data", data, "--listen", "127.0.0.1:0"], { out: () => {}, err: (t) => (err += t) });
+    await vi.waitFor(() => expect(err).toContain('"event":"listening"'));
+    const port = (JSON.parse(err.split("\n").find((l) => l.includes('"listening"'))!) as { port: number }).port;
+    const fingerprint = (await run("fingerprint", "--tls-cert", join(data, DATA_FILES.cert))).out.trim();
+    const agent = new PinnedTestAgent(fingerprint);
+    const hostSecret = deriveHostSecret(readMasterKey(join(data, DATA_FILES.masterKey)), "a1");
+    const body = JSON.stringify({ protocol: 1, hostId: "a1", generation: 0, wait: false, report: report() });
+    const answer = await signedCall(`https://127.0.0.1:${port}`, agent, { hostId: "a1", secret: hostSecret, path: "/v1/poll", body });
+    agent.destroy();
+    expect(answer).toMatchObject({ status: 200, signed: true });
+    expect(JSON.parse(answer.body)).toMatchObject({ hostId: "a1", role: "active" });
+    process.emit("SIGTERM");
+    expect(await serving).toBe(0);
+    expect(err).toContain('"event":"stopped"');
+    expect(err).not.toContain(hostSecret);
+    const status = await run("status", "--data", data);
+    expect(status.out).toMatch(/l\s+a\s+a1\s+active/);
+  });
+
+  it("status prints the stored hosts as a table", async () => {
+    const dir = tempDir();
+    const store = new SqliteStore(dir);
+    const at = Date.UTC(2026, 0, 2, 3, 4, 5);
+    const view = { online: true, eligible: true, offlineSince: null, role: "standby" as const };
+    await store.saveState({
+      generation: 7,
+      at,
+      snapshot: { version: 1, generation: 7, hosts: [], locations: [] },
+      hosts: [
+        { ...view, hostId: "off-a", link: "corp", location: "office", status: "offline", online: false, eligible: false, lastSeen: null },
+        { ...view, hostId: "aws-a", link: "corp", location: "aws", status: "active", role: "active", lastSeen: at - 1000 },
+      ],
+    });
+    await store.saveReports([{ hostId: "aws-a", at, report: { agentVersion: "1", role: "active", appliedGeneration: 7, tunnels: [], hostChecks: [], routes: { provider: "none", applied: [] } } }]);
+    await store.close();
+    const { code, out } = await run("status", "--data", dir);
+    expect(code).toBe(0);
+    expect(out).toBe(
+      [
+        "generation 7, as stored at 2026-01-02T03:04:05Z (a running service stores roles within 2 s of a decision, last-seen times every 10 s)",
+        "LINK  LOCATION  HOST   STATUS   LAST SEEN             APPLIED GEN",
+        "corp  aws       aws-a  active   2026-01-02T03:04:04Z  7",
+        "corp  office    off-a  offline  never                 -",
+        "",
+      ].join("\n"),
+    );
+    expect(formatStatus([], 1, at)).toContain("LINK  LOCATION  HOST  STATUS  LAST SEEN  APPLIED GEN");
+  });
+});

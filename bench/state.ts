@@ -1,0 +1,369 @@
+// State service capacity: N simulated hosts long-polling the real service over TLS on loopback,
+// signed exactly as agents sign, then the same load against a bare node:https server.
+//   npm run bench:state                 # 1000, 5000 and 10000 hosts
+//   npm run bench:state -- 10000 --duration 20
+// The service, the bare server and the load generators each run in their own process.
+// BENCH_LOG=1 shows the service's log, BENCH_DEBUG=1 the load generators' progress,
+// BENCH_PROFILE=DIR writes a CPU profile of the service. Every figure is printed with the
+// machine's load and CPU pressure: on a shared machine, the load generators compete too.
+import { fork, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:https";
+import { cpus, loadavg, tmpdir } from "node:os";
+import { join } from "node:path";
+import type { TopologyInput } from "../lib/topology";
+import { API, type HostReport } from "../agent/protocol";
+import { deriveHostSecret } from "../agent/signing";
+import { startStateService } from "../agent/state/service";
+import { PinnedTestAgent, signedCall } from "../agent/state/testkit";
+import { selfSignedCertificate } from "../agent/state/tls";
+import { jsonLogger } from "../agent/state/log";
+
+const HOLD_MS = 1000; // timing.heartbeat: how long a long-poll is held when nothing changes
+const URGENT_EVERY = 10; // every 10th poll of a host is an urgent report (wait: false)
+const LOAD_PROCESSES = 2;
+
+type Message =
+  | { type: "ready"; url: string }
+  | { type: "loaded" }
+  | { type: "ramped" }
+  | { type: "usage"; cpuMs: number; rssMb: number }
+  | { type: "done"; stats: LoadStats };
+
+interface LoadStats {
+  requests: number;
+  errors: number;
+  /** ms beyond the hold, for long-polls answered at the hold's end */
+  held: number[];
+  /** full round trip of urgent (wait: false) polls */
+  urgent: number[];
+  cpuMs: number;
+}
+
+interface LoadPlan {
+  url: string;
+  fingerprint: string;
+  masterKey: string;
+  hostIds: string[];
+  rampMs: number;
+  /** The bare server does not sign its canned answer. */
+  signed: boolean;
+}
+
+// ---------------------------------------------------------------- roles of the child processes
+
+async function serviceRole(dir: string) {
+  const tls = selfSignedCertificate({ names: ["127.0.0.1"] });
+  const masterKey = Buffer.from(process.env.BENCH_MASTER_KEY!, "hex");
+  const service = await startStateService({
+    topologyFile: join(dir, "topology.json"),
+    dataDir: join(dir, "data"),
+    tls: { cert: tls.certPem, key: tls.keyPem },
+    masterKey,
+    listen: { host: "127.0.0.1", port: 0 },
+    logger: process.env.BENCH_LOG ? jsonLogger() : { event() {} },
+    watchTopology: false,
+  });
+  serveUsage(() => service.close());
+  process.send!({ type: "ready", url: `${service.url}#${service.fingerprint}` });
+}
+
+const CANNED = JSON.stringify({ protocol: 1, generation: 1, note: "x".repeat(900) });
+
+async function bareRole() {
+  const tls = selfSignedCertificate({ names: ["127.0.0.1"] });
+  const server = createServer({ cert: tls.certPem, key: tls.keyPem }, (req, res) => {
+    const chunks: Buffer[] = [];
+    req.on("data", (c: Buffer) => chunks.push(c));
+    req.on("end", () => {
+      const answer = () => {
+        res.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(CANNED) });
+        res.end(CANNED);
+      };
+      // Same shape of load as the service: long-polls held for the heartbeat, urgent polls answered at once.
+      if (Buffer.concat(chunks).includes('"wait":true')) setTimeout(answer, HOLD_MS);
+      else answer();
+    });
+  });
+  server.keepAliveTimeout = 65_000;
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const port = (server.address() as { port: number }).port;
+  serveUsage(async () => {
+    server.closeAllConnections();
+    server.close();
+  });
+  process.send!({ type: "ready", url: `https://127.0.0.1:${port}#${tls.fingerprint}` });
+}
+
+function serveUsage(close: () => Promise<void>) {
+  process.on("message", (m: { type: string }) => {
+    if (m.type === "usage") {
+      const cpu = process.cpuUsage();
+      process.send!({ type: "usage", cpuMs: (cpu.user + cpu.system) / 1000, rssMb: process.memoryUsage().rss / 2 ** 20 });
+    } else if (m.type === "stop") {
+      void close().then(() => process.exit(0));
+    }
+  });
+}
+
+function benchReport(hostId: string, appliedGeneration: number): HostReport {
+  return {
+    agentVersion: "bench",
+    role: "standby",
+    appliedGeneration,
+    tunnels: [{ location: "b", state: "up", peerHost: `${hostId}-peer`, since: 1 }],
+    hostChecks: [
+      { target: "peer-1", reachable: true, rttMs: 0.4, failures: 0, ageMs: 120 },
+      { target: "peer-2", reachable: true, rttMs: 0.5, failures: 0, ageMs: 130 },
+    ],
+    routes: { provider: "none", applied: [] },
+  };
+}
+
+/** A load generator: its hosts poll as agents do; the window to measure comes once all are connected. */
+async function loadRole() {
+  const messages = new Map<string, (m: never) => void>();
+  process.on("message", (m: { type: string }) => messages.get(m.type)?.(m as never));
+  const planned = new Promise<LoadPlan>((resolve) => messages.set("plan", resolve));
+  const windowed = new Promise<{ from: number; to: number }>((resolve) => messages.set("window", resolve));
+  process.send!({ type: "loaded" });
+  const plan = await planned;
+  const masterKey = Buffer.from(plan.masterKey, "hex");
+  const agent = new PinnedTestAgent(plan.fingerprint, { maxSockets: Infinity, maxFreeSockets: Infinity });
+  const stats: LoadStats = { requests: 0, errors: 0, held: [], urgent: [], cpuMs: 0 };
+  let window = { from: Infinity, to: Infinity };
+  let stopping = false;
+  let connected = 0;
+
+  async function host(hostId: string) {
+    const secret = deriveHostSecret(masterKey, hostId);
+    let generation = 0;
+    let answered = false;
+    for (let n = 0; !stopping; n++) {
+      const wait = n > 0 && n % URGENT_EVERY !== 0;
+      const body = JSON.stringify({ protocol: 1, hostId, generation, wait, report: benchReport(hostId, generation) });
+      const started = performance.now();
+      const startedAt = Date.now();
+      try {
+        // A connection lost in the ramp (backlog overflow, stalled handshake) is retried, as an agent would.
+        const answer = await signedCall(plan.url, agent, { hostId, secret, path: API.poll, body, timeoutMs: HOLD_MS + 9000 });
+        const elapsed = performance.now() - started;
+        if (answer.status !== 200 || answer.signed !== plan.signed) throw new Error(`status ${answer.status}`);
+        generation = (JSON.parse(answer.body) as { generation: number }).generation;
+        completed++;
+        if (!answered && ++connected === plan.hostIds.length) process.send!({ type: "ramped" });
+        answered = true;
+        if (startedAt >= window.from && Date.now() <= window.to) {
+          stats.requests++;
+          if (!wait) stats.urgent.push(elapsed);
+          else if (elapsed >= HOLD_MS) stats.held.push(elapsed - HOLD_MS);
+        }
+      } catch {
+        if (stopping) return;
+        if (startedAt >= window.from) stats.errors++;
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    }
+  }
+
+  let completed = 0;
+  if (process.env.BENCH_DEBUG) {
+    setInterval(() => console.error(`load ${process.pid}: connected ${connected}, answers ${completed}, counted ${stats.requests}, errors ${stats.errors}`), 2000).unref();
+  }
+  plan.hostIds.forEach((id, i) => setTimeout(() => void host(id), (i / plan.hostIds.length) * plan.rampMs));
+  window = await windowed;
+  await new Promise((r) => setTimeout(r, window.from - Date.now()));
+  const cpuAtStart = process.cpuUsage();
+  await new Promise((r) => setTimeout(r, window.to - Date.now()));
+  const cpu = process.cpuUsage(cpuAtStart);
+  stats.cpuMs = (cpu.user + cpu.system) / 1000;
+  stopping = true;
+  process.send!({ type: "done", stats });
+  agent.destroy();
+  setTimeout(() => process.exit(0), 100);
+}
+
+// ---------------------------------------------------------------- orchestration
+
+function topology(hosts: number): { doc: TopologyInput; ids: string[] } {
+  // Links of two locations with two hosts each: the common HA shape.
+  const ids: string[] = [];
+  const links = [];
+  for (let l = 0; l < Math.ceil(hosts / 4); l++) {
+    const location = (name: string, octet: number) => {
+      const hostList = [1, 2].map((h) => {
+        const id = `l${l}-${name}-${h}`;
+        ids.push(id);
+        return { id, name: `h${h}`, publicAddress: `198.18.${(l >> 6) & 0xff}.${((l & 63) << 2) + (octet === 1 ? h - 1 : h + 1)}` };
+      });
+      return { name, routes: [`10.${octet}.${l >> 8}.${l & 0xff}/32`], hosts: hostList };
+    };
+    links.push({ name: `link-${l}`, locations: [location("a", 1), location("b", 2)] });
+  }
+  return { doc: { version: 1, links }, ids: ids.slice(0, hosts) };
+}
+
+function child(role: string, env: Record<string, string> = {}): ChildProcess {
+  // BENCH_PROFILE=DIR writes a CPU profile of the service process there (open it in Chrome DevTools).
+  const profile = role === "service" && process.env.BENCH_PROFILE ? ["--cpu-prof", `--cpu-prof-dir=${process.env.BENCH_PROFILE}`] : [];
+  return fork(__filename, [`--role=${role}`], {
+    env: { ...process.env, ...env },
+    execArgv: [...process.execArgv, ...profile],
+    stdio: ["ignore", "inherit", "inherit", "ipc"],
+  });
+}
+
+function next<T extends Message["type"]>(proc: ChildProcess, type: T): Promise<Extract<Message, { type: T }>> {
+  return new Promise((resolve, reject) => {
+    const onMessage = (m: Message) => {
+      if (m.type !== type) return;
+      proc.off("message", onMessage);
+      resolve(m as Extract<Message, { type: T }>);
+    };
+    proc.on("message", onMessage);
+    proc.once("exit", (code) => reject(new Error(`child exited (${code}) before "${type}"`)));
+  });
+}
+
+const percentile = (values: number[], p: number) => {
+  if (values.length === 0) return NaN;
+  const sorted = Float64Array.from(values).sort();
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+};
+
+interface Figures {
+  perSecond: number;
+  errors: number;
+  heldP50: number;
+  heldP99: number;
+  urgentP50: number;
+  urgentP99: number;
+  serverCpu: number;
+  loadCpu: number;
+  rssMb: number;
+  /** Server CPU time per answered poll: the figure that does not depend on what else the machine runs. */
+  cpuUsPerRequest: number;
+  /** Until every host had its first answer (new TLS connection, first decision). */
+  rampSeconds: number;
+}
+
+async function measure(server: ChildProcess, url: string, hostIds: string[], masterKey: string, durationMs: number, signed: boolean): Promise<Figures> {
+  const [base, fingerprint] = url.split("#") as [string, string];
+  const loads = Array.from({ length: LOAD_PROCESSES }, () => child("load"));
+  await Promise.all(loads.map((l) => next(l, "loaded")));
+  const rampMs = Math.max(2000, hostIds.length); // ~1000 new TLS connections a second
+  const ramped = Promise.all(loads.map((l) => next(l, "ramped")));
+  loads.forEach((load, i) => {
+    const share = hostIds.filter((_, n) => n % LOAD_PROCESSES === i);
+    load.send({ type: "plan", url: base, fingerprint, masterKey, hostIds: share, rampMs, signed });
+  });
+  const rampStart = Date.now();
+  // A machine too busy to connect everyone in 3 minutes still gets measured, with the ramp shown.
+  await Promise.race([ramped, new Promise((r) => setTimeout(r, 180_000))]);
+  const rampSeconds = (Date.now() - rampStart) / 1000;
+  // Two held-poll periods to settle after the last connection, then the window.
+  const measureFrom = Date.now() + 2 * HOLD_MS;
+  const measureTo = measureFrom + durationMs;
+  for (const load of loads) load.send({ type: "window", from: measureFrom, to: measureTo });
+  const done = loads.map((l) => next(l, "done"));
+  await new Promise((r) => setTimeout(r, measureFrom - Date.now()));
+  server.send({ type: "usage" });
+  const before = await next(server, "usage");
+  await new Promise((r) => setTimeout(r, measureTo - Date.now()));
+  server.send({ type: "usage" });
+  const after = await next(server, "usage");
+  const stats = (await Promise.all(done)).map((d) => d.stats);
+  const seconds = durationMs / 1000;
+  const requests = stats.reduce((n, s) => n + s.requests, 0);
+  const held = stats.flatMap((s) => s.held);
+  const urgent = stats.flatMap((s) => s.urgent);
+  return {
+    perSecond: requests / seconds,
+    cpuUsPerRequest: ((after.cpuMs - before.cpuMs) * 1000) / requests,
+    errors: stats.reduce((n, s) => n + s.errors, 0),
+    heldP50: percentile(held, 50),
+    heldP99: percentile(held, 99),
+    urgentP50: percentile(urgent, 50),
+    urgentP99: percentile(urgent, 99),
+    serverCpu: (after.cpuMs - before.cpuMs) / durationMs,
+    loadCpu: stats.reduce((n, s) => n + s.cpuMs, 0) / durationMs,
+    rssMb: after.rssMb,
+    rampSeconds,
+  };
+}
+
+async function stop(proc: ChildProcess) {
+  const exited = new Promise((r) => proc.once("exit", r));
+  proc.send({ type: "stop" });
+  await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))]);
+  if (proc.exitCode === null) proc.kill("SIGKILL");
+}
+
+const fmt = (n: number, digits = 1) => (Number.isNaN(n) ? "-" : n.toFixed(digits));
+
+async function main() {
+  const args = process.argv.slice(2);
+  const durationIndex = args.indexOf("--duration");
+  const durationMs = durationIndex >= 0 ? Number(args[durationIndex + 1]) * 1000 : 15_000;
+  const sizes = args.filter((a, i) => /^\d+$/.test(a) && i !== durationIndex + 1).map(Number);
+  const runs = sizes.length > 0 ? sizes : [1000, 5000, 10_000];
+  console.log(`state service benchmark: hosts long-poll (held ${HOLD_MS} ms), every ${URGENT_EVERY}th poll urgent; ${durationMs / 1000} s measured after ramp-up`);
+  console.log(`load: ${LOAD_PROCESSES} generator processes; service and bare server in their own process; loopback TLS, keep-alive`);
+  const children: ChildProcess[] = [];
+  let dir: string | undefined;
+  const cleanup = () => {
+    children.forEach((c) => c.exitCode === null && c.kill("SIGKILL"));
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  };
+  for (const signal of ["SIGINT", "SIGTERM"] as const) {
+    process.once(signal, () => {
+      cleanup();
+      process.exit(130);
+    });
+  }
+  const pressure = () => {
+    const psi = existsSync("/proc/pressure/cpu") ? readFileSync("/proc/pressure/cpu", "utf8").split("\n")[0] : "n/a";
+    return `load average ${loadavg().map((n) => n.toFixed(1)).join(" ")} on ${cpus().length} cores; cpu pressure ${psi}`;
+  };
+  console.log(`machine before: ${pressure()}`);
+  for (const hosts of runs) {
+    dir = mkdtempSync(join(tmpdir(), "sitelink-bench-"));
+    try {
+      const masterKey = randomBytes(32).toString("hex");
+      const { doc, ids } = topology(hosts);
+      writeFileSync(join(dir, "topology.json"), JSON.stringify(doc));
+      const service = child("service", { BENCH_DIR: dir, BENCH_MASTER_KEY: masterKey });
+      children.push(service);
+      const sitelink = await measure(service, (await next(service, "ready")).url, ids, masterKey, durationMs, true);
+      await stop(service);
+      const bare = child("bare");
+      children.push(bare);
+      const baseline = await measure(bare, (await next(bare, "ready")).url, ids, masterKey, durationMs, false);
+      await stop(bare);
+      const row = (name: string, f: Figures) =>
+        `  ${name.padEnd(9)} ${fmt(f.perSecond, 0).padStart(7)}/s  errors ${String(f.errors).padStart(4)}  ` +
+        `held +${fmt(f.heldP50)}/+${fmt(f.heldP99)} ms  urgent ${fmt(f.urgentP50)}/${fmt(f.urgentP99)} ms  ` +
+        `server CPU ${fmt(f.serverCpu * 100, 0)}% (${fmt(f.cpuUsPerRequest, 0)} µs/poll)  RSS ${fmt(f.rssMb, 0)} MB  ramp ${fmt(f.rampSeconds)} s  (load generators ${fmt(f.loadCpu * 100, 0)}% CPU)`;
+      console.log(`\n${hosts} hosts (target ${hosts}/s heartbeats plus ${hosts / URGENT_EVERY}/s urgent)    p50/p99`);
+      console.log(row("sitelink", sitelink));
+      console.log(row("bare", baseline));
+      console.log(
+        `  machine   ${pressure()}\n` +
+        `  ratio     throughput ${fmt(sitelink.perSecond / baseline.perSecond, 2)}  server CPU per poll ${fmt(sitelink.cpuUsPerRequest / baseline.cpuUsPerRequest, 2)}x  ` +
+          `urgent p99 ${fmt(sitelink.urgentP99 / baseline.urgentP99, 2)}x`,
+      );
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+      dir = undefined;
+    }
+  }
+  cleanup();
+}
+
+const role = process.argv.find((a) => a.startsWith("--role="))?.slice(7);
+const run = role === "service" ? () => serviceRole(process.env.BENCH_DIR!) : role === "bare" ? bareRole : role === "load" ? loadRole : main;
+run().catch((error: unknown) => {
+  console.error(error);
+  process.exit(1);
+});
