@@ -1,6 +1,7 @@
 // The host URI: everything an agent needs to reach its state service.
 //   sitelink://hostId:secret@host[:port][,host2[:port]…]?fp=<sha256 of the server certificate>
 import { isAddress } from "../lib/net";
+import { HOST_ID_PATTERN } from "../lib/topology";
 
 export const DEFAULT_STATE_PORT = 9443;
 
@@ -32,7 +33,7 @@ export function parseHostUri(text: string): HostUri {
   const match = /^sitelink:\/\/([^:@/?]+):([^@/?]+)@([^/?]+)\/?(?:\?(.*))?$/.exec(text.trim());
   if (!match) throw new UriError("expected sitelink://hostId:secret@host[:port][,host…]?fp=<sha256>");
   const [, hostId, secret, hostList, query] = match as unknown as [string, string, string, string, string | undefined];
-  if (!/^[a-z0-9][a-z0-9._-]{0,127}$/.test(hostId)) throw new UriError(`host id "${hostId}" is not valid`);
+  if (!HOST_ID_PATTERN.test(hostId)) throw new UriError(`host id "${hostId}" is not valid`);
   if (!/^[A-Za-z0-9_-]{16,}$/.test(secret)) throw new UriError("secret must be at least 16 base64url characters");
   const endpoints = hostList.split(",").map(parseEndpoint);
   const params = new URLSearchParams(query ?? "");

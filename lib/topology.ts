@@ -153,7 +153,7 @@ export function checkTopology(input: unknown): { ok: true; topology: Topology } 
     : parsed.error.issues.map((i) => ({ path: formatPath(i.path), message: i.message }));
   // The cross-field rules run on the raw input too, so one pass reports everything.
   issues.push(...crossFieldIssues(input));
-  if (issues.length > 0 || !parsed.success) return { ok: false, issues: dedupe(issues) };
+  if (issues.length > 0 || !parsed.success) return { ok: false, issues: uniqueIssues(issues) };
   return { ok: true, topology: parsed.data };
 }
 
@@ -238,7 +238,8 @@ function noteDuplicate(seen: Map<string, string>, value: unknown, path: string, 
   else seen.set(value, path);
 }
 
-function dedupe(issues: TopologyIssue[]): TopologyIssue[] {
+/** The issues in order, each (path, message) once. */
+export function uniqueIssues<T extends TopologyIssue>(issues: T[]): T[] {
   const seen = new Set<string>();
   return issues.filter((i) => {
     const key = `${i.path}\u0000${i.message}`;

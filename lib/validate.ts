@@ -4,7 +4,7 @@
 import { z } from "zod";
 import { normalizeFingerprint } from "../agent/uri";
 import { cidrProblem } from "./net";
-import { DEFAULTS, checkTopology, type TopologyInput } from "./topology";
+import { DEFAULTS, checkTopology, uniqueIssues, type TopologyInput } from "./topology";
 
 export interface ArgIssue {
   /** The offending argument field, e.g. `locations[1].hosts[0].priority`. */
@@ -313,15 +313,7 @@ function definedOnly<T extends Record<string, unknown>>(obj: T): Partial<T> {
   return Object.fromEntries(Object.entries(obj).filter(([, v]) => v !== undefined)) as Partial<T>;
 }
 
-export function uniqueIssues(issues: ArgIssue[]): ArgIssue[] {
-  const seen = new Set<string>();
-  return issues.filter((i) => {
-    const key = `${i.path}\u0000${i.message}`;
-    if (seen.has(key)) return false;
-    seen.add(key);
-    return true;
-  });
-}
+export { uniqueIssues };
 
 export function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
