@@ -71,6 +71,7 @@ async function main() {
       ipsec: { apply: async () => {}, tunnels: () => [], onChange: () => {}, close: async () => {} },
       routes: { name: "lab", apply: async (cidrs) => void (routes = cidrs), applied: () => routes },
       firewall: { apply: async () => {}, remove: async () => {} },
+      mss: { apply: async () => {}, remove: async () => {} },
       checker: { setTargets: () => {}, results: () => checks, onChange: (l) => void checkListeners.push(l), close: async () => {} },
       self: { hostId },
       options: { firewall: false, removeRoutes: false, hostCheck: true },

@@ -1,6 +1,6 @@
 // `sitelink run`: builds the real seams from agent.json (strongSwan over VICI, host check prober and
-// listener, iptables firewall, route provider) and runs the reconcile loop until SIGTERM/SIGINT.
-// SIGHUP reloads agent.json: firewall, remove-routes, host-check and log level apply at once; changes
+// listener, iptables firewall and MSS clamp, route provider) and runs the reconcile loop until SIGTERM/SIGINT.
+// SIGHUP reloads agent.json: firewall, remove-routes, host-check, mtu and log level apply at once; changes
 // that need new seams (URIs, provider, addresses, VICI socket, ports) are logged as needing a restart.
 import { rm } from "node:fs/promises";
 import type { AgentConfig } from "./config";
@@ -14,6 +14,7 @@ import { resolveHostUri, type UriSourceOptions } from "./uri-sources";
 import { agentVersion } from "./version";
 import { StrongswanDriver } from "./ipsec/driver";
 import { IptablesFirewall } from "./firewall";
+import { IptablesMssClamp } from "./mss-clamp";
 import { HostCheckListener, HostCheckProber } from "./hostcheck";
 import { createRouteProvider } from "./routes";
 import type { HostChecker, RouteProvider } from "./types";
@@ -26,7 +27,7 @@ export interface RunAgentOptions {
 }
 
 /** Config fields whose change needs new seams, i.e. a restart of the agent. */
-const RESTART_FIELDS = ["uris", "uriSources", "provider", "aws", "gcp", "file", "kernel", "lab", "mtu", "publicAddress", "privateAddress", "viciSocket", "hostCheckPort"] as const;
+const RESTART_FIELDS = ["uris", "uriSources", "provider", "aws", "gcp", "file", "kernel", "lab", "publicAddress", "privateAddress", "viciSocket", "hostCheckPort"] as const;
 
 export async function runAgent(opts: RunAgentOptions): Promise<number> {
   let config = await loadConfig(opts.configPath);
@@ -57,6 +58,7 @@ export async function runAgent(opts: RunAgentOptions): Promise<number> {
     ipsec,
     routes,
     firewall,
+    mss: new IptablesMssClamp(),
     checker,
     self,
     options: reconcileOptions(config),
@@ -110,7 +112,7 @@ export async function runAgent(opts: RunAgentOptions): Promise<number> {
 }
 
 function reconcileOptions(config: AgentConfig): ReconcileOptions {
-  return { firewall: config.firewall, removeRoutes: config.removeRoutes, hostCheck: config.hostCheck };
+  return { firewall: config.firewall, removeRoutes: config.removeRoutes, hostCheck: config.hostCheck, mtu: config.mtu };
 }
 
 /** The prober, plus the listener answering with the same link-wide key the service hands out. */

@@ -33,7 +33,7 @@ commands:
   firewall-on | firewall-off          manage the agent's own firewall chain
   remove-routes-on | remove-routes-off delete own routes that are no longer desired
   host-check-on | host-check-off      serve and run host checks
-  set-mtu N | set-mtu off     tunnel MTU
+  set-mtu N | set-mtu off     clamp TCP MSS of tunnel traffic to fit MTU N (576..9000)
   status [--status PATH] [--json]     state of the running agent
   run [--status PATH]         run the agent (the daemon)
   version                     print the version
@@ -204,7 +204,7 @@ async function dispatch(args: Args, io: CliIo): Promise<number> {
       return toggle("hostCheck", command === "host-check-on", "host-check");
     case "set-mtu": {
       const [value] = expectPositionals(args, ["N|off"]);
-      if (value === "off") return edit(({ mtu: _, ...c }) => c as AgentConfig, "mtu off (strongSwan default)");
+      if (value === "off") return edit(({ mtu: _, ...c }) => c as AgentConfig, "mtu off (no TCP MSS clamp)");
       if (!/^\d+$/.test(value!)) throw new UsageError(`set-mtu: "${value}" is not a number (or "off")`);
       return edit((c) => ({ ...c, mtu: Number(value) }), `mtu ${value}`);
     }

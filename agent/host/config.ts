@@ -57,7 +57,7 @@ export const agentConfigSchema = z.strictObject({
   /** Serve and run host checks (`host-check-off` disables both). */
   hostCheck: z.boolean().default(true),
   hostCheckPort: z.int().min(1).max(65535).default(HOST_CHECK_PORT),
-  /** MTU of the tunnel (`set-mtu`); unset keeps strongSwan's. */
+  /** `set-mtu`: TCP MSS of traffic to and from the remote subnets is clamped to fit this MTU; unset = no clamp. */
   mtu: z.int().min(576).max(9000).optional(),
   /** Override address detection (NAT, several interfaces). */
   publicAddress: z.string().refine(isAddress, "must be an address").optional(),

@@ -3,7 +3,7 @@ import type { DesiredState, HostCheckResult, HostCheckTarget, PeerLocation, Tunn
 import { PROTOCOL_VERSION } from "../protocol";
 import { ReconcileLoop, type ReconcileOptions } from "./reconcile";
 import { StateClientError, type PollInput, type StateApi } from "./state-client";
-import type { Firewall, HostChecker, IpsecDriver, RouteProvider } from "./types";
+import type { Firewall, HostChecker, IpsecDriver, MssClamp, RouteProvider } from "./types";
 import { createLogger } from "./log";
 
 // In-memory fakes of the agent's seams: the loop is tested here; the real seams have their own tests
@@ -91,6 +91,21 @@ class FakeFirewall implements Firewall {
   }
 }
 
+class FakeMss implements MssClamp {
+  calls: ([number, string[]] | "remove")[] = [];
+  failNext = 0;
+  async apply(mtu: number, cidrs: string[]) {
+    this.calls.push([mtu, cidrs]);
+    if (this.failNext > 0) {
+      this.failNext--;
+      throw new Error("iptables-restore: line 3 failed");
+    }
+  }
+  async remove() {
+    this.calls.push("remove");
+  }
+}
+
 class FakeChecker implements HostChecker {
   targets: HostCheckTarget[][] = [];
   current: HostCheckResult[] = [];
@@ -149,12 +164,14 @@ function setup(options: Partial<ReconcileOptions> = {}) {
   const routes = new FakeRoutes();
   const firewall = new FakeFirewall();
   const checker = new FakeChecker();
+  const mss = new FakeMss();
   const lines: string[] = [];
   const loop = new ReconcileLoop({
     state,
     ipsec,
     routes,
     firewall,
+    mss,
     checker,
     self: { hostId: "a1", publicAddress: "198.18.0.10", privateAddress: "10.1.0.11" },
     options: { firewall: false, removeRoutes: false, hostCheck: true, ...options },
@@ -165,7 +182,7 @@ function setup(options: Partial<ReconcileOptions> = {}) {
   const done = loop.start();
   loops.push(loop);
   const logs = () => lines.map((l) => JSON.parse(l) as { level: string; msg: string });
-  return { state, ipsec, routes, firewall, checker, loop, done, lines, logs };
+  return { state, ipsec, routes, firewall, mss, checker, loop, done, lines, logs };
 }
 
 const loops: ReconcileLoop[] = [];
@@ -324,6 +341,66 @@ describe("reconcile loop", () => {
     expect(firewall.calls).toEqual(["remove"]);
     expect(third.input.report.appliedGeneration).toBe(2);
     expect(logs().filter((l) => l.level === "error")).toEqual([]);
+  });
+
+  it("set-mtu clamps the peers' remote subnets and follows the desired state", async () => {
+    const { state, mss } = setup({ mtu: 1400 });
+    (await state.next()).resolve(desired(1, "active"));
+    (await state.next()).resolve(desired(2, "active", { serverTime: Date.now() + 1 })); // nothing changed
+    const south = { ...peer("south"), remoteSubnets: ["10.4.0.0/16", "10.2.0.0/16"] };
+    (await state.next()).resolve(desired(3, "active", { peers: [peer("west"), south] }));
+    (await state.next()).resolve(desired(4, "standby"));
+    const fifth = await state.next();
+    expect(mss.calls).toEqual([
+      [1400, ["10.2.0.0/16"]],
+      [1400, ["10.2.0.0/16", "10.4.0.0/16"]],
+      [1400, []], // a standby carries no traffic: an empty chain
+    ]);
+    expect(fifth.input.report.appliedGeneration).toBe(4);
+  });
+
+  it("mtu off (reload) removes the clamp; a changed mtu re-applies it", async () => {
+    const { state, mss, loop } = setup({ mtu: 1400 });
+    (await state.next()).resolve(desired(1, "active"));
+    await state.next();
+    loop.updateOptions({ firewall: false, removeRoutes: false, hostCheck: true, mtu: 1300 });
+    (await state.next()).resolve(desired(1, "active"));
+    await state.next();
+    loop.updateOptions({ firewall: false, removeRoutes: false, hostCheck: true });
+    (await state.next()).resolve(desired(1, "active"));
+    (await state.next()).resolve(desired(2, "active"));
+    await state.next();
+    expect(mss.calls).toEqual([[1400, ["10.2.0.0/16"]], [1300, ["10.2.0.0/16"]], "remove"]);
+  });
+
+  it("without mtu, a clamp left by an earlier run is removed once, and a failure there is not an error", async () => {
+    const { state, mss, logs } = setup();
+    mss.remove = async () => {
+      mss.calls.push("remove");
+      throw new Error("iptables: command not found");
+    };
+    (await state.next()).resolve(desired(1, "active"));
+    (await state.next()).resolve(desired(2, "active"));
+    const third = await state.next();
+    expect(mss.calls).toEqual(["remove"]);
+    expect(third.input.report.appliedGeneration).toBe(2);
+    expect(logs().filter((l) => l.level === "error")).toEqual([]);
+  });
+
+  it("a failed clamp is logged, holds back appliedGeneration and is retried with the next answer", async () => {
+    const { state, mss, logs } = setup({ mtu: 1400 });
+    mss.failNext = 1;
+    (await state.next()).resolve(desired(1, "active"));
+    const second = await state.next();
+    expect(second.input.report.appliedGeneration).toBe(0);
+    expect(logs().find((l) => l.level === "error")).toMatchObject({ msg: "tcp mss clamp change failed" });
+    second.resolve(desired(1, "active"));
+    const third = await state.next();
+    expect(mss.calls).toEqual([
+      [1400, ["10.2.0.0/16"]],
+      [1400, ["10.2.0.0/16"]],
+    ]);
+    expect(third.input.report.appliedGeneration).toBe(1);
   });
 
   it("host-check off gives the checker no targets", async () => {

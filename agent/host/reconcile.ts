@@ -3,7 +3,7 @@
 // differs, so a re-run (next round, or after a crash with nothing remembered) is harmless.
 import type { DesiredState, HostReport } from "../protocol";
 import { DEFAULTS } from "../../lib/topology";
-import type { Firewall, HostChecker, IpsecDriver, RouteProvider } from "./types";
+import type { Firewall, HostChecker, IpsecDriver, MssClamp, RouteProvider } from "./types";
 import type { StateApi } from "./state-client";
 import { StateClientError } from "./state-client";
 import type { AgentStatus } from "./status";
@@ -13,6 +13,8 @@ export interface ReconcileOptions {
   firewall: boolean;
   removeRoutes: boolean;
   hostCheck: boolean;
+  /** `set-mtu`: clamp TCP MSS to and from the remote subnets to fit this MTU; undefined = no clamp. */
+  mtu?: number | undefined;
 }
 
 export interface SelfInfo {
@@ -26,6 +28,7 @@ export interface ReconcileDeps {
   ipsec: IpsecDriver;
   routes: RouteProvider;
   firewall: Firewall;
+  mss: MssClamp;
   checker: HostChecker;
   self: SelfInfo;
   options: ReconcileOptions;
@@ -50,11 +53,13 @@ export class ReconcileLoop {
   private appliedGeneration = 0;
   private desired: DesiredState | undefined;
   /** Keys of what was last applied successfully, per part; undefined = not applied (or no longer ours). */
-  private applied: { ipsec?: string; firewall?: string; hostCheck?: string; routes?: string } = {};
+  private applied: { ipsec?: string; firewall?: string; mss?: string; hostCheck?: string; routes?: string } = {};
   private appliedRoutes: string[] = [];
   private routeError: string | undefined;
   /** Whether rules of an earlier run may still be in place (checked once, on the first answer). */
   private firewallLeftovers = true;
+  /** Same for the MSS clamp chain (mtu unset while the agent was stopped). */
+  private mssLeftovers = true;
   private contact: { reachable: boolean; lastContact?: number; lastError?: string; kind?: string; failures: number; lostAt?: number } = {
     reachable: false,
     failures: 0,
@@ -198,7 +203,13 @@ export class ReconcileLoop {
     this.seenGeneration = desired.generation;
     // The parts are independent: applied side by side (a failover needs tunnels AND routes, and
     // cloud route calls take a while); one failing does not undo or hold up the others.
-    const results = await Promise.all([this.applyIpsec(desired), this.applyFirewall(desired), this.applyHostCheck(desired), this.applyRoutes(desired)]);
+    const results = await Promise.all([
+      this.applyIpsec(desired),
+      this.applyFirewall(desired),
+      this.applyMss(desired),
+      this.applyHostCheck(desired),
+      this.applyRoutes(desired),
+    ]);
     if (desired.role !== this.role) this.deps.log.info("role changed", { from: this.role, to: desired.role, generation: desired.generation });
     this.role = desired.role;
     if (results.every(Boolean)) this.appliedGeneration = desired.generation;
@@ -243,6 +254,39 @@ export class ReconcileLoop {
       return true;
     } catch (err) {
       log.error("firewall change failed", { error: errorMessage(err) });
+      return false;
+    }
+  }
+
+  /**
+   * MSS clamp (`set-mtu`) for the subnets the tunnels carry: those of the peers, which a standby has
+   * none of, so a standby keeps only the empty chain and its jumps.
+   */
+  private async applyMss(desired: DesiredState): Promise<boolean> {
+    const { mss, log } = this.deps;
+    const mtu = this.options.mtu;
+    try {
+      if (mtu !== undefined || this.applied.mss !== undefined) this.mssLeftovers = false;
+      if (mtu !== undefined) {
+        const subnets = [...new Set(desired.peers.flatMap((p) => p.remoteSubnets))].sort();
+        const key = JSON.stringify([mtu, subnets]);
+        if (key === this.applied.mss) return true;
+        await mss.apply(mtu, subnets);
+        this.applied.mss = key;
+        log.info("tcp mss clamp applied", { mtu, subnets });
+      } else if (this.applied.mss !== undefined) {
+        await mss.remove();
+        this.applied.mss = undefined;
+        log.info("tcp mss clamp removed (mtu off)");
+      } else if (this.mssLeftovers) {
+        // mtu may have been unset while the agent was stopped: remove a leftover chain once, best
+        // effort (a host without iptables must not fail every round).
+        this.mssLeftovers = false;
+        await mss.remove().catch((err: unknown) => log.debug("no leftover tcp mss clamp removed", { error: errorMessage(err) }));
+      }
+      return true;
+    } catch (err) {
+      log.error("tcp mss clamp change failed", { error: errorMessage(err) });
       return false;
     }
   }

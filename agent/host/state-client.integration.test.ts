@@ -137,6 +137,7 @@ describe("two reconcile loops through the real service", () => {
         ipsec: s.ipsec,
         routes: s.provider,
         firewall: s.firewall,
+        mss: { apply: async () => {}, remove: async () => {} },
         checker: s.checker,
         self: { hostId, publicAddress: hostId === "aws-a" ? "198.18.1.10" : "198.18.1.11" },
         options: { firewall: false, removeRoutes: false, hostCheck: true },

@@ -33,6 +33,14 @@ export interface Firewall {
   remove(): Promise<void>;
 }
 
+/** `set-mtu`: TCP MSS clamping for traffic to and from the remote subnets (policy IPsec has no tunnel interface). */
+export interface MssClamp {
+  /** Clamps TCP SYNs to and from `cidrs` to fit `mtu`; replaces what was there atomically. Idempotent. */
+  apply(mtu: number, cidrs: string[]): Promise<void>;
+  /** Removes every rule it added (jumps and chain), and nothing else. */
+  remove(): Promise<void>;
+}
+
 /** Authenticated reachability probes (TCP 9790) to the targets the state service names. */
 export interface HostChecker {
   setTargets(targets: HostCheckTarget[], key: string, timing: DesiredState["timing"]): void;

@@ -1,0 +1,64 @@
+// Shared by the agent's own iptables/ip6tables chains (firewall.ts, mss-clamp.ts): the two families,
+// loading a chain atomically with iptables-restore --noflush, and removing a chain with its jumps.
+// Every call passes -w (wait for the xtables lock instead of failing next to another tool).
+import { CommandError, type CommandRunner } from "./routes/command";
+
+export interface IptablesFamily {
+  name: "IPv4" | "IPv6";
+  version: 4 | 6;
+  iptables: string;
+  restore: string;
+  hostPrefix: 32 | 128;
+}
+
+export const IPTABLES_FAMILIES: readonly IptablesFamily[] = [
+  { name: "IPv4", version: 4, iptables: "iptables", restore: "iptables-restore", hostPrefix: 32 },
+  { name: "IPv6", version: 6, iptables: "ip6tables", restore: "ip6tables-restore", hostPrefix: 128 },
+];
+
+/** One of the agent's chains: `jumps` are the built-in chains that jump to it (from their top). */
+export interface OwnChain {
+  table: "filter" | "mangle";
+  chain: string;
+  jumps: string[];
+}
+
+/**
+ * Loads `rules` (lines without `-A chain`, e.g. `-d 10.0.0.0/8 -j ACCEPT`) as the whole content of the
+ * chain in one iptables-restore commit: declaring the chain flushes and refills it atomically, and
+ * --noflush leaves every other rule alone. Missing jumps are inserted in the same commit.
+ */
+export async function loadChain(run: CommandRunner, family: IptablesFamily, own: OwnChain, rules: string[]): Promise<void> {
+  const lines = [`*${own.table}`, `:${own.chain} - [0:0]`, ...rules.map((rule) => `-A ${own.chain} ${rule}`)];
+  for (const from of own.jumps) {
+    if (!(await succeeds(run, family.iptables, ["-w", "-t", own.table, "-C", from, "-j", own.chain]))) lines.push(`-I ${from} -j ${own.chain}`);
+  }
+  lines.push("COMMIT", "");
+  await run(family.restore, ["-w", "--noflush"], lines.join("\n"));
+}
+
+/** Deletes every jump to the chain (one normally), then the chain itself; nothing when it is absent. */
+export async function removeChain(run: CommandRunner, family: IptablesFamily, own: OwnChain): Promise<void> {
+  for (const from of own.jumps) {
+    while (await succeeds(run, family.iptables, ["-w", "-t", own.table, "-D", from, "-j", own.chain])) {}
+  }
+  if (!(await succeeds(run, family.iptables, ["-w", "-t", own.table, "-n", "-L", own.chain]))) return;
+  await run(family.iptables, ["-w", "-t", own.table, "-F", own.chain]);
+  await run(family.iptables, ["-w", "-t", own.table, "-X", own.chain]);
+}
+
+/** True when the tool exits 0, false when it exits non-zero; throws when it cannot run at all. */
+export async function succeeds(run: CommandRunner, command: string, args: string[]): Promise<boolean> {
+  try {
+    await run(command, args);
+    return true;
+  } catch (error) {
+    if (error instanceof CommandError) return false;
+    throw error; // the tool itself is missing: not a "no"
+  }
+}
+
+/** The tool's own words for a failure (its stderr), for error messages. */
+export function commandReason(error: unknown): string {
+  return error instanceof CommandError ? error.stderr.trim() || `exit ${error.exitCode}` : String(error);
+}
