@@ -199,9 +199,13 @@ async function bench(opts: Options): Promise<void> {
 
     for (let run = 0; run < opts.longRuns; run++) {
       const state = await stateOutageDrill(lab, opts.stateDownSeconds);
-      const unchanged = same(state.routesBefore, state.routesAfter) === "unchanged" && same(state.sasBefore, state.sasAfter) === "unchanged" && state.generationBefore === state.generationAfter;
+      const routes = same(state.routesBefore, state.routesAfter);
+      const tunnels = same(state.sasBefore, state.sasAfter);
+      const unchanged = routes === "unchanged" && tunnels === "unchanged" && state.generationBefore === state.generationAfter;
       rows.push([`5 state service down ${opts.stateDownSeconds} s (run ${run + 1})`, "1", `${state.traffic.lost} lost`, `of ${state.traffic.sent}`, unchanged ? "no change" : "CHANGED"]);
-      if (state.traffic.lost > 0 || !unchanged) failures.push(`state outage run ${run + 1}: ${state.traffic.lost} lost, routes/tunnels/generation ${unchanged ? "unchanged" : "changed"}`);
+      if (state.traffic.lost > 0 || !unchanged) {
+        failures.push(`state outage run ${run + 1}: ${state.traffic.lost} lost; routes ${routes}; tunnels ${tunnels}; generation ${state.generationBefore} -> ${state.generationAfter}`);
+      }
     }
     for (let run = 0; run < opts.longRuns; run++) {
       const flap = await flapDrill(lab, loc, opts.flapSeconds, 2);
