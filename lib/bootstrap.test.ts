@@ -6,6 +6,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { agentConfigSchema } from "../agent/host/config";
+import { expectCleanBash } from "../test/support/shell";
 import { CHARON_TUNING, HOST_PACKAGES, renderAgentBootstrap, renderGcpAgentBootstrap, renderGcpStateBootstrap, renderStateBootstrap, STATE_FILES } from "./bootstrap";
 
 const REPO = resolve(__dirname, "..");
@@ -67,16 +68,17 @@ function run(script: string, root: string, s: { bin: string; log: string }, env:
   return { ...result, calls: readFileSync(s.log, "utf8").trim().split("\n") };
 }
 
+/** The fetch script a state bootstrap writes (its heredoc body). */
+const installedFetchScript = (script: string) =>
+  /cat > "\$root\/usr\/local\/lib\/sitelink\/fetch-state-files.tmp" <<'SITELINK_EOF'\n([\s\S]*?)\nSITELINK_EOF/.exec(script)![1]!;
+
 const mode = (path: string) => (statSync(path).mode & 0o7777).toString(8);
 
 describe("agent bootstrap", () => {
   const script = renderAgentBootstrap(agentOptions);
 
   it("is valid bash and clean under shellcheck", () => {
-    expect(spawnSync("bash", ["-n"], { input: script }).status).toBe(0);
-    const check = spawnSync("shellcheck", ["-s", "bash", "-"], { input: script, encoding: "utf8" });
-    expect(check.stdout).toBe("");
-    expect(check.status).toBe(0);
+    expectCleanBash(script);
   });
 
   it("installs the packages, writes the config 0600, enables forwarding and the packaged unit", () => {
@@ -156,10 +158,7 @@ describe("GCP startup script", () => {
   const script = renderGcpAgentBootstrap(gcpOptions);
 
   it("is valid bash and clean under shellcheck", () => {
-    expect(spawnSync("bash", ["-n"], { input: script }).status).toBe(0);
-    const check = spawnSync("shellcheck", ["-s", "bash", "-"], { input: script, encoding: "utf8" });
-    expect(check.stdout).toBe("");
-    expect(check.status).toBe(0);
+    expectCleanBash(script);
   });
 
   it("installs what the AWS bootstrap installs and configures the agent for Secret Manager and GCP routes, the same at every boot", () => {
@@ -211,15 +210,10 @@ describe("GCP startup script", () => {
 
 describe("state service bootstrap", () => {
   const script = renderStateBootstrap(stateOptions);
-  const fetchScript = /cat > "\$root\/usr\/local\/lib\/sitelink\/fetch-state-files.tmp" <<'SITELINK_EOF'\n([\s\S]*?)\nSITELINK_EOF/.exec(script)![1]!;
+  const fetchScript = installedFetchScript(script);
 
   it("is valid bash and clean under shellcheck, and so is the script it installs", () => {
-    for (const text of [script, fetchScript]) {
-      expect(spawnSync("bash", ["-n"], { input: text }).status).toBe(0);
-      const check = spawnSync("shellcheck", ["-s", "bash", "-"], { input: text, encoding: "utf8" });
-      expect(check.stdout).toBe("");
-      expect(check.status).toBe(0);
-    }
+    for (const text of [script, fetchScript]) expectCleanBash(text);
   });
 
   it("formats and mounts the data volume once, installs the fetcher, its timer and the service drop-in", () => {
@@ -367,15 +361,10 @@ describe("GCP state service startup script", () => {
     port: 9443,
   };
   const script = renderGcpStateBootstrap(gcpState);
-  const fetchScript = /cat > "\$root\/usr\/local\/lib\/sitelink\/fetch-state-files.tmp" <<'SITELINK_EOF'\n([\s\S]*?)\nSITELINK_EOF/.exec(script)![1]!;
+  const fetchScript = installedFetchScript(script);
 
   it("is valid bash and clean under shellcheck, and so is the script it installs", () => {
-    for (const text of [script, fetchScript]) {
-      expect(spawnSync("bash", ["-n"], { input: text }).status).toBe(0);
-      const check = spawnSync("shellcheck", ["-s", "bash", "-"], { input: text, encoding: "utf8" });
-      expect(check.stdout).toBe("");
-      expect(check.status).toBe(0);
-    }
+    for (const text of [script, fetchScript]) expectCleanBash(text);
   });
 
   it("mounts the persistent disk by its device name, installs the gcloud fetcher and the GCP drop-in", () => {

@@ -1,6 +1,7 @@
 // The SSH install and uninstall scripts run for real, in a temporary root with stubbed apt-get,
 // systemctl and sysctl, and an npm stub that installs the real bundled agent: the files they leave,
 // their modes, the config handed over on stdin (never echoed), and a working agent reading it.
+import { expectCleanBash } from "../support/shell";
 import { spawnSync } from "node:child_process";
 import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -35,12 +36,7 @@ describe("SSH install script", () => {
   const script = renderSshInstall({ agentPackage: "sitelink@1.2.3", ipv6: false });
 
   it("is valid bash and clean under shellcheck, and so is the uninstall script", () => {
-    for (const text of [script, renderSshUninstall()]) {
-      expect(spawnSync("bash", ["-n"], { input: text }).status).toBe(0);
-      const check = spawnSync("shellcheck", ["-s", "bash", "-"], { input: text, encoding: "utf8" });
-      expect(check.stdout).toBe("");
-      expect(check.status).toBe(0);
-    }
+    for (const text of [script, renderSshUninstall()]) expectCleanBash(text);
   });
 
   it("writes the stdin config 0600, installs packages and the packaged unit, restarts the agent, and echoes nothing secret", () => {
