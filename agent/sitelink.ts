@@ -1,6 +1,6 @@
 // The single `sitelink` command: `sitelink state …` runs the state service's commands, everything
 // else is the link agent's CLI. The state service is loaded only for `state`: it needs the native
-// better-sqlite3 (and pg), which a link host does not have.
+// better-sqlite3, which a link host does not have.
 import { runAgentCli } from "./host/cli";
 
 export async function main(argv: string[]): Promise<number> {
@@ -10,7 +10,7 @@ export async function main(argv: string[]): Promise<number> {
     try {
       state = require("./state/cli") as typeof import("./state/cli");
     } catch (err) {
-      const missing = /Cannot find module '(better-sqlite3|pg)'/.exec((err as Error).message)?.[1];
+      const missing = /Cannot find module '(better-sqlite3)'/.exec((err as Error).message)?.[1];
       if (!missing) throw err;
       process.stderr.write(`sitelink: the state service needs the ${missing} package: npm install ${missing} (next to sitelink.js)\n`);
       return 1;

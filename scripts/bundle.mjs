@@ -1,7 +1,7 @@
 #!/usr/bin/env node
-// Bundles agent/sitelink.ts into ONE self-contained file, dist/sitelink.js (Node 18+, CommonJS, with a
-// shebang), so a link host needs only `node` and this file. better-sqlite3 (native) and pg stay
-// external: only `sitelink state …` needs them, and the state service modules that require them are
+// Bundles agent/sitelink.ts into ONE self-contained file, dist/sitelink.js (Node 20+, CommonJS, with a
+// shebang), so a link host needs only `node` and this file. better-sqlite3 (native) stays
+// external: only `sitelink state …` needs it, and the state service modules that require it are
 // evaluated lazily, so the agent commands never load them.
 // Self-check: runs `node sitelink.js version` from an empty temp dir (no node_modules) and compares.
 //   node scripts/bundle.mjs [--outfile PATH] [--no-check]
@@ -23,9 +23,9 @@ const result = await build({
   outfile,
   bundle: true,
   platform: "node",
-  target: "node18",
+  target: "node20",
   format: "cjs",
-  external: ["better-sqlite3", "pg", "pg-native"],
+  external: ["better-sqlite3"],
   banner: { js: "#!/usr/bin/env node" },
   define: { __SITELINK_VERSION__: JSON.stringify(version) },
   legalComments: "none",
