@@ -1,7 +1,10 @@
 // The wire contract between the link agent and the state service: one zod schema per message,
 // imported by both sides. Every request is HMAC-signed (see signing.ts); so is every response.
+// Content is checked as strictly as the topology it comes from (same address, CIDR, name and
+// timing rules), so a signed answer with a bad field is refused as a whole.
 import { z } from "zod";
 import { isAddress } from "../lib/net";
+import { ESP_PROPOSALS, HOST_ID_PATTERN, IKE_PROPOSALS, NAME_PATTERN, hostAddressSchema, routeSchema, timingFields } from "../lib/topology";
 
 export const PROTOCOL_VERSION = 1;
 
@@ -16,20 +19,33 @@ export const API = {
 /** Largest request body the service reads; anything larger is refused with 413. */
 export const MAX_BODY_BYTES = 256 * 1024;
 
-const address = z.string().refine(isAddress, { message: "must be an IPv4 or IPv6 address" });
-const hostId = z.string().min(1).max(128);
-const cidr = z.string().min(3).max(64);
+/** The host-check port of a host that does not report one. */
+export const DEFAULT_HOST_CHECK_PORT = 9790;
+
+/** A host's address (no zone id, not unspecified), normalized. */
+const address = hostAddressSchema;
+const hostId = z.string().regex(HOST_ID_PATTERN, "must be a host id (1-128 of a-z 0-9 . _ -)");
+const name = z.string().regex(NAME_PATTERN, "must be a link or location name");
+/** A network CIDR, normalized (`10.0.0.0/8` for `10.0.0.0/08`). */
+const cidr = routeSchema;
+const port = z.int().min(1).max(65535);
 const epochMs = z.number().int().nonnegative();
+
+/** Base64 (or base64url) of at least 32 bytes: a PSK or the host-check key. */
+const key = z
+  .string()
+  .refine((v) => /^[A-Za-z0-9+/_-]+={0,2}$/.test(v) && Buffer.from(v, "base64").length >= 32, "must be the base64 of at least 32 bytes");
 
 export const tunnelStateSchema = z.enum(["up", "connecting", "down"]);
 
 export const tunnelReportSchema = z.strictObject({
   /** The peer location this tunnel connects to. */
-  location: z.string().min(1).max(63),
+  location: name,
   state: tunnelStateSchema,
   /** The peer host the established IKE SA is with, when up. */
   peerHost: hostId.optional(),
-  peerAddress: address.optional(),
+  /** As charon saw it: informational only, so any address is accepted. */
+  peerAddress: z.string().refine(isAddress, "must be an IPv4 or IPv6 address").optional(),
   /** When the tunnel last changed state (ms since epoch, agent clock). */
   since: epochMs.optional(),
 });
@@ -40,7 +56,7 @@ export const hostCheckResultSchema = z.strictObject({
   rttMs: z.number().nonnegative().optional(),
   /** How many probes in a row failed (0 when reachable). */
   failures: z.int().nonnegative().default(0),
-  /** Age of this result when the report was sent, in ms (agent and service clocks may differ). */
+  /** Age of this result when the report was sent, in ms (agent and service clocks may differ; the service clamps it). */
   ageMs: z.number().nonnegative(),
 });
 
@@ -56,6 +72,8 @@ export const hostReportSchema = z.strictObject({
   agentVersion: z.string().min(1).max(64),
   publicAddress: address.optional(),
   privateAddress: address.optional(),
+  /** The TCP port this host answers host checks on; DEFAULT_HOST_CHECK_PORT when absent. */
+  hostCheckPort: port.optional(),
   /** The role the agent is applying right now. */
   role: z.enum(["active", "standby"]),
   /** Generation of the desired state last applied completely. */
@@ -86,8 +104,11 @@ export const peerHostSchema = z.strictObject({
   publicAddress: address.optional(),
 });
 
+const ikeProposal = z.enum([...IKE_PROPOSALS, "default"]);
+const espProposal = z.enum([...ESP_PROPOSALS, "default"]);
+
 export const peerLocationSchema = z.strictObject({
-  location: z.string(),
+  location: name,
   /** The peer location's active host, or null while it has none. */
   activeHost: peerHostSchema.nullable(),
   /** Every host of the peer location: IKE is accepted from all, so a new peer active host is admitted at once. */
@@ -95,10 +116,10 @@ export const peerLocationSchema = z.strictObject({
   localSubnets: z.array(cidr),
   remoteSubnets: z.array(cidr),
   /** Pre-shared key of this location pair (base64). Secret: never log. */
-  psk: z.string().min(32),
-  /** Proposals in strongSwan syntax, preferred first. */
-  ike: z.array(z.string()).min(1),
-  esp: z.array(z.string()).min(1),
+  psk: key,
+  /** Proposals in strongSwan syntax, preferred first (`default`: strongSwan's own list). */
+  ike: z.array(ikeProposal).min(1),
+  esp: z.array(espProposal).min(1),
   /** True when this side initiates (the lower location name), so both ends never race. */
   initiator: z.boolean(),
 });
@@ -106,23 +127,20 @@ export const peerLocationSchema = z.strictObject({
 export const hostCheckTargetSchema = z.strictObject({
   hostId,
   address,
-  port: z.int().min(1).max(65535),
+  port,
   /** `location`: same-location host on its private address (fast crash detection); `peer`: other location, public address. */
   scope: z.enum(["location", "peer"]),
 });
 
-export const timingSchema = z.strictObject({
-  heartbeat: z.number().positive(),
-  probeInterval: z.number().positive(),
-  probeTimeout: z.number().positive(),
-});
+/** The topology's ranges, so an answer with a heartbeat of 4e6 s is refused. */
+export const timingSchema = z.strictObject(timingFields);
 
 export const desiredStateSchema = z.strictObject({
   protocol: z.literal(PROTOCOL_VERSION),
   generation: z.int().nonnegative(),
   hostId,
-  link: z.string(),
-  location: z.string(),
+  link: name,
+  location: name,
   role: z.enum(["active", "standby"]),
   /** The active host of this host's own location (may be this host), or null. */
   activeHost: hostId.nullable(),
@@ -133,8 +151,8 @@ export const desiredStateSchema = z.strictObject({
     allow: z.array(address),
   }),
   hostCheck: z.strictObject({
-    /** Link-wide key for the host-check challenge (base64). Secret: never log. */
-    key: z.string().min(32),
+    /** Link-wide key for the host-check challenge (base64url). Secret: never log. */
+    key,
     targets: z.array(hostCheckTargetSchema),
   }),
   routes: z.strictObject({

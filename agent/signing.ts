@@ -15,6 +15,20 @@ export const REPLAY_WINDOW_MS = 30_000;
 const NONCE_PATTERN = /^[0-9a-f]{32}$/;
 const SIGNATURE_PATTERN = /^[0-9a-f]{64}$/;
 
+/** Bytes of a master key. */
+export const MASTER_KEY_BYTES = 32;
+
+/**
+ * The master key from its text form, the base64 of 32 random bytes (as `sitelink state init` and
+ * the Pulumi components write it); undefined for anything else. Node's decoder skips what is not
+ * base64, so only a text that encodes back to itself is taken.
+ */
+export function decodeMasterKey(text: string): Buffer | undefined {
+  const trimmed = text.trim();
+  const key = Buffer.from(trimmed, "base64");
+  return key.length === MASTER_KEY_BYTES && key.toString("base64") === trimmed ? key : undefined;
+}
+
 /** The host's secret: HMAC(masterKey, hostId), base64url. The topology document never carries it. */
 export function deriveHostSecret(masterKey: Buffer, hostId: string): string {
   return createHmac("sha256", masterKey).update(hostId).digest("base64url");

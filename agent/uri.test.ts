@@ -30,6 +30,10 @@ describe("host URI", () => {
     [`sitelink://h:${secret}@198.18.0.2`, "fp (SHA-256 fingerprint"],
     [`sitelink://h:${secret}@198.18.0.2?fp=1234`, "is not a SHA-256 hex digest"],
     [`sitelink://h:${secret}@198.18.0.2:99999?fp=${fp}`, "port in"],
+    // Number() would read these as 1000 and 80.
+    [`sitelink://h:${secret}@state:1e3?fp=${fp}`, "port in"],
+    [`sitelink://h:${secret}@state:0x50?fp=${fp}`, "port in"],
+    [`sitelink://h:${secret}@[2001:db8::1]:+80?fp=${fp}`, "is not valid"],
     [`sitelink://h:${secret}@bad_host?fp=${fp}`, "is not valid"],
     [`sitelink://H!:${secret}@198.18.0.2?fp=${fp}`, `host id "H!" is not valid`],
     [`sitelink://h:short@198.18.0.2?fp=${fp}`, "secret must be"],
@@ -45,6 +49,17 @@ describe("host URI", () => {
       parseHostUri(text);
     } catch (e) {
       expect(String(e)).not.toContain(secret);
+    }
+    // A malformed secret with a stray "@": no part of it may be taken for the host list (and quoted).
+    for (const bad of [`${secret}@leaked-part`, `${secret}@leaked@part`]) {
+      const error = (() => {
+        try {
+          parseHostUri(`sitelink://h:${bad}@198.18.0.2?fp=${fp}`);
+        } catch (e) {
+          return String(e);
+        }
+      })();
+      expect(error).toBe("UriError: invalid sitelink URI: secret must be at least 16 base64url characters");
     }
     const redacted = redactHostUri(parseHostUri(`sitelink://h:${secret}@198.18.0.2?fp=${fp}`));
     expect(redacted).toBe(`sitelink://h:****@198.18.0.2:9443?fp=${fp}`);

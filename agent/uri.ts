@@ -30,7 +30,9 @@ const HOSTNAME = /^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a
 
 /** Parses a host URI. Error messages never contain the secret. */
 export function parseHostUri(text: string): HostUri {
-  const match = /^sitelink:\/\/([^:@/?]+):([^@/?]+)@([^/?]+)\/?(?:\?(.*))?$/.exec(text.trim());
+  // The secret runs to the last "@" (host names hold none), so no part of a malformed secret can
+  // end up in the host list, whose errors quote it.
+  const match = /^sitelink:\/\/([^:@/?]+):([^/?]*)@([^/?@]+)\/?(?:\?(.*))?$/.exec(text.trim());
   if (!match) throw new UriError("expected sitelink://hostId:secret@host[:port][,host…]?fp=<sha256>");
   const [, hostId, secret, hostList, query] = match as unknown as [string, string, string, string, string | undefined];
   if (!HOST_ID_PATTERN.test(hostId)) throw new UriError(`host id "${hostId}" is not valid`);
@@ -69,7 +71,8 @@ function parseEndpoint(text: string): StateEndpoint {
       ? [text, undefined] // bare IPv6 without a port
       : (text.split(":") as [string, string | undefined]);
   if (!host || !(isAddress(host) || HOSTNAME.test(host))) throw new UriError(`state service host "${text}" is not valid`);
-  const port = portText === undefined ? DEFAULT_STATE_PORT : Number(portText);
+  // Digits only: Number() would take "1e3" or "0x50".
+  const port = portText === undefined ? DEFAULT_STATE_PORT : /^\d{1,5}$/.test(portText) ? Number(portText) : NaN;
   if (!Number.isInteger(port) || port < 1 || port > 65535) throw new UriError(`port in "${text}" is not valid`);
   return { host, port };
 }

@@ -1,10 +1,19 @@
 // Heartbeats per second through the failover engine alone: 10,000 hosts (2,500 links of two
-// locations with two hosts each by default) reporting at 1 Hz with realistic host checks.
+// locations with two hosts each by default) reporting at 1 Hz with realistic host checks. Then the
+// cost of rendering desired states against the size of one link (StateCore with a real SQLite store):
+// every event re-renders only the hosts it concerns, so no event may block the event loop for long.
 // Run: npx tsx bench/engine.ts [hosts] [seconds]
+import { randomBytes } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import type { HostCheckResult, HostReport } from "../agent/protocol";
+import { StateCore } from "../agent/state/core";
 import { FailoverEngine } from "../agent/state/engine";
-import { parseTopology } from "../lib/topology";
+import { SqliteStore } from "../agent/state/sqlite-store";
+import { report as minimalReport } from "../agent/state/testkit";
+import { parseTopology, type TopologyInput } from "../lib/topology";
 
 const HOSTS = Number(process.argv[2] ?? 10_000);
 const SECONDS = Number(process.argv[3] ?? 20);
@@ -51,7 +60,7 @@ for (const link of topology.links) {
 }
 
 const T0 = 1_700_000_000_000;
-const engine = new FailoverEngine(topology, T0);
+const engine = new FailoverEngine(topology);
 let beats = 0;
 let decisions = 0;
 let evaluations = 0;
@@ -110,3 +119,50 @@ const reasons = new Map<string, number>();
 for (const d of handovers) reasons.set(d.reason, (reasons.get(d.reason) ?? 0) + 1);
 console.log(`crash storm: ${victims.size} active hosts killed → ${detection.length} handovers (${[...reasons].map(([r, n]) => `${r}: ${n}`).join(", ")})`);
 console.log(`  virtual time from last heartbeat to handover: min ${Math.min(...detection)} ms, max ${Math.max(...detection)} ms`);
+
+/**
+ * One hub-and-spoke link of `hosts` hosts (two per location): the shape whose hub hosts have the
+ * largest desired states. Every host's first poll reports its address (a change for the hub and for
+ * every allowlist); then one decision in a spoke and one in the hub.
+ */
+async function renderCost(hosts: number): Promise<string> {
+  const spokes = Math.max(1, Math.round(hosts / 2) - 1);
+  const locations: TopologyInput["links"][number]["locations"] = [];
+  for (let l = 0; l <= spokes; l++) {
+    const name = l === 0 ? "hub" : `s${l}`;
+    locations.push({ name, routes: [`10.${l >> 8}.${l & 0xff}.0/24`], hosts: [1, 2].map((h) => ({ id: `${name}-${h}`, name: `h${h}`, priority: 3 - h })) });
+  }
+  const doc = parseTopology({ version: 1, links: [{ name: "corp", locations, connections: locations.slice(1).map((l) => ["hub", l.name] as [string, string]) }] });
+  const dir = mkdtempSync(join(tmpdir(), "sitelink-bench-render-"));
+  const core = await StateCore.open(doc, { store: new SqliteStore(dir), masterKey: randomBytes(32), logger: { event() {} } });
+  try {
+    const ids = locations.flatMap((l) => l.hosts.map((h) => h.id));
+    let slowest = 0;
+    const t0 = performance.now();
+    ids.forEach((id, n) => {
+      const b0 = performance.now();
+      core.heartbeat(id, minimalReport({ publicAddress: `198.18.${n >> 8}.${n & 0xff}` }));
+      slowest = Math.max(slowest, performance.now() - b0);
+    });
+    const firstPolls = performance.now() - t0;
+    await new Promise((r) => setTimeout(r, 20));
+    const timed = async (work: () => Promise<void>) => {
+      const d0 = performance.now();
+      const done = work();
+      const ms = performance.now() - d0; // the synchronous part: what blocks the event loop
+      await done;
+      return ms;
+    };
+    const spoke = await timed(() => core.offline("s1-1", "bench"));
+    const hub = await timed(() => core.offline("hub-1", "bench"));
+    return `  ${String(ids.length).padStart(5)} hosts: first polls ${firstPolls.toFixed(0).padStart(5)} ms in all (slowest ${slowest.toFixed(1)} ms); one decision in a spoke ${spoke.toFixed(1)} ms, in the hub ${hub.toFixed(1)} ms`;
+  } finally {
+    await core.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+void (async () => {
+  console.log("render cost against link size (hub and spoke, synchronous event-loop time):");
+  for (const hosts of [100, 200, 1000]) console.log(await renderCost(hosts));
+})();

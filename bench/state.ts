@@ -2,6 +2,11 @@
 // signed exactly as agents sign, then the same load against a bare node:https server.
 //   npm run bench:state                 # 1000, 5000 and 10000 hosts
 //   npm run bench:state -- 10000 --duration 20
+// The load is shaped like a deployment: most links small (two locations of two hosts), about a fifth
+// of the hosts in hub-and-spoke links of 50-200 hosts; every host reports its addresses and the host
+// checks of the targets its desired state names (real hosts of its link); and during the measured
+// window a few active hosts go silent (their peers report them unreachable) and come back, so the
+// service makes decisions and re-renders while it is measured.
 // The service, the bare server and the load generators each run in their own process.
 // BENCH_LOG=1 shows the service's log, BENCH_DEBUG=1 the load generators' progress,
 // BENCH_PROFILE=DIR writes a CPU profile of the service. Every figure is printed with the
@@ -45,10 +50,20 @@ interface LoadPlan {
   url: string;
   fingerprint: string;
   masterKey: string;
+  /** The whole deployment's size: every load process derives the same topology from it. */
+  hosts: number;
   hostIds: string[];
   rampMs: number;
   /** The bare server does not sign its canned answer. */
   signed: boolean;
+  outages: Outage[];
+}
+
+/** A host that stops polling (and answering probes) from `from` to `to` ms into the measured window. */
+interface Outage {
+  hostId: string;
+  from: number;
+  to: number;
 }
 
 // ---------------------------------------------------------------- roles of the child processes
@@ -107,16 +122,18 @@ function serveUsage(close: () => Promise<void>) {
   });
 }
 
-function benchReport(hostId: string, appliedGeneration: number): HostReport {
+/** What a host's agent reports: its addresses, and a result for every host its desired state has it probe. */
+function benchReport(self: BenchHost, appliedGeneration: number, down: (hostId: string) => boolean): HostReport {
   return {
     agentVersion: "bench",
+    publicAddress: self.publicAddress,
+    privateAddress: self.privateAddress,
     role: "standby",
     appliedGeneration,
-    tunnels: [{ location: "b", state: "up", peerHost: `${hostId}-peer`, since: 1 }],
-    hostChecks: [
-      { target: "peer-1", reachable: true, rttMs: 0.4, failures: 0, ageMs: 120 },
-      { target: "peer-2", reachable: true, rttMs: 0.5, failures: 0, ageMs: 130 },
-    ],
+    tunnels: self.peerLocations.map((location) => ({ location, state: "up", since: 1 })),
+    hostChecks: self.targets.map((target) =>
+      down(target) ? { target, reachable: false, failures: 3, ageMs: 150 } : { target, reachable: true, rttMs: 0.4, failures: 0, ageMs: 120 },
+    ),
     routes: { provider: "none", applied: [] },
   };
 }
@@ -136,13 +153,25 @@ async function loadRole() {
   let stopping = false;
   let connected = 0;
 
+  const { hosts: deployment } = topology(plan.hosts);
+  /** Whether `hostId` is in one of the planned outages now (only inside the measured window). */
+  const down = (hostId: string) => {
+    const t = Date.now() - window.from;
+    return plan.outages.some((o) => o.hostId === hostId && t >= o.from && t < o.to);
+  };
+
   async function host(hostId: string) {
     const secret = deriveHostSecret(masterKey, hostId);
+    const self = deployment.get(hostId)!;
     let generation = 0;
     let answered = false;
     for (let n = 0; !stopping; n++) {
+      if (down(hostId)) {
+        await new Promise((r) => setTimeout(r, 100));
+        continue;
+      }
       const wait = n > 0 && n % URGENT_EVERY !== 0;
-      const body = JSON.stringify({ protocol: 1, hostId, generation, wait, report: benchReport(hostId, generation) });
+      const body = JSON.stringify({ protocol: 1, hostId, generation, wait, report: benchReport(self, generation, down) });
       const started = performance.now();
       const startedAt = Date.now();
       try {
@@ -186,22 +215,73 @@ async function loadRole() {
 
 // ---------------------------------------------------------------- orchestration
 
-function topology(hosts: number): { doc: TopologyInput; ids: string[] } {
-  // Links of two locations with two hosts each: the common HA shape.
-  const ids: string[] = [];
-  const links = [];
-  for (let l = 0; l < Math.ceil(hosts / 4); l++) {
-    const location = (name: string, octet: number) => {
-      const hostList = [1, 2].map((h) => {
-        const id = `l${l}-${name}-${h}`;
-        ids.push(id);
-        return { id, name: `h${h}`, publicAddress: `198.18.${(l >> 6) & 0xff}.${((l & 63) << 2) + (octet === 1 ? h - 1 : h + 1)}` };
-      });
-      return { name, routes: [`10.${octet}.${l >> 8}.${l & 0xff}/32`], hosts: hostList };
-    };
-    links.push({ name: `link-${l}`, locations: [location("a", 1), location("b", 2)] });
+interface BenchHost {
+  publicAddress: string;
+  privateAddress: string;
+  /** The hosts its desired state has it probe: the others of its location, and those of connected locations. */
+  targets: string[];
+  peerLocations: string[];
+}
+
+/** Link sizes in hosts: about a fifth of the hosts in hub-and-spoke links of 50-200, the rest in links of 4. */
+function linkSizes(hosts: number): number[] {
+  const big = [50, 100, 200];
+  const sizes: number[] = [];
+  let inBig = 0;
+  for (let i = 0; inBig + big[i % big.length]! <= Math.max(50, hosts / 5) && inBig + big[i % big.length]! <= hosts - 4; i++) {
+    sizes.push(big[i % big.length]!);
+    inBig += big[i % big.length]!;
   }
-  return { doc: { version: 1, links }, ids: ids.slice(0, hosts) };
+  for (let left = hosts - inBig; left > 0; left -= 4) sizes.push(4);
+  return sizes;
+}
+
+/**
+ * The deployment: links of linkSizes(), two hosts per location (the "-1" host preferred), small
+ * links of two locations, big ones a hub with spokes. Half the links name their hosts' addresses,
+ * the other half learn them from the reports. Deterministic, so every process derives the same.
+ */
+function topology(hosts: number): { doc: TopologyInput; ids: string[]; hosts: Map<string, BenchHost> } {
+  const links: TopologyInput["links"] = [];
+  const all = new Map<string, BenchHost>();
+  let n = 0;
+  linkSizes(hosts).forEach((size, l) => {
+    const names = Array.from({ length: size / 2 }, (_, i) => (i === 0 ? "hub" : `s${i}`));
+    const connections = size === 4 ? undefined : names.slice(1).map((name): [string, string] => ["hub", name]);
+    const peersOf = (name: string) => (size === 4 ? names.filter((o) => o !== name) : name === "hub" ? names.slice(1) : ["hub"]);
+    const locations = names.map((name, i) => ({
+      name,
+      routes: [`10.${i >> 8}.${i & 0xff}.0/24`],
+      hosts: [1, 2].map((h) => {
+        const id = `l${l}-${name}-${h}`;
+        n++;
+        const publicAddress = `198.${18 + (n >> 16)}.${(n >> 8) & 0xff}.${n & 0xff}`;
+        const privateAddress = `10.${i >> 8}.${i & 0xff}.${10 + h}`;
+        all.set(id, { publicAddress, privateAddress, targets: [], peerLocations: peersOf(name) });
+        return { id, name: `h${h}`, priority: 3 - h, ...(l % 2 === 0 ? { publicAddress, privateAddress } : {}) };
+      }),
+    }));
+    for (const location of locations) {
+      const peers = locations.filter((o) => peersOf(location.name).includes(o.name));
+      for (const host of location.hosts) {
+        all.get(host.id)!.targets = [...location.hosts.filter((h) => h !== host), ...peers.flatMap((p) => p.hosts)].map((h) => h.id);
+      }
+    }
+    links.push({ name: `link-${l}`, locations, ...(connections ? { connections } : {}) });
+  });
+  return { doc: { version: 1, links }, ids: [...all.keys()], hosts: all };
+}
+
+/** A few active hosts go silent in turn during the window, each long enough to lose its role, then return. */
+function outages(ids: string[], durationMs: number): Outage[] {
+  const preferred = ids.filter((id) => id.endsWith("-1"));
+  const count = Math.max(2, Math.round((ids.length / 1000) * (durationMs / 5000)));
+  const spacing = durationMs / (count + 1);
+  return Array.from({ length: count }, (_, i) => ({
+    hostId: preferred[Math.floor(((i + 0.5) / count) * preferred.length)]!,
+    from: Math.round(spacing * (i + 0.5)),
+    to: Math.round(spacing * (i + 0.5)) + 4000,
+  }));
 }
 
 function child(role: string, env: Record<string, string> = {}): ChildProcess {
@@ -248,7 +328,9 @@ interface Figures {
   rampSeconds: number;
 }
 
-async function measure(server: ChildProcess, url: string, hostIds: string[], masterKey: string, durationMs: number, signed: boolean): Promise<Figures> {
+/** `hosts` is the size topology() was given; `hostIds` are the hosts it made. */
+async function measure(server: ChildProcess, url: string, hosts: number, hostIds: string[], masterKey: string, durationMs: number, signed: boolean): Promise<Figures> {
+  const planned = outages(hostIds, durationMs);
   const [base, fingerprint] = url.split("#") as [string, string];
   const loads = Array.from({ length: LOAD_PROCESSES }, () => child("load"));
   await Promise.all(loads.map((l) => next(l, "loaded")));
@@ -256,7 +338,7 @@ async function measure(server: ChildProcess, url: string, hostIds: string[], mas
   const ramped = Promise.all(loads.map((l) => next(l, "ramped")));
   loads.forEach((load, i) => {
     const share = hostIds.filter((_, n) => n % LOAD_PROCESSES === i);
-    load.send({ type: "plan", url: base, fingerprint, masterKey, hostIds: share, rampMs, signed });
+    load.send({ type: "plan", url: base, fingerprint, masterKey, hosts, hostIds: share, rampMs, signed, outages: planned });
   });
   const rampStart = Date.now();
   // A machine too busy to connect everyone in 3 minutes still gets measured, with the ramp shown.
@@ -335,17 +417,22 @@ async function main() {
       writeFileSync(join(dir, "topology.json"), JSON.stringify(doc));
       const service = child("service", { BENCH_DIR: dir, BENCH_MASTER_KEY: masterKey });
       children.push(service);
-      const sitelink = await measure(service, (await next(service, "ready")).url, ids, masterKey, durationMs, true);
+      const sitelink = await measure(service, (await next(service, "ready")).url, hosts, ids, masterKey, durationMs, true);
       await stop(service);
       const bare = child("bare");
       children.push(bare);
-      const baseline = await measure(bare, (await next(bare, "ready")).url, ids, masterKey, durationMs, false);
+      const baseline = await measure(bare, (await next(bare, "ready")).url, hosts, ids, masterKey, durationMs, false);
       await stop(bare);
       const row = (name: string, f: Figures) =>
         `  ${name.padEnd(9)} ${fmt(f.perSecond, 0).padStart(7)}/s  errors ${String(f.errors).padStart(4)}  ` +
         `held +${fmt(f.heldP50)}/+${fmt(f.heldP99)} ms  urgent ${fmt(f.urgentP50)}/${fmt(f.urgentP99)} ms  ` +
         `server CPU ${fmt(f.serverCpu * 100, 0)}% (${fmt(f.cpuUsPerRequest, 0)} µs/poll)  RSS ${fmt(f.rssMb, 0)} MB  ramp ${fmt(f.rampSeconds)} s  (load generators ${fmt(f.loadCpu * 100, 0)}% CPU)`;
-      console.log(`\n${hosts} hosts (target ${hosts}/s heartbeats plus ${hosts / URGENT_EVERY}/s urgent)    p50/p99`);
+      const sizes = linkSizes(hosts);
+      const big = sizes.filter((n) => n > 4);
+      console.log(
+        `\n${ids.length} hosts (target ${ids.length}/s heartbeats plus ${ids.length / URGENT_EVERY}/s urgent)    p50/p99\n` +
+          `  links     ${sizes.length - big.length} of 4 hosts, ${big.length} of 50-200 (${big.join(", ")}); ${outages(ids, durationMs).length} active hosts silent for 4 s each in the window`,
+      );
       console.log(row("sitelink", sitelink));
       console.log(row("bare", baseline));
       console.log(

@@ -29,4 +29,15 @@ describe("state service component helpers", () => {
     writeFileSync(join(dir, "master.key"), text, { mode: 0o600 });
     expect(masterKeyBytes(text)).toEqual(readMasterKey(join(dir, "master.key")));
   });
+
+  it("refuses a master key that is not the base64 of 32 bytes, without quoting it", () => {
+    for (const bad of [Buffer.alloc(16, 5).toString("base64"), `${Buffer.alloc(32, 5).toString("base64")}!`, "ab".repeat(32)]) {
+      expect(() => masterKeyBytes(bad)).toThrow("master key must be the base64 of 32 random bytes");
+      try {
+        masterKeyBytes(bad);
+      } catch (error) {
+        expect((error as Error).message).not.toContain(bad);
+      }
+    }
+  });
 });

@@ -1,12 +1,13 @@
 // The state service of a link, run on a small instance of one of its AWS locations (never on a
 // link host). Keys and certificate are made here; they reach the instance only through Parameter
-// Store, readable by its role alone. The topology is delivered the same way, so a new document never
-// replaces the instance, and the state lives on its own EBS volume, which outlives the instance.
+// Store, readable by its role alone. The topology and the package spec are delivered the same way,
+// so a new document or version never replaces the instance, and the state lives on its own EBS
+// volume, which outlives the instance.
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
 import * as random from "@pulumi/random";
 import * as tls from "@pulumi/tls";
-import { sha256Hex } from "../agent/signing";
+import { decodeMasterKey, MASTER_KEY_BYTES, sha256Hex } from "../agent/signing";
 import { DEFAULT_STATE_PORT } from "../agent/uri";
 import { cidrSlug, egressRule, hostCidr, ingressRule } from "./aws-firewall";
 import { EC2_ASSUME_ROLE_POLICY, statePolicy } from "./aws-iam";
@@ -14,6 +15,7 @@ import { awsAccountOf, ubuntuAmi } from "./aws-lookup";
 import type { AwsLocation } from "./aws-location";
 import { renderStateBootstrap } from "./bootstrap";
 import type { LinkHost } from "./location";
+import { throwIfInvalid, validateStateServiceArgs } from "./validate";
 
 export interface StateServiceArgs {
   /** The link the service serves. */
@@ -24,6 +26,12 @@ export interface StateServiceArgs {
   hosts: LinkHost[];
   /** The topology document (JSON), delivered through Parameter Store. */
   topology: pulumi.Input<string>;
+  /**
+   * What must exist before a topology is published: the routes Pulumi creates for the locations it
+   * names (an agent would otherwise create a missing route itself, and the next `pulumi up` fail on it).
+   * @default nothing
+   */
+  topologyDependsOn?: pulumi.Input<pulumi.Resource[]>;
   /** npm spec or tarball URL of the sitelink package. */
   agentPackage: string;
   /**
@@ -67,9 +75,11 @@ export function certificateFingerprint(pem: string): string {
   return sha256Hex(Buffer.from(match[1].replace(/\s+/g, ""), "base64"));
 }
 
-/** The master key as the state service reads its key file (readMasterKey in agent/state/cli.ts): base64 of random bytes. */
+/** The master key as the state service reads its key file (readMasterKey in agent/state/cli.ts): base64 of 32 random bytes. */
 export function masterKeyBytes(fileText: string): Buffer {
-  return Buffer.from(fileText.trim(), "base64");
+  const key = decodeMasterKey(fileText);
+  if (!key) throw new Error(`the state service's master key must be the base64 of ${MASTER_KEY_BYTES} random bytes`);
+  return key;
 }
 
 /** The service's master key (secret), TLS key and a certificate for `address`; on AWS and GCP alike. */
@@ -104,6 +114,7 @@ export class StateService extends pulumi.ComponentResource {
   readonly volume: aws.ebs.Volume;
 
   constructor(name: string, args: StateServiceArgs, opts?: pulumi.ComponentResourceOptions) {
+    throwIfInvalid(`StateService "${name}"`, validateStateServiceArgs(args));
     super("sitelink:index:StateService", name, {}, opts);
     const parent = { parent: this };
     const port = args.port ?? STATE_SERVICE_DEFAULTS.port;
@@ -129,16 +140,18 @@ export class StateService extends pulumi.ComponentResource {
     this.url = pulumi.interpolate`https://${eip.publicIp}:${port}`;
 
     const prefix = `/sitelink/${args.link}/state`;
+    const names = { package: `${prefix}/package`, topology: `${prefix}/topology`, tlsCert: `${prefix}/tls-cert`, tlsKey: `${prefix}/tls-key`, masterKey: `${prefix}/master-key` };
     const parameters = {
+      package: new aws.ssm.Parameter(`${name}-package`, { name: names.package, type: "String", value: args.agentPackage, description: `sitelink package of the state service of ${args.link}` }, parent),
       topology: new aws.ssm.Parameter(
         `${name}-topology`,
         // The document has no secrets. Above 4 KB it needs the advanced tier (up to 8 KB).
-        { name: `${prefix}/topology`, type: "String", tier: "Intelligent-Tiering", value: args.topology, description: `sitelink topology of link ${args.link}` },
-        parent,
+        { name: names.topology, type: "String", tier: "Intelligent-Tiering", value: args.topology, description: `sitelink topology of link ${args.link}` },
+        { ...parent, dependsOn: args.topologyDependsOn ?? [] },
       ),
-      tlsCert: new aws.ssm.Parameter(`${name}-tls-cert-param`, { name: `${prefix}/tls-cert`, type: "String", value: cert.certPem }, parent),
-      tlsKey: new aws.ssm.Parameter(`${name}-tls-key-param`, { name: `${prefix}/tls-key`, type: "SecureString", value: tlsKey.privateKeyPem }, parent),
-      masterKey: new aws.ssm.Parameter(`${name}-master-key-param`, { name: `${prefix}/master-key`, type: "SecureString", value: this.masterKey }, parent),
+      tlsCert: new aws.ssm.Parameter(`${name}-tls-cert-param`, { name: names.tlsCert, type: "String", value: cert.certPem }, parent),
+      tlsKey: new aws.ssm.Parameter(`${name}-tls-key-param`, { name: names.tlsKey, type: "SecureString", value: tlsKey.privateKeyPem }, parent),
+      masterKey: new aws.ssm.Parameter(`${name}-master-key-param`, { name: names.masterKey, type: "SecureString", value: this.masterKey }, parent),
     };
 
     for (const host of args.hosts) {
@@ -154,10 +167,10 @@ export class StateService extends pulumi.ComponentResource {
 
     const account = awsAccountOf(this);
     const role = new aws.iam.Role(`${name}-role`, { assumeRolePolicy: JSON.stringify(EC2_ASSUME_ROLE_POLICY), description: `sitelink state service of ${args.link}` }, parent);
-    const arns = pulumi.all(Object.values(parameters).map((p) => p.arn));
+    const arns = pulumi.all([pulumi.all(Object.values(parameters).map((p) => p.arn)), pulumi.all([parameters.tlsKey.arn, parameters.masterKey.arn])]);
     const policy = new aws.iam.RolePolicy(
       `${name}-policy`,
-      { role: role.id, policy: pulumi.all([account, arns]).apply(([a, list]) => JSON.stringify(statePolicy(a, list))) },
+      { role: role.id, policy: pulumi.all([account, arns]).apply(([a, [read, secure]]) => JSON.stringify(statePolicy(a, { read, secure }))) },
       parent,
     );
     const profile = new aws.iam.InstanceProfile(`${name}-profile`, { role: role.name }, parent);
@@ -168,20 +181,10 @@ export class StateService extends pulumi.ComponentResource {
       { availabilityZone: subnet.availabilityZone, size: args.volumeSize ?? STATE_SERVICE_DEFAULTS.volumeSize, type: "gp3", encrypted: true, tags: { Name: `sitelink-${args.link}-state-data` } },
       parent,
     );
-    const userData = pulumi.all([account, this.volume.id]).apply(([a, volumeId]) =>
-      renderStateBootstrap({
-        agentPackage: args.agentPackage,
-        region: a.region,
-        volumeId,
-        port,
-        parameters: {
-          topology: `${prefix}/topology`,
-          tlsCert: `${prefix}/tls-cert`,
-          tlsKey: `${prefix}/tls-key`,
-          masterKey: `${prefix}/master-key`,
-        },
-      }),
-    );
+    // The stable bootstrap: region, volume, port and parameter names; the package comes from its parameter.
+    const userData = pulumi
+      .all([account, this.volume.id])
+      .apply(([a, volumeId]) => renderStateBootstrap({ region: a.region, volumeId, port, parameters: names, nodeSource: args.location.nodeSource }));
     this.instance = new aws.ec2.Instance(
       name,
       {
@@ -192,6 +195,9 @@ export class StateService extends pulumi.ComponentResource {
         metadataOptions: { httpEndpoint: "enabled", httpTokens: "required", httpPutResponseHopLimit: 1 },
         rootBlockDevice: { encrypted: true, volumeType: "gp3" },
         userData,
+        // cloud-init runs user data once: a new bootstrap (another port, a new template) replaces
+        // this one instance, which keeps its address, keys and volume; agents keep their tunnels meanwhile.
+        userDataReplaceOnChange: true,
         tags: { Name: `sitelink-${args.link}-state` },
       },
       // Interface and volume attach to one instance at a time: the old one goes first.

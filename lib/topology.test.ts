@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { DEFAULTS, TopologyError, checkTopology, connectedPairs, parseTopology, type TopologyInput } from "./topology";
+import { DEFAULTS, TopologyError, checkTopology, connectedPairs, defaultCrashConfirm, parseTopology, type TopologyInput } from "./topology";
 
 function doc(overrides: Record<string, unknown> = {}): TopologyInput {
   return {
@@ -155,7 +155,7 @@ describe("topology document", () => {
   });
 
   it("throws one error that lists every bad field by path", () => {
-    const bad = doc({ name: "BAD", connections: [["east", "nowhere"]] });
+    const bad = doc({ name: "BAD", connections: [["east", "nowhere"], ["east", "west"]] });
     expect(() => parseTopology(bad)).toThrowError(TopologyError);
     try {
       parseTopology(bad);
@@ -177,5 +177,146 @@ describe("topology document", () => {
     const three = { locations: ["a", "b", "c"].map((name) => ({ name })) };
     expect(connectedPairs(three as never)).toEqual([["a", "b"], ["a", "c"], ["b", "c"]]);
     expect(connectedPairs({ ...three, connections: [["a", "b"], ["b", "a"], ["c", "a"]] } as never)).toEqual([["a", "b"], ["c", "a"]]);
+  });
+
+  it("derives crashConfirm from the heartbeat when the document leaves it out", () => {
+    expect(DEFAULTS.timing.crashConfirm).toBe(defaultCrashConfirm(DEFAULTS.timing));
+    expect(parseTopology(doc({ timing: { heartbeat: 2 } })).links[0]!.timing).toEqual({ heartbeat: 2, probeInterval: 0.25, probeTimeout: 0.4, crashConfirm: 2.5 });
+    // Never shorter than two failed probes: 2 × 0.4 s + 0.25 s.
+    expect(parseTopology(doc({ timing: { heartbeat: 0.2 } })).links[0]!.timing.crashConfirm).toBe(1.05);
+    expect(parseTopology(doc({ timing: { crashConfirm: 3 } })).links[0]!.timing.crashConfirm).toBe(3);
+  });
+
+  /** One location with one host of the given timeout, and the given link timing. */
+  const timed = (timing: Record<string, number>, timeout?: number) =>
+    doc({
+      timing,
+      locations: [
+        { name: "east", routes: ["10.0.0.0/16"], hosts: [{ id: "e", name: "a", ...(timeout === undefined ? {} : { timeout }) }] },
+        { name: "west", routes: ["10.1.0.0/16"], hosts: [{ id: "w", name: "a", timeout: 60 }] },
+      ],
+    });
+
+  it("refuses a host timeout shorter than two heartbeats", () => {
+    expect(issuesOf(timed({ heartbeat: 10 }))).toEqual([
+      { path: "links[0].locations[0].hosts[0].timeout", message: "5 s must be at least 2 × timing.heartbeat (20 s): polls arrive up to a heartbeat apart" },
+    ]);
+    expect(checkTopology(timed({ heartbeat: 2.5 })).ok).toBe(true);
+  });
+
+  it("refuses a host timeout that is not longer than crashConfirm", () => {
+    expect(issuesOf(timed({ crashConfirm: 3 }, 3))).toEqual([
+      { path: "links[0].locations[0].hosts[0].timeout", message: "3 s must be longer than timing.crashConfirm (3 s): the timeout is the backstop behind crash confirmation" },
+    ]);
+    expect(checkTopology(timed({ crashConfirm: 3 }, 3.1)).ok).toBe(true);
+  });
+
+  it("refuses a crashConfirm too close to the heartbeat", () => {
+    expect(issuesOf(timed({ heartbeat: 0.2, crashConfirm: 0.44, probeTimeout: 0.1, probeInterval: 0.05 }))).toEqual([
+      { path: "links[0].timing.crashConfirm", message: "0.44 s must be at least timing.heartbeat + 0.25 s (0.45 s): a healthy host's poll may arrive that late" },
+    ]);
+    // The old default (heartbeat 1 s, crashConfirm 1.2 s) left 0.2 s for a round trip and a busy agent.
+    expect(issuesOf(timed({ crashConfirm: 1.2 })).map((i) => i.path)).toEqual(["links[0].timing.crashConfirm"]);
+    expect(checkTopology(timed({ crashConfirm: 1.25 })).ok).toBe(true);
+  });
+
+  it("refuses probe timings under which two failed probes do not fit in crashConfirm", () => {
+    expect(issuesOf(timed({ probeTimeout: 0.7, crashConfirm: 1.5 }))).toEqual([
+      {
+        path: "links[0].timing.probeTimeout",
+        message: "2 × 0.7 s + timing.probeInterval (0.25 s) must not exceed timing.crashConfirm (1.5 s): the two failed probes that confirm a crash must fit in it",
+      },
+    ]);
+    expect(checkTopology(timed({ probeTimeout: 0.625, crashConfirm: 1.5 })).ok).toBe(true);
+    // Left out, crashConfirm grows to fit them.
+    expect(parseTopology(timed({ probeTimeout: 0.7 })).links[0]!.timing.crashConfirm).toBe(1.65);
+  });
+
+  it("checks timing rules only between fields that are themselves valid, reporting everything at once", () => {
+    // heartbeat is out of range, so nothing is compared with it; the other rules still report.
+    const issues = issuesOf(timed({ heartbeat: 100, crashConfirm: 1.1, probeInterval: 0.3, probeTimeout: 0.6 }, 1));
+    expect(issues.map((i) => i.path)).toEqual(["links[0].timing.heartbeat", "links[0].timing.probeTimeout", "links[0].locations[0].hosts[0].timeout"]);
+    expect(issues[1]!.message).toMatch(/^2 × 0\.6 s \+ timing.probeInterval \(0\.3 s\) must not exceed timing.crashConfirm \(1\.1 s\)/);
+    expect(issues[2]!.message).toMatch(/^1 s must be longer than timing.crashConfirm \(1\.1 s\)/);
+  });
+
+  it("refuses host addresses with a zone id, the unspecified address and IPv4-mapped IPv6, and normalizes the rest", () => {
+    const hosts = ["fe80::1%eth0", "0.0.0.0", "::", "::ffff:198.18.0.1"].map((publicAddress, i) => ({ id: `e${i}`, name: `a${i}`, publicAddress }));
+    const issues = issuesOf(doc({
+      locations: [
+        { name: "east", routes: ["10.0.0.0/16"], hosts },
+        { name: "west", routes: ["10.1.0.0/16"], hosts: [{ id: "w", name: "a" }] },
+      ],
+    }));
+    expect(issues).toEqual([
+      { path: "links[0].locations[0].hosts[0].publicAddress", message: "must be an address without a zone id (%...)" },
+      { path: "links[0].locations[0].hosts[1].publicAddress", message: "must not be the unspecified address (0.0.0.0 or ::)" },
+      { path: "links[0].locations[0].hosts[2].publicAddress", message: "must not be the unspecified address (0.0.0.0 or ::)" },
+      { path: "links[0].locations[0].hosts[3].publicAddress", message: "is an IPv4-mapped IPv6 address: write it as IPv4 (198.18.0.1)" },
+    ]);
+    const t = parseTopology(doc({
+      locations: [
+        { name: "east", routes: ["10.0.0.0/16"], hosts: [{ id: "e", name: "a", publicAddress: "2001:DB8:0::1", privateAddress: "10.0.0.5" }] },
+        { name: "west", routes: ["10.1.0.0/16"], hosts: [{ id: "w", name: "a" }] },
+      ],
+    }));
+    expect(t.links[0]!.locations[0]!.hosts[0]).toMatchObject({ publicAddress: "2001:db8::1", privateAddress: "10.0.0.5" });
+  });
+
+  it("refuses a public address shared across locations and a private address shared within one", () => {
+    const issues = issuesOf(doc({
+      locations: [
+        {
+          name: "east",
+          routes: ["10.0.0.0/16"],
+          // Two hosts of one location behind one NAT may share a public address.
+          hosts: [
+            { id: "e1", name: "a", publicAddress: "198.18.0.1", privateAddress: "10.0.0.5" },
+            { id: "e2", name: "b", publicAddress: "198.18.0.1", privateAddress: "10.0.0.5" },
+          ],
+        },
+        { name: "west", routes: ["10.1.0.0/16"], hosts: [{ id: "w", name: "a", publicAddress: "198.18.0.1", privateAddress: "10.0.0.5" }] },
+      ],
+    }));
+    expect(issues).toEqual([
+      { path: "links[0].locations[0].hosts[1].privateAddress", message: 'duplicate private address in this location "10.0.0.5" (first at links[0].locations[0].hosts[0].privateAddress)' },
+      { path: "links[0].locations[1].hosts[0].publicAddress", message: "198.18.0.1 is also the public address of a host of another location (links[0].locations[0].hosts[0].publicAddress)" },
+    ]);
+  });
+
+  it("normalizes routes and refuses IPv4-mapped IPv6 routes, which would hide an overlap", () => {
+    const t = parseTopology(doc({
+      locations: [
+        { name: "east", routes: ["10.0.0.0/08", "FD00:1:0::/64"], hosts: [{ id: "e", name: "a" }] },
+        { name: "west", routes: ["11.0.0.0/16"], hosts: [{ id: "w", name: "a" }] },
+      ],
+    }));
+    expect(t.links[0]!.locations[0]!.routes).toEqual(["10.0.0.0/8", "fd00:1::/64"]);
+    const issues = issuesOf(doc({
+      locations: [
+        { name: "east", routes: ["10.0.0.0/8"], hosts: [{ id: "e", name: "a" }] },
+        { name: "west", routes: ["::ffff:10.0.0.0/104"], hosts: [{ id: "w", name: "a" }] },
+      ],
+    }));
+    expect(issues).toEqual([
+      { path: "links[0].locations[1].routes[0]", message: '"::ffff:10.0.0.0/104" is an IPv4-mapped IPv6 network: write it as IPv4 (10.0.0.0/8)' },
+    ]);
+  });
+
+  it("refuses an empty connection list and a location in no connection", () => {
+    expect(issuesOf(doc({ connections: [] }))).toEqual([
+      { path: "links[0].connections", message: "lists no pair: omit connections for a full mesh, or list the pairs that get a tunnel" },
+    ]);
+    const three = doc({
+      connections: [["east", "west"]],
+      locations: [
+        { name: "east", routes: ["10.0.0.0/16"], hosts: [{ id: "e", name: "a" }] },
+        { name: "west", routes: ["10.1.0.0/16"], hosts: [{ id: "w", name: "a" }] },
+        { name: "north", routes: ["10.2.0.0/16"], hosts: [{ id: "n", name: "a" }] },
+      ],
+    });
+    expect(issuesOf(three)).toEqual([
+      { path: "links[0].locations[2].name", message: 'location "north" is in no connection, so it would get no tunnel (add a pair with it, or remove it)' },
+    ]);
   });
 });

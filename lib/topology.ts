@@ -1,7 +1,8 @@
 // The topology document: what the Pulumi components render and the state service loads.
 // Pure (no Pulumi import) so the agent bundle and the components share one schema.
+import type ipaddr from "ipaddr.js";
 import { z } from "zod";
-import { cidrProblem, cidrsOverlap, isAddress, parseCidr, type Cidr } from "./net";
+import { cidrProblem, cidrsOverlap, parseAddress, parseCidr, type Cidr } from "./net";
 
 export const TOPOLOGY_VERSION = 1;
 
@@ -45,8 +46,13 @@ export const DEFAULTS = {
     probeInterval: 0.25,
     /** Seconds a probe waits for an answer before counting the target unreachable. */
     probeTimeout: 0.4,
-    /** Seconds of missing heartbeats after which another host's failed probe confirms a crash. */
-    crashConfirm: 1.2,
+    /**
+     * Seconds of missing heartbeats after which another host's failed probes confirm a crash. When
+     * absent, defaultCrashConfirm(): heartbeat + CRASH_CONFIRM_MARGIN.default, since a healthy host's
+     * poll arrives up to one round trip and one agent apply after the heartbeat period, and the margin
+     * must cover a cross-region round trip and a busy agent.
+     */
+    crashConfirm: 1.5,
   },
 } as const;
 
@@ -54,22 +60,74 @@ export const LIMITS = {
   priority: { min: 1, max: 1000 },
   timeout: { min: 1, max: 600 },
   backoff: { min: 0, max: 3600 },
+  heartbeat: { min: 0.2, max: 30 },
+  probeInterval: { min: 0.05, max: 10 },
+  probeTimeout: { min: 0.05, max: 10 },
+  crashConfirm: { min: 0.1, max: 60 },
 } as const;
 
-const NAME_PATTERN = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+/** Seconds rounded to the millisecond (0.2 + 0.25 is not 0.45 in floating point). */
+const ms = (seconds: number) => Math.round(seconds * 1000) / 1000;
+
+/** How much longer than the heartbeat crashConfirm is: by default, and at least (seconds). */
+export const CRASH_CONFIRM_MARGIN = { default: 0.5, min: 0.25 } as const;
+
+/** Consecutive failed probes after which a host-check target counts as down (crash and partition rules). */
+export const DOWN_AFTER_FAILURES = 2;
+
+export const NAME_PATTERN = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 export const HOST_ID_PATTERN = /^[a-z0-9][a-z0-9._-]{0,127}$/;
 
 const name = (what: string) =>
   z.string().regex(NAME_PATTERN, `${what} must be 1-63 lowercase letters, digits or '-', not starting or ending with '-'`);
 
-const address = z.string().refine(isAddress, { message: "must be an IPv4 or IPv6 address" });
+/** Why `text` cannot be a host's address, or undefined when it can. */
+export function hostAddressProblem(text: string): string | undefined {
+  const address = parseAddress(text);
+  if (!address) return "must be an IPv4 or IPv6 address";
+  if (text.includes("%")) return "must be an address without a zone id (%...)";
+  if (address.range() === "unspecified") return "must not be the unspecified address (0.0.0.0 or ::)";
+  if (address.kind() === "ipv6" && (address as ipaddr.IPv6).isIPv4MappedAddress()) {
+    return `is an IPv4-mapped IPv6 address: write it as IPv4 (${(address as ipaddr.IPv6).toIPv4Address().toString()})`;
+  }
+  return undefined;
+}
 
-const cidr = z.string().superRefine((value, ctx) => {
-  const problem = cidrProblem(value);
-  if (problem) ctx.addIssue({ code: "custom", message: problem });
-});
+/** Why `text` cannot be a route (network CIDR), or undefined when it can. */
+export function routeProblem(text: string): string | undefined {
+  const problem = cidrProblem(text);
+  if (problem) return problem;
+  const cidr = parseCidr(text);
+  const address = cidr.address;
+  if (cidr.family === 6 && cidr.prefix >= 96 && (address as ipaddr.IPv6).isIPv4MappedAddress()) {
+    return `"${text}" is an IPv4-mapped IPv6 network: write it as IPv4 (${(address as ipaddr.IPv6).toIPv4Address().toString()}/${cidr.prefix - 96})`;
+  }
+  return undefined;
+}
+
+const refineWith = (problem: (text: string) => string | undefined) =>
+  z.string().superRefine((value, ctx) => {
+    const message = problem(value);
+    if (message) ctx.addIssue({ code: "custom", message });
+  });
+
+/** A host address (IPv4 or IPv6, no zone id, not unspecified), normalized (`fd00::1`). */
+export const hostAddressSchema = refineWith(hostAddressProblem).transform((v) => (hostAddressProblem(v) ? v : parseAddress(v)!.toString()));
+
+/** A network CIDR, normalized (`10.0.0.0/8` for `10.0.0.0/08`), never IPv4-mapped IPv6. */
+export const routeSchema = refineWith(routeProblem).transform((v) => (routeProblem(v) ? v : parseCidr(v).text));
+
+const address = hostAddressSchema;
+const cidr = routeSchema;
 
 const seconds = (limits: { min: number; max: number }) => z.number().min(limits.min).max(limits.max);
+
+/** The timing fields as the agents get them (no defaults): same ranges as the topology. */
+export const timingFields = {
+  heartbeat: seconds(LIMITS.heartbeat),
+  probeInterval: seconds(LIMITS.probeInterval),
+  probeTimeout: seconds(LIMITS.probeTimeout),
+} as const;
 
 export const hostSchema = z.strictObject({
   /** Unique across the whole document; the host's identity on the wire and in its secret. */
@@ -96,12 +154,22 @@ export const cipherSchema = z.strictObject({
   force: z.boolean().default(DEFAULTS.cipher.force),
 });
 
-export const timingSchema = z.strictObject({
-  heartbeat: z.number().min(0.2).max(30).default(DEFAULTS.timing.heartbeat),
-  probeInterval: z.number().min(0.05).max(10).default(DEFAULTS.timing.probeInterval),
-  probeTimeout: z.number().min(0.05).max(10).default(DEFAULTS.timing.probeTimeout),
-  crashConfirm: z.number().min(0.1).max(60).default(DEFAULTS.timing.crashConfirm),
-});
+export const timingSchema = z
+  .strictObject({
+    heartbeat: timingFields.heartbeat.default(DEFAULTS.timing.heartbeat),
+    probeInterval: timingFields.probeInterval.default(DEFAULTS.timing.probeInterval),
+    probeTimeout: timingFields.probeTimeout.default(DEFAULTS.timing.probeTimeout),
+    crashConfirm: seconds(LIMITS.crashConfirm).optional(),
+  })
+  .transform((t) => ({ ...t, crashConfirm: t.crashConfirm ?? defaultCrashConfirm(t) }));
+
+/**
+ * crashConfirm when the document leaves it out: heartbeat plus the default margin, and never less
+ * than two failed probes take (2 × probeTimeout + probeInterval).
+ */
+export function defaultCrashConfirm(t: { heartbeat: number; probeInterval: number; probeTimeout: number }): number {
+  return ms(Math.max(t.heartbeat + CRASH_CONFIRM_MARGIN.default, 2 * t.probeTimeout + t.probeInterval));
+}
 
 export const linkSchema = z.strictObject({
   name: name("link name"),
@@ -194,18 +262,31 @@ function crossFieldIssues(input: unknown): TopologyIssue[] {
     noteDuplicate(linkNames, isRecord(link) ? link.name : undefined, `${linkPath}.name`, "link name", issues);
     const locationNames = new Map<string, string>();
     const routes: { cidr: Cidr; path: string; location: string; locationIndex: number }[] = [];
+    const publicAddresses = new Map<string, { path: string; locationIndex: number }>();
     arrayAt(link, "locations").forEach((location, oi) => {
       const locationPath = `${linkPath}.locations[${oi}]`;
       const locationName = isRecord(location) && typeof location.name === "string" ? location.name : `#${oi}`;
       noteDuplicate(locationNames, isRecord(location) ? location.name : undefined, `${locationPath}.name`, "location name", issues);
       const hostNames = new Map<string, string>();
+      const privateAddresses = new Map<string, string>();
       arrayAt(location, "hosts").forEach((host, hi) => {
         const hostPath = `${locationPath}.hosts[${hi}]`;
         noteDuplicate(hostNames, isRecord(host) ? host.name : undefined, `${hostPath}.name`, "host name in this location", issues);
         noteDuplicate(hostIds, isRecord(host) ? host.id : undefined, `${hostPath}.id`, "host id", issues);
+        // Peers tell locations apart by public address (hosts of one location may share one behind a NAT);
+        // host checks tell a location's hosts apart by private address.
+        const publicAddress = normalizedAddress(isRecord(host) ? host.publicAddress : undefined);
+        if (publicAddress !== undefined) {
+          const first = publicAddresses.get(publicAddress);
+          if (!first) publicAddresses.set(publicAddress, { path: `${hostPath}.publicAddress`, locationIndex: oi });
+          else if (first.locationIndex !== oi) {
+            issues.push({ path: `${hostPath}.publicAddress`, message: `${publicAddress} is also the public address of a host of another location (${first.path})` });
+          }
+        }
+        noteDuplicate(privateAddresses, normalizedAddress(isRecord(host) ? host.privateAddress : undefined), `${hostPath}.privateAddress`, "private address in this location", issues);
       });
       arrayAt(location, "routes").forEach((route, ri) => {
-        if (typeof route !== "string" || cidrProblem(route)) return;
+        if (typeof route !== "string" || routeProblem(route)) return;
         routes.push({ cidr: parseCidr(route), path: `${locationPath}.routes[${ri}]`, location: locationName, locationIndex: oi });
       });
     });
@@ -216,19 +297,87 @@ function crossFieldIssues(input: unknown): TopologyIssue[] {
         issues.push({ path: a.path, message: `${a.cidr.text} overlaps ${b.cidr.text} ${where} (${b.path})` });
       }
     });
-    arrayAt(link, "connections").forEach((pair, ci) => {
-      if (!Array.isArray(pair)) return;
-      pair.forEach((end, ei) => {
-        if (typeof end === "string" && !locationNames.has(end)) {
-          issues.push({ path: `${linkPath}.connections[${ci}][${ei}]`, message: `unknown location "${end}"` });
-        }
-      });
-      if (pair.length === 2 && pair[0] === pair[1] && typeof pair[0] === "string") {
-        issues.push({ path: `${linkPath}.connections[${ci}]`, message: `a location cannot connect to itself ("${pair[0]}")` });
+    issues.push(...connectionIssues(link, linkPath, locationNames), ...timingIssues(link, linkPath));
+  });
+  return issues;
+}
+
+function connectionIssues(link: unknown, linkPath: string, locationNames: Map<string, string>): TopologyIssue[] {
+  if (!isRecord(link) || !Array.isArray(link.connections)) return [];
+  const issues: TopologyIssue[] = [];
+  if (link.connections.length === 0) {
+    return [{ path: `${linkPath}.connections`, message: "lists no pair: omit connections for a full mesh, or list the pairs that get a tunnel" }];
+  }
+  const connected = new Set<unknown>();
+  link.connections.forEach((pair, ci) => {
+    if (!Array.isArray(pair)) return;
+    pair.forEach((end, ei) => {
+      connected.add(end);
+      if (typeof end === "string" && !locationNames.has(end)) {
+        issues.push({ path: `${linkPath}.connections[${ci}][${ei}]`, message: `unknown location "${end}"` });
+      }
+    });
+    if (pair.length === 2 && pair[0] === pair[1] && typeof pair[0] === "string") {
+      issues.push({ path: `${linkPath}.connections[${ci}]`, message: `a location cannot connect to itself ("${pair[0]}")` });
+    }
+  });
+  for (const [name, path] of locationNames) {
+    if (!connected.has(name)) issues.push({ path, message: `location "${name}" is in no connection, so it would get no tunnel (add a pair with it, or remove it)` });
+  }
+  return issues;
+}
+
+/**
+ * The rules between timing fields that keep failover possible. Each rule is checked only when
+ * the fields it compares are numbers in range (otherwise the schema already names them).
+ * - a host's timeout ≥ 2 × heartbeat: a long-poll is held for up to a heartbeat, so a host's polls arrive
+ *   up to one heartbeat (plus a round trip) apart;
+ * - crashConfirm ≥ heartbeat + CRASH_CONFIRM_MARGIN.min: a healthy host's next poll may be that late;
+ * - a host's timeout > crashConfirm: the timeout is the slow backstop behind crash confirmation;
+ * - 2 × probeTimeout + probeInterval ≤ crashConfirm: the two failed probes that confirm a crash fit in it.
+ * A probe timeout longer than the probe interval is fine: an agent probes each target in turn, the
+ * next probe starting when the last one ended.
+ */
+function timingIssues(link: unknown, linkPath: string): TopologyIssue[] {
+  if (!isRecord(link)) return [];
+  const raw = isRecord(link.timing) ? link.timing : {};
+  const field = (name: keyof typeof DEFAULTS.timing, fallback: number | undefined): number | undefined => {
+    const value = raw[name] === undefined ? fallback : raw[name];
+    const limits = LIMITS[name];
+    return typeof value === "number" && value >= limits.min && value <= limits.max ? value : undefined;
+  };
+  const heartbeat = field("heartbeat", DEFAULTS.timing.heartbeat);
+  const probeInterval = field("probeInterval", DEFAULTS.timing.probeInterval);
+  const probeTimeout = field("probeTimeout", DEFAULTS.timing.probeTimeout);
+  const crashConfirm = field(
+    "crashConfirm",
+    heartbeat === undefined || probeInterval === undefined || probeTimeout === undefined ? undefined : defaultCrashConfirm({ heartbeat, probeInterval, probeTimeout }),
+  );
+  const at = (name: string) => `${linkPath}.timing.${name}`;
+  const issues: TopologyIssue[] = [];
+  if (heartbeat !== undefined && crashConfirm !== undefined && crashConfirm < heartbeat + CRASH_CONFIRM_MARGIN.min) {
+    issues.push({ path: at("crashConfirm"), message: `${crashConfirm} s must be at least timing.heartbeat + ${CRASH_CONFIRM_MARGIN.min} s (${ms(heartbeat + CRASH_CONFIRM_MARGIN.min)} s): a healthy host's poll may arrive that late` });
+  }
+  if (probeTimeout !== undefined && probeInterval !== undefined && crashConfirm !== undefined && 2 * probeTimeout + probeInterval > crashConfirm) {
+    issues.push({ path: at("probeTimeout"), message: `2 × ${probeTimeout} s + timing.probeInterval (${probeInterval} s) must not exceed timing.crashConfirm (${crashConfirm} s): the two failed probes that confirm a crash must fit in it` });
+  }
+  arrayAt(link, "locations").forEach((location, oi) => {
+    arrayAt(location, "hosts").forEach((host, hi) => {
+      const rawTimeout = isRecord(host) && host.timeout !== undefined ? host.timeout : DEFAULTS.timeout;
+      if (typeof rawTimeout !== "number" || rawTimeout < LIMITS.timeout.min || rawTimeout > LIMITS.timeout.max) return;
+      const path = `${linkPath}.locations[${oi}].hosts[${hi}].timeout`;
+      if (heartbeat !== undefined && rawTimeout < 2 * heartbeat) {
+        issues.push({ path, message: `${rawTimeout} s must be at least 2 × timing.heartbeat (${ms(2 * heartbeat)} s): polls arrive up to a heartbeat apart` });
+      } else if (crashConfirm !== undefined && rawTimeout <= crashConfirm) {
+        issues.push({ path, message: `${rawTimeout} s must be longer than timing.crashConfirm (${crashConfirm} s): the timeout is the backstop behind crash confirmation` });
       }
     });
   });
   return issues;
+}
+
+function normalizedAddress(value: unknown): string | undefined {
+  return typeof value === "string" && !hostAddressProblem(value) ? parseAddress(value)!.toString() : undefined;
 }
 
 function noteDuplicate(seen: Map<string, string>, value: unknown, path: string, what: string, issues: TopologyIssue[]) {

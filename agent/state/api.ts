@@ -49,8 +49,8 @@ export function createApiHandler(core: StateCore, metrics: ServiceMetrics): (req
     if (body === undefined) {
       return reject(res, endpoint, 413, "too-large", { error: `body larger than ${MAX_BODY_BYTES} bytes` }, undefined, true);
     }
-    const now = Date.now();
-    const verified = verifyRequest(host.secret, { method: req.method!, path: req.url!, body, headers: req.headers }, nonces, now);
+    // Wall-clock time: agents sign with theirs.
+    const verified = verifyRequest(host.secret, { method: req.method!, path: req.url!, body, headers: req.headers }, nonces, Date.now());
     if (!verified.ok) return reject(res, endpoint, 401, verified.reason, { error: AUTH_ERRORS[verified.reason] });
     const auth: Authenticated = { host, nonce: req.headers[HEADERS.nonce] as string };
 
@@ -72,31 +72,39 @@ export function createApiHandler(core: StateCore, metrics: ServiceMetrics): (req
 
     if (endpoint === "offline") {
       const reason = (parsed.data as z.output<typeof offlineRequestSchema>).reason;
-      await core.offline(hostId, reason, now);
+      await core.offline(hostId, reason);
       metrics.request(endpoint, "ok");
       const answer: OfflineResponse = { protocol: PROTOCOL_VERSION, generation: core.durable };
       return send(res, 200, JSON.stringify(answer), auth);
     }
 
     const poll = parsed.data as z.output<typeof pollRequestSchema>;
-    core.heartbeat(hostId, poll.report, now);
+    core.heartbeat(hostId, poll.report);
     metrics.request(endpoint, "ok");
     if (core.ready(hostId, poll.generation, poll.wait)) return answerPoll(res, auth);
     hold(res, auth, poll.generation, poll.wait, host.link.timing.heartbeat * 1000);
   }
 
-  /** Holds a long-poll until the host's state changes (and is stored) or the heartbeat period ends. */
+  /**
+   * Holds a long-poll until the host's state changes (and is stored) or the heartbeat period ends.
+   * At the end of the period the host gets its last stored state, never one still waiting for the
+   * store; only a host with nothing stored yet (just added by a reload) waits on for its first.
+   */
   function hold(res: ServerResponse, auth: Authenticated, seen: number, wait: boolean, maxMs: number) {
     const hostId = auth.host.hostId;
+    let expired = false;
     const finish = () => {
       unsubscribe();
       clearTimeout(timer);
       if (!res.destroyed) answerPoll(res, auth);
     };
     const unsubscribe = core.subscribe(hostId, () => {
-      if (core.ready(hostId, seen, wait) || !core.host(hostId)) finish();
+      if (core.ready(hostId, seen, wait) || !core.host(hostId) || (expired && core.answerable(hostId))) finish();
     });
-    const timer = setTimeout(finish, maxMs);
+    const timer = setTimeout(() => {
+      expired = true;
+      if (core.answerable(hostId)) finish();
+    }, maxMs);
     // An agent that hangs up is forgotten; nothing is written to its socket.
     res.once("close", () => {
       unsubscribe();
@@ -105,7 +113,7 @@ export function createApiHandler(core: StateCore, metrics: ServiceMetrics): (req
   }
 
   function answerPoll(res: ServerResponse, auth: Authenticated) {
-    const body = core.desiredJson(auth.host.hostId, Date.now());
+    const body = core.desiredJson(auth.host.hostId);
     if (body === undefined) return send(res, 401, JSON.stringify({ error: "unknown host (removed from the topology)" } satisfies ErrorResponse), auth);
     send(res, 200, body, auth);
   }

@@ -1,5 +1,5 @@
 import { X509Certificate } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync, chmodSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync, chmodSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it, vi } from "vitest";
@@ -63,7 +63,15 @@ describe("sitelink state CLI", () => {
     expect(() => parseListen("1.2.3.4:70000")).toThrow("--listen");
   });
 
-  it("refuses a master key file others can read, or one that is too short", async () => {
+  it("makes a data directory that already exists private", async () => {
+    const dir = join(tempDir(), "data");
+    mkdirSync(dir, { mode: 0o755 });
+    chmodSync(dir, 0o755);
+    expect((await run("init", "--data", dir)).code).toBe(0);
+    expect(statSync(dir).mode & 0o777).toBe(0o700);
+  });
+
+  it("refuses a master key file others can read, or one that is not the base64 of 32 bytes", async () => {
     const dir = tempDir();
     const file = join(dir, "master.key");
     writeFileSync(file, Buffer.alloc(32, 1).toString("base64"), { mode: 0o644 });
@@ -71,8 +79,18 @@ describe("sitelink state CLI", () => {
     expect(() => readMasterKey(file)).toThrow("--master-key-file: " + file + " is readable by group or others");
     chmodSync(file, 0o600);
     expect(readMasterKey(file)).toEqual(Buffer.alloc(32, 1));
+    const must = "must hold the base64 of 32 random bytes";
     writeFileSync(file, "c2hvcnQ=");
-    expect(() => readMasterKey(file)).toThrow("at least 32 random bytes");
+    expect(() => readMasterKey(file)).toThrow(must);
+    // Node's lenient decoder would drop the junk, or read hex as base64.
+    writeFileSync(file, `${Buffer.alloc(32, 1).toString("base64").slice(0, 20)}!!${Buffer.alloc(32, 1).toString("base64").slice(20)}`);
+    expect(() => readMasterKey(file)).toThrow(must);
+    writeFileSync(file, Buffer.alloc(32, 1).toString("hex"));
+    expect(() => readMasterKey(file)).toThrow(must);
+    writeFileSync(file, Buffer.alloc(48, 1).toString("base64"));
+    expect(() => readMasterKey(file)).toThrow(must);
+    writeFileSync(file, `${Buffer.alloc(32, 2).toString("base64")}\n`);
+    expect(readMasterKey(file)).toEqual(Buffer.alloc(32, 2));
   });
 
   it("serves: init, then serve answers signed polls until SIGTERM", async () => {
@@ -106,7 +124,7 @@ describe("sitelink state CLI", () => {
     const dir = tempDir();
     const store = new SqliteStore(dir);
     const at = Date.UTC(2026, 0, 2, 3, 4, 5);
-    const view = { online: true, eligible: true, offlineSince: null, role: "standby" as const };
+    const view = { online: true, silent: false, eligible: true, offlineSince: null, role: "standby" as const };
     await store.saveState({
       generation: 7,
       at,
@@ -114,6 +132,9 @@ describe("sitelink state CLI", () => {
       hosts: [
         { ...view, hostId: "off-a", link: "corp", location: "office", status: "offline", online: false, eligible: false, lastSeen: null },
         { ...view, hostId: "aws-a", link: "corp", location: "aws", status: "active", role: "active", lastSeen: at - 1000 },
+        // Kept by the engine for the data plane: a silent host others still reach, an offline host nobody could replace.
+        { ...view, hostId: "aws-b", link: "corp", location: "aws", status: "active", role: "active", silent: true, lastSeen: at - 9000 },
+        { ...view, hostId: "gcp-a", link: "corp", location: "gcp", status: "offline", role: "active", online: false, eligible: false, lastSeen: at - 9000 },
       ],
     });
     await store.saveReports([{ hostId: "aws-a", at, report: { agentVersion: "1", role: "active", appliedGeneration: 7, tunnels: [], hostChecks: [], routes: { provider: "none", applied: [] } } }]);
@@ -123,9 +144,11 @@ describe("sitelink state CLI", () => {
     expect(out).toBe(
       [
         "generation 7, as stored at 2026-01-02T03:04:05Z (a running service stores roles within 2 s of a decision, last-seen times every 10 s)",
-        "LINK  LOCATION  HOST   STATUS   LAST SEEN             APPLIED GEN",
-        "corp  aws       aws-a  active   2026-01-02T03:04:04Z  7",
-        "corp  office    off-a  offline  never                 -",
+        "LINK  LOCATION  HOST   STATUS                LAST SEEN             APPLIED GEN",
+        "corp  aws       aws-a  active                2026-01-02T03:04:04Z  7",
+        "corp  aws       aws-b  active (silent)       2026-01-02T03:03:56Z  -",
+        "corp  gcp       gcp-a  offline (keeps role)  2026-01-02T03:03:56Z  -",
+        "corp  office    off-a  offline               never                 -",
         "",
       ].join("\n"),
     );

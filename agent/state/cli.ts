@@ -1,14 +1,15 @@
 // `sitelink state …`: serve, status, rotate-psk, fingerprint, init.
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { connectedPairs, type Topology } from "../../lib/topology";
 import { DEFAULT_STATE_PORT } from "../uri";
+import { decodeMasterKey, MASTER_KEY_BYTES } from "../signing";
 import type { HostView } from "./engine";
 import { jsonLogger } from "./log";
 import { startStateService } from "./service";
 import { DATABASE_FILE, SqliteStore } from "./sqlite-store";
-import { sortedPair } from "./store";
+import { newPsk, sortedPair } from "./store";
 import { certificateFingerprint, selfSignedCertificate } from "./tls";
 
 /** Files `init` writes into the data directory; `serve` uses them when the flags are absent. */
@@ -108,7 +109,7 @@ function readFlagFile(flags: Flags, flag: string, fallback?: string): Buffer {
   }
 }
 
-/** The master key file holds base64 of at least 32 bytes and must not be readable by others. */
+/** The master key file holds the base64 of 32 bytes (as `init` writes it) and must not be readable by others. */
 export function readMasterKey(file: string, flag = "master-key-file"): Buffer {
   let mode: number;
   try {
@@ -117,8 +118,8 @@ export function readMasterKey(file: string, flag = "master-key-file"): Buffer {
     throw new UsageError(`--${flag}: cannot read ${file} (${(error as NodeJS.ErrnoException).code ?? "error"})`);
   }
   if ((mode & 0o077) !== 0) throw new UsageError(`--${flag}: ${file} is readable by group or others (chmod 600 it)`);
-  const key = Buffer.from(readFileSync(file, "utf8").trim(), "base64");
-  if (key.length < 32) throw new UsageError(`--${flag}: ${file} must hold base64 of at least 32 random bytes`);
+  const key = decodeMasterKey(readFileSync(file, "utf8"));
+  if (!key) throw new UsageError(`--${flag}: ${file} must hold the base64 of ${MASTER_KEY_BYTES} random bytes`);
   return key;
 }
 
@@ -132,6 +133,8 @@ export function parseListen(text: string): { host: string; port: number } {
 function init(flags: Flags, io: CliIo): number {
   const dir = one(flags, "data")!;
   mkdirSync(dir, { recursive: true, mode: 0o700 });
+  // mkdir sets the mode only on a directory it creates.
+  chmodSync(dir, 0o700);
   const paths = { masterKey: join(dir, DATA_FILES.masterKey), cert: join(dir, DATA_FILES.cert), key: join(dir, DATA_FILES.key) };
   for (const path of Object.values(paths)) {
     // Never overwrite: a new master key would invalidate every host URI.
@@ -139,7 +142,7 @@ function init(flags: Flags, io: CliIo): number {
   }
   const names = flags.get("name") ?? ["sitelink-state"];
   const tls = selfSignedCertificate({ commonName: names[0], names });
-  writeFileSync(paths.masterKey, `${randomBytes(32).toString("base64")}\n`, { mode: 0o600, flag: "wx" });
+  writeFileSync(paths.masterKey, `${randomBytes(MASTER_KEY_BYTES).toString("base64")}\n`, { mode: 0o600, flag: "wx" });
   writeFileSync(paths.key, tls.keyPem, { mode: 0o600, flag: "wx" });
   writeFileSync(paths.cert, tls.certPem, { mode: 0o644, flag: "wx" });
   io.out(`master key   ${paths.masterKey}\ncertificate  ${paths.cert}\nprivate key  ${paths.key}\nfingerprint  ${tls.fingerprint}\n`);
@@ -191,11 +194,17 @@ export function formatStatus(hosts: HostView[], generation: number, at: number, 
   const when = (t: number | null) => (t === null ? "never" : new Date(t).toISOString().replace(".000Z", "Z"));
   const rows = [...hosts]
     .sort((a, b) => a.link.localeCompare(b.link) || a.location.localeCompare(b.location) || a.hostId.localeCompare(b.hostId))
-    .map((h) => [h.link, h.location, h.hostId, h.status, when(h.lastSeen), String(appliedBy.get(h.hostId) ?? "-")]);
+    .map((h) => [h.link, h.location, h.hostId, statusOf(h), when(h.lastSeen), String(appliedBy.get(h.hostId) ?? "-")]);
   const table = [["LINK", "LOCATION", "HOST", "STATUS", "LAST SEEN", "APPLIED GEN"], ...rows];
   const widths = table[0]!.map((_, c) => Math.max(...table.map((r) => r[c]!.length)));
   const lines = table.map((r) => r.map((cell, c) => cell.padEnd(widths[c]!)).join("  ").trimEnd());
   return `generation ${generation}, as stored at ${when(at)} (a running service stores roles within 2 s of a decision, last-seen times every 10 s)\n${lines.join("\n")}\n`;
+}
+
+/** The status, with what the engine keeps for the data plane's sake: an offline host's role, a silent host's liveness. */
+function statusOf(h: HostView): string {
+  if (h.role === "active" && !h.online) return "offline (keeps role)";
+  return h.silent && h.status === "active" ? "active (silent)" : h.status;
 }
 
 async function rotatePsk(flags: Flags, io: CliIo): Promise<number> {
@@ -213,7 +222,7 @@ async function rotatePsk(flags: Flags, io: CliIo): Promise<number> {
     if (!connectedPairs(link).some(([a, b]) => sortedPair(a, b).join() === pair.join())) {
       throw new UsageError(`--pair: locations ${pair.join(",")} are not a connected pair of link "${linkName}"`);
     }
-    await store.rotatePsk(link.name, pair, randomBytes(32).toString("base64"));
+    await store.rotatePsk(link.name, pair, newPsk());
     await store.appendEvent({ at: Date.now(), kind: "psk-rotated", detail: { link: link.name, pair } });
     io.out(`rotated the PSK of ${link.name} ${pair.join(",")}; a running service hands it to both locations within a second\n`);
     return 0;

@@ -1,16 +1,21 @@
 // The state of the service in memory: the failover engine, the topology, every host's rendered
-// desired state and the generation at which it last changed. Every change is stored before the
-// affected hosts are told (the "durable" generation), and only hosts whose rendered state really
-// changed are woken.
-import { randomBytes } from "node:crypto";
+// desired state and the generation at which it last changed.
+// - Stored before told: a change is handed out only once the generation it belongs to is stored
+//   (Durable); until then, and for as long as the store keeps failing, hosts get the last stored state.
+// - Scoped renders: an event in a location re-renders the hosts of that location and of the
+//   locations connected to it; the allowlist is kept once per link. Only hosts whose rendered state
+//   really changed are woken.
+// - Two clocks: the engine runs on a monotonic clock (a wall-clock step is no silence); what is
+//   stored and shown (decisions, events, reports, snapshot, status) is wall-clock time.
 import { connectedPairs, type Link, type Topology } from "../../lib/topology";
 import type { HostReport } from "../protocol";
 import { deriveHostSecret, deriveKey } from "../signing";
+import { Durable } from "./durable";
 import { FailoverEngine, type Decision, type EngineSnapshot, type HostView } from "./engine";
 import type { Logger } from "./log";
 import type { ServiceMetrics } from "./metrics";
-import { renderDesiredState, type HostAddresses, type RenderedState } from "./render";
-import { sortedPair, type LoadedState, type StateStore, type StoredReport } from "./store";
+import { Allowlist, LinkIndex, allowedAddresses, desiredStateJson, renderHost, type ReportedHost } from "./render";
+import { newPsk, sortedPair, type LoadedState, type StateStore, type StoredReport } from "./store";
 
 export interface HostEntry {
   hostId: string;
@@ -20,20 +25,36 @@ export interface HostEntry {
   secret: string;
 }
 
+export interface Clock {
+  /** Monotonic ms: the engine's time, which never steps. */
+  now(): number;
+  /** Wall-clock ms since epoch: what is stored and shown. */
+  wallNow(): number;
+}
+
+/** performance.timeOrigin + performance.now(): monotonic, and close to the wall clock when the process starts. */
+export const systemClock: Clock = { now: () => performance.timeOrigin + performance.now(), wallNow: () => Date.now() };
+
+/** What one link needs for rendering: its index, its allowlist, its host-check key. */
+interface LinkState {
+  index: LinkIndex;
+  allow: Allowlist;
+  /** The allowlist as handed out (JSON array); undefined for a link a reload added, until first stored. */
+  allowJson: Durable | undefined;
+  /** Secret: never log. */
+  hostCheckKey: string;
+}
+
 interface Batch {
+  /** With wall-clock times, as stored. */
   decisions: Decision[];
   hosts: Set<string>;
+  /** Links whose allowlist may have changed. */
+  links: Set<LinkState>;
   generation: number;
   /** performance.now() of the events that caused decisions (decision latency). */
   starts: number[];
   done: Promise<void>;
-}
-
-interface Rendered {
-  /** The rendered state (RenderedState) as JSON: compared to spot changes, and answered. */
-  json: string;
-  /** Generation at which this host's rendered state last changed. */
-  changedAt: number;
 }
 
 export interface CoreOptions {
@@ -41,6 +62,8 @@ export interface CoreOptions {
   masterKey: Buffer;
   logger: Logger;
   metrics?: ServiceMetrics;
+  /** @default systemClock */
+  clock?: Clock;
   /** Passed to FailoverEngine.restore: how long restored hosts have to report again. */
   restartGraceMs?: number;
   /**
@@ -50,14 +73,22 @@ export interface CoreOptions {
   snapshotIntervalMs?: number;
 }
 
+/** The event loop's own pulse: a gap much longer than this means the service did not run. */
+const PULSE_MS = 100;
+/** A failed store write of decisions is retried after this, doubling up to STORE_RETRY_MAX_MS. */
+const STORE_RETRY_MS = 500;
+const STORE_RETRY_MAX_MS = 10_000;
+
 const pskKey = (link: string, pair: [string, string]) => `${link}\u0000${pair[0]}\u0000${pair[1]}`;
 
 export class StateCore {
   private engine!: FailoverEngine;
   private topology!: Topology;
+  private topologyJson = "";
+  private readonly clock: Clock;
   private readonly hostIndex = new Map<string, HostEntry>();
-  private readonly linkHosts = new Map<string, HostEntry[]>();
-  private readonly rendered = new Map<string, Rendered>();
+  private links = new Map<string, LinkState>();
+  private readonly rendered = new Map<string, Durable>();
   private readonly reports = new Map<string, StoredReport>();
   /** The report fields worth storing, per host: unchanged reports are not rewritten. */
   private readonly reportKeys = new Map<string, string>();
@@ -69,17 +100,24 @@ export class StateCore {
   private durableValue = 0;
   private heartbeatsSinceSave = false;
   private decisionsSinceSave = false;
-  private savedAt = 0;
+  private savedAt = -Infinity;
   private commits: Promise<void> = Promise.resolve();
   private batch: Batch | undefined;
   private evaluateTimer: NodeJS.Timeout | undefined;
   private evaluateAt = Infinity;
+  private pulseTimer: NodeJS.Timeout | undefined;
+  /** performance.now() of the last pulse (or call) the event loop ran. */
+  private lastPulse = performance.now();
+  /** Ends a store retry's wait early (at close). */
+  private wakeRetry: (() => void) | undefined;
   private closed = false;
 
-  private constructor(private readonly opts: CoreOptions) {}
+  private constructor(private readonly opts: CoreOptions) {
+    this.clock = opts.clock ?? systemClock;
+  }
 
   /** Builds the state from the store and the topology; a stored engine snapshot is restored (no failover). */
-  static async open(topology: Topology, opts: CoreOptions, now: number = Date.now()): Promise<StateCore> {
+  static async open(topology: Topology, opts: CoreOptions): Promise<StateCore> {
     const core = new StateCore(opts);
     const loaded: LoadedState = await opts.store.load();
     for (const p of loaded.psks) core.psks.set(pskKey(p.link, p.pair), p.psk);
@@ -90,17 +128,22 @@ export class StateCore {
     await core.ensurePsks(topology);
     await opts.store.saveTopology(topology);
     core.topology = topology;
-    const snapshot = loaded.state ? replayDecisions(loaded.state.snapshot, loaded.laterDecisions) : undefined;
-    core.engine = snapshot ? FailoverEngine.restore(topology, snapshot, now, opts.restartGraceMs) : new FailoverEngine(topology, now);
+    core.topologyJson = JSON.stringify(topology);
+    const now = core.clock.now();
+    const saved = loaded.state ? replayDecisions(loaded.state.snapshot, loaded.laterDecisions) : undefined;
+    // Stored times are wall-clock; the engine's are monotonic.
+    const shift = now - core.clock.wallNow();
+    core.engine = saved ? FailoverEngine.restore(topology, shiftSnapshot(saved, shift), now, opts.restartGraceMs) : new FailoverEngine(topology);
     // Generation 0 is what an agent sends on start: the service starts at 1 or above.
     core.generationValue = Math.max(1, loaded.generation, core.engine.generation);
     core.durableValue = core.generationValue;
-    core.indexHosts();
-    for (const host of core.hostIndex.values()) {
-      core.rendered.set(host.hostId, { json: JSON.stringify(core.render(host)), changedAt: core.generationValue });
-    }
-    await core.persistState(now);
+    core.indexHosts(new Map());
+    for (const host of core.hostIndex.values()) core.rendered.set(host.hostId, Durable.stored(JSON.stringify(core.render(host)), core.generationValue));
+    for (const link of core.links.values()) link.allowJson = Durable.stored(JSON.stringify(link.allow.addresses()), core.generationValue);
+    await core.persistState();
     core.scheduleEvaluate();
+    core.pulseTimer = setInterval(() => (core.lastPulse = performance.now()), PULSE_MS);
+    core.pulseTimer.unref();
     opts.metrics?.generation.set(core.generationValue);
     return core;
   }
@@ -118,15 +161,18 @@ export class StateCore {
     return this.hostIndex.get(hostId);
   }
 
+  /** Every host as the engine sees it (times on the engine's monotonic clock). */
   hosts(): HostView[] {
     return this.engine.hosts();
   }
 
   /** Records a heartbeat; the host's report updates liveness, addresses and partition evidence. */
-  heartbeat(hostId: string, report: HostReport, now: number): void {
+  heartbeat(hostId: string, report: HostReport): void {
+    const now = this.clock.now();
+    this.noticeStall(now);
     const started = performance.now();
     const previous = this.reports.get(hostId)?.report;
-    this.reports.set(hostId, { hostId, at: now, report });
+    this.reports.set(hostId, { hostId, at: this.clock.wallNow(), report });
     const key = reportKey(report);
     if (this.reportKeys.get(hostId) !== key) {
       this.reportKeys.set(hostId, key);
@@ -134,36 +180,46 @@ export class StateCore {
     }
     this.heartbeatsSinceSave = true;
     const decisions = this.engine.heartbeat(hostId, report, now);
-    const addressChanged = previous?.publicAddress !== report.publicAddress || previous?.privateAddress !== report.privateAddress;
-    const host = this.hostIndex.get(hostId)!;
-    if (decisions.length > 0 || addressChanged) {
-      const links = new Set(decisions.map((d) => d.link));
-      if (addressChanged) links.add(host.link.name);
-      this.commitChanges(links, decisions, started);
+    const hosts: string[] = [];
+    const links = new Set<LinkState>();
+    if (previous === undefined || addressKey(previous) !== addressKey(report)) {
+      // What peers and probers are told about this host changed: its location and the connected ones.
+      const entry = this.hostIndex.get(hostId)!;
+      const link = this.links.get(entry.link.name)!;
+      if (link.allow.set(hostId, allowedAddresses(link.index.hosts.get(hostId)!.host, report))) links.add(link);
+      hosts.push(...link.index.neighbourhood(entry.location));
     }
+    if (decisions.length > 0 || hosts.length > 0) this.commit(decisions, hosts, links, started);
     this.scheduleEvaluate();
   }
 
   /** Graceful stop: the host is offline (and demoted) at once. Resolves when the decision is stored. */
-  async offline(hostId: string, reason: string, now: number): Promise<void> {
+  async offline(hostId: string, reason: string): Promise<void> {
     const started = performance.now();
-    const decisions = this.engine.offline(hostId, now);
+    const decisions = this.engine.offline(hostId, this.clock.now());
     const host = this.hostIndex.get(hostId)!;
-    this.event("host-offline", { host: hostId, link: host.link.name, location: host.location, reason }, now);
-    await this.commitChanges(new Set(decisions.map((d) => d.link)), decisions, started);
+    this.event("host-offline", { host: hostId, link: host.link.name, location: host.location, reason });
+    await this.commit(decisions, [], new Set(), started);
     this.scheduleEvaluate();
   }
 
   /**
-   * True when a poll from `hostId` that saw generation `seen` is answered now: the host's state is
-   * stored and (for a long-poll) newer than what the agent saw, or the agent saw a generation this
-   * service never issued (its store was replaced).
+   * True when a poll from `hostId` that saw generation `seen` is answered now: nothing of the host's
+   * state waits to be stored, and (for a long-poll) it changed after what the agent saw, or the agent
+   * saw a generation this service never issued (its store was replaced). True for a removed host.
    */
   ready(hostId: string, seen: number, wait: boolean): boolean {
-    const entry = this.rendered.get(hostId);
-    if (!entry) return true;
-    if (entry.changedAt > this.durableValue) return false;
-    return !wait || entry.changedAt > seen || seen > this.durableValue;
+    const cell = this.rendered.get(hostId);
+    if (!cell) return true;
+    const allow = this.linkOf(hostId).allowJson;
+    if (cell.pending || !allow || allow.pending) return false;
+    return !wait || Math.max(cell.changedAt, allow.changedAt) > seen || seen > this.durableValue;
+  }
+
+  /** True when the host has a stored state to answer with (a host a reload just added may not yet), or was removed. */
+  answerable(hostId: string): boolean {
+    const cell = this.rendered.get(hostId);
+    return !cell || (cell.value !== undefined && this.linkOf(hostId).allowJson?.value !== undefined);
   }
 
   /** Calls `listener` whenever the host's state changed (and was stored); returns the unsubscribe. */
@@ -186,23 +242,32 @@ export class StateCore {
     return n;
   }
 
-  /** The host's desired state as JSON, or undefined when the host left the topology. */
-  desiredJson(hostId: string, now: number): string | undefined {
-    const entry = this.rendered.get(hostId);
-    if (!entry) return undefined;
-    // The cached render plus the two per-answer fields, without serializing the state again.
-    return `${entry.json.slice(0, -1)},"generation":${this.durableValue},"serverTime":${now}}`;
+  /**
+   * The host's last stored desired state as JSON; undefined when the host left the topology or has
+   * nothing stored yet (answerable()).
+   */
+  desiredJson(hostId: string): string | undefined {
+    const cell = this.rendered.get(hostId);
+    const allow = cell && this.linkOf(hostId).allowJson;
+    if (cell?.value === undefined || allow?.value === undefined) return undefined;
+    return desiredStateJson(cell.value, allow.value, this.durableValue, this.clock.wallNow());
   }
 
-  /** Swaps in a validated topology: new pairs get PSKs first, then roles and states follow. */
-  async setTopology(topology: Topology, now: number = Date.now()): Promise<void> {
+  /**
+   * Swaps in a validated topology: new pairs get PSKs first, then roles and states follow. The same
+   * document again (a touched file, a second SIGHUP) changes nothing and stores nothing.
+   */
+  async setTopology(topology: Topology): Promise<void> {
+    const json = JSON.stringify(topology);
+    if (json === this.topologyJson) return;
     await this.ensurePsks(topology);
     await this.opts.store.saveTopology(topology);
     const started = performance.now();
     this.topology = topology;
-    const decisions = this.engine.setTopology(topology, now);
+    this.topologyJson = json;
+    const decisions = this.engine.setTopology(topology, this.clock.now());
     const before = new Set(this.hostIndex.keys());
-    this.indexHosts();
+    this.indexHosts(this.links);
     for (const hostId of before) {
       if (this.hostIndex.has(hostId)) continue;
       this.rendered.delete(hostId);
@@ -210,118 +275,146 @@ export class StateCore {
       this.reportKeys.delete(hostId);
       this.notify(hostId); // a held poll of a removed host is answered (with an error) now
     }
-    this.event("topology-loaded", { links: topology.links.map((l) => l.name), hosts: this.hostIndex.size }, now);
-    await this.commitChanges(new Set(topology.links.map((l) => l.name)), decisions, started);
+    this.event("topology-loaded", { links: topology.links.map((l) => l.name), hosts: this.hostIndex.size });
+    await this.commit(decisions, this.hostIndex.keys(), new Set(this.links.values()), started);
     this.scheduleEvaluate();
   }
 
-  /** Picks up PSKs another process stored (`sitelink state rotate-psk`); affected hosts get new states. */
-  async reloadPsks(now: number = Date.now()): Promise<void> {
-    const links = new Set<string>();
+  /** Picks up PSKs another process stored (`sitelink state rotate-psk`); the two locations' hosts get new states. */
+  async reloadPsks(): Promise<void> {
+    const hosts: string[] = [];
     for (const p of await this.opts.store.psks()) {
       const key = pskKey(p.link, p.pair);
       if (this.psks.get(key) === p.psk) continue;
       this.psks.set(key, p.psk);
-      links.add(p.link);
-      this.event("psk-changed", { link: p.link, pair: p.pair }, now);
+      const index = this.links.get(p.link)?.index;
+      for (const name of p.pair) hosts.push(...(index?.locations.get(name)?.location.hosts.map((h) => h.id) ?? []));
+      this.event("psk-changed", { link: p.link, pair: p.pair });
     }
-    if (links.size > 0) await this.commitChanges(links, [], performance.now());
+    if (hosts.length > 0) await this.commit([], hosts, new Set(), performance.now());
   }
 
   /**
    * Stores reports that changed, and a snapshot when decisions were made since the last one, or
    * heartbeats came in and it is older than snapshotIntervalMs (or `force`, at close).
    */
-  async flush(now: number = Date.now(), force = false): Promise<void> {
+  async flush(force = false): Promise<void> {
     if (this.dirtyReports.size > 0) {
       const reports = [...this.dirtyReports].flatMap((id) => this.reports.get(id) ?? []);
       this.dirtyReports.clear();
       await this.opts.store.saveReports(reports);
     }
-    const due = force || now - this.savedAt >= (this.opts.snapshotIntervalMs ?? 10_000);
-    if (this.decisionsSinceSave || (this.heartbeatsSinceSave && due)) await this.persistState(now);
+    const due = force || this.clock.now() - this.savedAt >= (this.opts.snapshotIntervalMs ?? 10_000);
+    if (this.decisionsSinceSave || (this.heartbeatsSinceSave && due)) await this.persistState();
   }
 
   async close(): Promise<void> {
     this.closed = true;
     clearTimeout(this.evaluateTimer);
+    clearInterval(this.pulseTimer);
+    this.wakeRetry?.();
     await this.batch?.done;
     await this.commits;
-    await this.flush(Date.now(), true);
+    await this.flush(true);
   }
 
   // --- internals ---
 
-  private indexHosts() {
+  /** Indexes the topology's links and hosts; links that stay keep their handed-out allowlist. */
+  private indexHosts(previous: Map<string, LinkState>) {
     this.hostIndex.clear();
-    this.linkHosts.clear();
+    this.links = new Map();
     for (const link of this.topology.links) {
-      const entries: HostEntry[] = [];
-      for (const location of link.locations) {
-        for (const host of location.hosts) {
-          entries.push({ hostId: host.id, link, location: location.name, secret: deriveHostSecret(this.opts.masterKey, host.id) });
-        }
+      const index = new LinkIndex(link);
+      const state: LinkState = { index, allow: new Allowlist(), allowJson: previous.get(link.name)?.allowJson, hostCheckKey: this.hostCheckKey(link.name) };
+      for (const [hostId, { host, location }] of index.hosts) {
+        this.hostIndex.set(hostId, { hostId, link, location: location.location.name, secret: deriveHostSecret(this.opts.masterKey, hostId) });
+        state.allow.set(hostId, allowedAddresses(host, this.reported(hostId)));
       }
-      this.linkHosts.set(link.name, entries);
-      for (const entry of entries) this.hostIndex.set(entry.hostId, entry);
+      this.links.set(link.name, state);
     }
   }
 
-  private render(host: HostEntry): RenderedState {
-    return renderDesiredState({
-      link: host.link,
+  private linkOf(hostId: string): LinkState {
+    return this.links.get(this.hostIndex.get(hostId)!.link.name)!;
+  }
+
+  private reported(hostId: string): ReportedHost | undefined {
+    return this.reports.get(hostId)?.report;
+  }
+
+  private render(host: HostEntry) {
+    const link = this.links.get(host.link.name)!;
+    return renderHost({
+      index: link.index,
       hostId: host.hostId,
       role: this.engine.hostView(host.hostId)?.role ?? "standby",
       activeHost: (location) => this.engine.activeHost(host.link.name, location),
-      reported: (id): HostAddresses | undefined => this.reports.get(id)?.report,
+      reported: (id) => this.reported(id),
       psk: (a, b) => {
         const psk = this.psks.get(pskKey(host.link.name, sortedPair(a, b)));
         if (psk === undefined) throw new Error(`no PSK for ${host.link.name} ${a},${b}`);
         return psk;
       },
-      hostCheckKey: this.hostCheckKey(host.link.name),
+      hostCheckKey: link.hostCheckKey,
     });
   }
 
   /**
-   * Re-renders the hosts of `links`; hosts whose state changed get a new generation. Decisions and
-   * the snapshot are stored before those hosts are woken.
+   * Re-renders `hosts` and the neighbourhoods of the decisions' locations; those whose state changed,
+   * and the allowlists of `links`, get a new generation. Decisions and the generation are stored
+   * before those hosts are woken.
    */
-  private commitChanges(links: Set<string>, decisions: Decision[], started: number): Promise<void> {
+  private commit(decisions: Decision[], hosts: Iterable<string>, links: Set<LinkState>, started: number): Promise<void> {
+    const toRender = new Set(hosts);
+    for (const d of decisions) for (const id of this.links.get(d.link)?.index.neighbourhood(d.location) ?? []) toRender.add(id);
     const changed: { hostId: string; json: string }[] = [];
-    for (const link of links) {
-      for (const host of this.linkHosts.get(link) ?? []) {
-        const json = JSON.stringify(this.render(host));
-        if (this.rendered.get(host.hostId)?.json !== json) changed.push({ hostId: host.hostId, json });
-      }
+    for (const hostId of toRender) {
+      const entry = this.hostIndex.get(hostId);
+      if (!entry) continue;
+      this.opts.metrics?.renders.inc();
+      const json = JSON.stringify(this.render(entry));
+      if (this.rendered.get(hostId)?.latest !== json) changed.push({ hostId, json });
     }
-    if (changed.length === 0 && decisions.length === 0) return this.batch?.done ?? this.commits;
+    if (changed.length === 0 && decisions.length === 0 && links.size === 0) return this.batch?.done ?? this.commits;
     // Everything changed in one step shares the step's generation.
     const generation = Math.max(this.generationValue + 1, this.engine.generation);
-    for (const c of changed) this.rendered.set(c.hostId, { json: c.json, changedAt: generation });
+    for (const c of changed) {
+      const cell = this.rendered.get(c.hostId);
+      if (cell) cell.set(c.json, generation);
+      else this.rendered.set(c.hostId, Durable.unstored(c.json, generation));
+    }
     this.generationValue = generation;
+    const shift = this.clock.wallNow() - this.clock.now();
     for (const d of decisions) {
       this.opts.logger.event("decision", { link: d.link, location: d.location, from: d.from, to: d.to, reason: d.reason, generation: d.generation });
       this.opts.metrics?.decisions.inc();
       if (d.from !== null) this.opts.metrics?.failovers.inc();
     }
     const batch = this.openBatch();
-    batch.decisions.push(...decisions);
+    batch.decisions.push(...decisions.map((d) => ({ ...d, at: Math.round(d.at + shift) })));
     for (const c of changed) batch.hosts.add(c.hostId);
+    for (const link of links) batch.links.add(link);
     batch.generation = generation;
     if (decisions.length > 0) batch.starts.push(started);
     return batch.done;
   }
 
   /**
-   * Changes of one event-loop turn are stored together (a decision storm costs one snapshot write,
-   * not one per decision), in order, and only then handed out.
+   * Changes of one event-loop turn are stored together (a decision storm costs one write, not one
+   * per decision), in order, and only then handed out. The allowlists are rendered then, once per batch.
    */
   private openBatch(): Batch {
     if (this.batch) return this.batch;
-    const batch: Batch = { decisions: [], hosts: new Set(), generation: this.generationValue, starts: [], done: Promise.resolve() };
+    const batch: Batch = { decisions: [], hosts: new Set(), links: new Set(), generation: this.generationValue, starts: [], done: Promise.resolve() };
     batch.done = new Promise<void>((resolve) => setImmediate(resolve)).then(() => {
       this.batch = undefined;
+      for (const link of batch.links) {
+        const json = JSON.stringify(link.allow.addresses());
+        if (!link.allowJson) link.allowJson = Durable.unstored(json, batch.generation);
+        else if (link.allowJson.latest !== json) link.allowJson.set(json, batch.generation);
+        else batch.links.delete(link);
+      }
       this.commits = this.commits.then(() => this.writeBatch(batch));
       return this.commits;
     });
@@ -329,19 +422,43 @@ export class StateCore {
     return batch;
   }
 
+  /**
+   * Stores a batch, retrying while the store fails: nothing undurable is handed out, and meanwhile
+   * hosts keep getting the last stored state. At close, a batch that still cannot be stored is
+   * dropped (it was never handed out).
+   */
   private async writeBatch(batch: Batch): Promise<void> {
-    try {
-      // Decisions alone are stored now: cheap, and enough to restore roles (replayDecisions). The
-      // snapshot, which grows with the number of hosts, follows on the next flush.
-      await this.opts.store.appendDecisions(batch.decisions, batch.generation);
-      if (batch.decisions.length > 0) this.decisionsSinceSave = true;
-    } catch (error) {
-      // The data plane must not wait on a broken disk: log, and still hand out the decision.
-      this.opts.logger.event("store-error", { message: (error as Error).message });
+    for (let attempt = 0; ; attempt++) {
+      try {
+        // Decisions alone are stored now: cheap, and enough to restore roles (replayDecisions). The
+        // snapshot, which grows with the number of hosts, follows on the next flush.
+        await this.opts.store.appendDecisions(batch.decisions, batch.generation);
+        break;
+      } catch (error) {
+        const retryMs = Math.min(STORE_RETRY_MS * 2 ** attempt, STORE_RETRY_MAX_MS);
+        this.opts.logger.event("store-error", {
+          during: "decisions",
+          message: (error as Error).message,
+          generation: batch.generation,
+          ...(this.closed ? { dropped: true } : { retryMs }),
+        });
+        if (this.closed) return;
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, retryMs);
+          this.wakeRetry = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
+      }
     }
+    if (batch.decisions.length > 0) this.decisionsSinceSave = true;
     this.durableValue = Math.max(this.durableValue, batch.generation);
     this.opts.metrics?.generation.set(this.durableValue);
+    for (const hostId of batch.hosts) this.rendered.get(hostId)?.settle(this.durableValue);
+    for (const link of batch.links) link.allowJson?.settle(this.durableValue);
     for (const hostId of batch.hosts) this.notify(hostId);
+    for (const link of batch.links) for (const hostId of link.index.hosts.keys()) if (!batch.hosts.has(hostId)) this.notify(hostId);
     const end = performance.now();
     for (const started of batch.starts) this.opts.metrics?.decisionLatency.observe((end - started) / 1000);
   }
@@ -355,11 +472,18 @@ export class StateCore {
     return key;
   }
 
-  private async persistState(now: number) {
+  private async persistState() {
     this.heartbeatsSinceSave = false;
     this.decisionsSinceSave = false;
-    this.savedAt = now;
-    await this.opts.store.saveState({ generation: this.generationValue, snapshot: this.engine.snapshot(), hosts: this.engine.hosts(), at: now });
+    this.savedAt = this.clock.now();
+    const shift = this.clock.wallNow() - this.savedAt;
+    const wall = (t: number | null) => (t === null ? null : Math.round(t + shift));
+    await this.opts.store.saveState({
+      generation: this.generationValue,
+      snapshot: shiftSnapshot(this.engine.snapshot(), shift),
+      hosts: this.engine.hosts().map((h) => ({ ...h, lastSeen: wall(h.lastSeen), offlineSince: wall(h.offlineSince) })),
+      at: this.clock.wallNow(),
+    });
   }
 
   private notify(hostId: string) {
@@ -372,17 +496,29 @@ export class StateCore {
         const pair = sortedPair(a, b);
         const key = pskKey(link.name, pair);
         if (this.psks.has(key)) continue;
-        this.psks.set(key, await this.opts.store.createPsk(link.name, pair, randomBytes(32).toString("base64")));
-        this.event("psk-created", { link: link.name, pair }, Date.now());
+        this.psks.set(key, await this.opts.store.createPsk(link.name, pair, newPsk()));
+        this.event("psk-created", { link: link.name, pair });
       }
     }
   }
 
-  private event(kind: string, detail: Record<string, string | number | string[]>, now: number) {
+  private event(kind: string, detail: Record<string, string | number | string[]>) {
     this.opts.logger.event(kind, detail);
-    this.opts.store.appendEvent({ at: now, kind, detail }).catch((error: unknown) => {
-      this.opts.logger.event("store-error", { message: (error as Error).message });
+    this.opts.store.appendEvent({ at: this.clock.wallNow(), kind, detail }).catch((error: unknown) => {
+      this.opts.logger.event("store-error", { during: "event", message: (error as Error).message });
     });
+  }
+
+  /**
+   * A gap in the event loop's pulse means the service did not run (a blocked loop, a paused VM):
+   * heartbeats may be waiting to be read, so the engine gives hosts time before timing them out.
+   */
+  private noticeStall(now: number) {
+    const gap = performance.now() - this.lastPulse;
+    this.lastPulse = performance.now();
+    if (gap <= 3 * PULSE_MS) return;
+    const graced = this.engine.resume(now, gap);
+    if (graced > 0) this.opts.logger.event("stalled", { ms: Math.round(gap), hosts: graced });
   }
 
   /** One timer for the engine's deadlines (timeouts, backoff ends, crash confirmation). */
@@ -392,17 +528,18 @@ export class StateCore {
     if (deadline === undefined || deadline >= this.evaluateAt) return;
     clearTimeout(this.evaluateTimer);
     this.evaluateAt = deadline;
-    this.evaluateTimer = setTimeout(() => this.runEvaluate(), Math.max(0, deadline - Date.now()));
+    this.evaluateTimer = setTimeout(() => this.runEvaluate(), Math.max(0, deadline - this.clock.now()));
     this.evaluateTimer.unref();
   }
 
   private runEvaluate() {
     this.evaluateAt = Infinity;
     this.evaluateTimer = undefined;
-    const now = Date.now();
+    const now = this.clock.now();
+    this.noticeStall(now);
     const started = performance.now();
     const decisions = this.engine.evaluate(now);
-    if (decisions.length > 0) this.commitChanges(new Set(decisions.map((d) => d.link)), decisions, started);
+    if (decisions.length > 0) this.commit(decisions, [], new Set(), started);
     this.scheduleEvaluate();
   }
 }
@@ -410,7 +547,18 @@ export class StateCore {
 /** The parts of a report worth storing; probe ages and round-trip times change on every report. */
 function reportKey(report: HostReport): string {
   const tunnels = report.tunnels.map((t) => `${t.location}:${t.state}:${t.peerHost ?? ""}`).join(",");
-  return [report.publicAddress, report.privateAddress, report.role, report.appliedGeneration, tunnels, report.routes.applied.join(","), report.routes.error].join("|");
+  return [addressKey(report), report.role, report.appliedGeneration, tunnels, report.routes.applied.join(","), report.routes.error].join("|");
+}
+
+/** The parts of a report that other hosts' desired states show. */
+function addressKey(report: HostReport): string {
+  return `${report.publicAddress ?? ""}|${report.privateAddress ?? ""}|${report.hostCheckPort ?? ""}`;
+}
+
+/** The snapshot with every time moved by `shift` ms (wall clock ↔ the engine's monotonic clock). */
+function shiftSnapshot(snapshot: EngineSnapshot, shift: number): EngineSnapshot {
+  const move = (t: number | null) => (t === null ? null : Math.max(0, Math.round(t + shift)));
+  return { ...snapshot, hosts: snapshot.hosts.map((h) => ({ ...h, lastSeen: move(h.lastSeen), offlineSince: move(h.offlineSince) })) };
 }
 
 const WENT_OFFLINE = new Set(["offline", "timeout", "crash-confirmed"]);

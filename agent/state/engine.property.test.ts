@@ -1,15 +1,19 @@
 // Property tests of the failover engine: random topologies, random event sequences (heartbeats with
 // honest or arbitrary host-check reports, graceful stops, crashes, time passing), invariants checked
-// after every step. Time is a plain number; the engine's timers are run the way the service runs them.
+// after every step against the test's own record of what happened. Time is a plain number; the
+// engine's timers are run the way the service runs them.
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { DEFAULTS, type Topology } from "../../lib/topology";
 import type { HostCheckResult } from "../protocol";
 import { FailoverEngine, type Decision, type HostView } from "./engine";
 import { report, topologyOf, type HostSpec } from "./engine/fixtures";
+import { linkTiming } from "./engine/model";
 
 const T0 = 1_700_000_000_000;
 const CRASH_CONFIRM_MS = DEFAULTS.timing.crashConfirm * 1000;
+/** How long the engine may rely on a host-check result (it clamps reported ages to this, too). */
+const FRESH_MS = linkTiming(topologyOf({ a: [{ id: "a" }], b: [{ id: "b" }] }).links[0]!).freshMs;
 const REASONS = ["initial", "higher-priority", "offline", "timeout", "crash-confirmed", "partitioned", "peers-lost", "backoff-ended", "online", "host-checks"];
 
 interface World {
@@ -51,6 +55,7 @@ type Event =
   | { kind: "cut"; host: number }
   | { kind: "heal"; host: number }
   | { kind: "reload" }
+  | { kind: "stall" }
   | { kind: "wait" };
 
 const eventArb: fc.Arbitrary<{ dt: number; event: Event }> = fc.record({
@@ -72,6 +77,7 @@ const eventArb: fc.Arbitrary<{ dt: number; event: Event }> = fc.record({
     { weight: 1, arbitrary: fc.record({ kind: fc.constant("heal" as const), host: fc.nat() }) },
     { weight: 1, arbitrary: fc.record({ kind: fc.constant("wait" as const) }) },
     { weight: 1, arbitrary: fc.record({ kind: fc.constant("reload" as const) }) },
+    { weight: 1, arbitrary: fc.record({ kind: fc.constant("stall" as const) }) },
   ),
 });
 
@@ -100,14 +106,19 @@ class Harness {
   readonly engine: FailoverEngine;
   readonly decisions: Decision[] = [];
   now = T0;
-  /** The test's own record of the last heartbeat and the last graceful stop of each host. */
+  /** The test's own record: last heartbeat, last graceful stop and last going offline of each host. */
   private readonly lastHeartbeat = new Map<string, number>();
   private readonly lastStop = new Map<string, number>();
+  private readonly wentOffline = new Map<string, number>();
   /** Hosts whose latest message was a graceful stop (a stop and a heartbeat may share an instant). */
   private readonly stopped = new Set<string>();
+  /** Until when a stall of the service protects each host from timing out (max(timeout, 3 heartbeats) after it). */
+  private readonly graceUntil = new Map<string, number>();
+  /** The latest result each host reported about each other host, as the engine should have taken it. */
+  private readonly results = new Map<string, Map<string, { reachable: boolean; observedAt: number }>>();
 
   constructor(readonly world: World) {
-    this.engine = new FailoverEngine(world.topology, T0);
+    this.engine = new FailoverEngine(world.topology);
   }
 
   /** Advances the clock, running the engine's timers the way the service's one timer does. */
@@ -115,41 +126,74 @@ class Harness {
     for (let at = this.engine.nextDeadline(); at !== undefined && at <= to; at = this.engine.nextDeadline()) {
       expect(at).toBeGreaterThanOrEqual(this.now);
       this.now = at;
-      this.take(this.engine.evaluate(at));
+      this.call(() => this.engine.evaluate(at));
     }
     this.now = to;
   }
 
   heartbeat(id: string, checks: HostCheckResult[]): void {
     const r = report(checks);
-    this.take(this.engine.heartbeat(id, r, this.now));
+    this.call(() => this.engine.heartbeat(id, r, this.now));
     this.lastHeartbeat.set(id, this.now);
     this.stopped.delete(id);
+    const mine = this.results.get(id) ?? new Map();
+    this.results.set(id, mine);
+    for (const c of checks) if (c.target !== id) mine.set(c.target, { reachable: c.reachable, observedAt: this.now - Math.min(c.ageMs, FRESH_MS) });
     // The same report again, at the same instant, is no cause for anything.
     expect(this.engine.heartbeat(id, r, this.now)).toEqual([]);
   }
 
   offline(id: string): void {
     const wasOnline = this.engine.hostView(id)!.online;
-    this.take(this.engine.offline(id, this.now));
+    this.call(() => this.engine.offline(id, this.now));
     // A stop of a host already offline changes nothing, its backoff included.
     if (wasOnline) this.lastStop.set(id, this.now);
     this.stopped.add(id);
     expect(this.engine.hostView(id)!.online).toBe(false);
   }
 
-  private take(decisions: Decision[]): void {
+  /** The service stalls for `gapMs`: nothing calls the engine, then the overdue timers run at once. */
+  stall(gapMs: number): void {
+    this.now += gapMs;
+    this.engine.resume(this.now, gapMs);
+    if (gapMs > 1000) {
+      for (const v of this.engine.hosts()) {
+        const graceMs = Math.max(this.world.specs.get(v.hostId)!.timeout * 1000, 3000);
+        if (v.online) this.graceUntil.set(v.hostId, Math.max(this.graceUntil.get(v.hostId) ?? 0, this.now + graceMs));
+      }
+    }
+    this.call(() => this.engine.evaluate(this.now));
+  }
+
+  /** One engine call: its decisions are checked against what the views said before and after it. */
+  private call(step: () => Decision[]): void {
+    const before = new Map(this.engine.hosts().map((v) => [v.hostId, v]));
+    const decisions = step();
+    const after = this.engine.hosts();
+    for (const v of after) {
+      // Back while it kept the role: its time offline counts for no backoff.
+      if (!before.get(v.hostId)!.online && v.online && v.role === "active") this.wentOffline.delete(v.hostId);
+      if (!before.get(v.hostId)!.online || v.online) continue;
+      // Every host goes offline at the instant of the call that takes it offline.
+      expect(v.offlineSince).toBe(this.now);
+      this.wentOffline.set(v.hostId, this.now);
+    }
     for (const d of decisions) {
       expect(d.generation).toBe(this.decisions.length + 1);
       expect(d.at).toBe(this.now);
       expect(REASONS).toContain(d.reason);
+      // A location loses its active host only when it stops gracefully or leaves the topology.
+      if (d.to === null) expect(["offline", "topology"]).toContain(d.reason);
       if (d.to !== null) {
-        // A host in backoff never becomes active.
+        // A host in backoff (by the test's own record) takes the role only when nobody else of its location is eligible.
         const backoffMs = this.world.specs.get(d.to)!.backoff * 1000;
-        const stop = this.lastStop.get(d.to);
-        if (stop !== undefined) expect(d.at).toBeGreaterThanOrEqual(stop + backoffMs);
-        const since = this.engine.hostView(d.to)!.offlineSince;
-        if (since !== null) expect(d.at).toBeGreaterThanOrEqual(since + backoffMs);
+        const off = Math.max(this.lastStop.get(d.to) ?? -Infinity, this.wentOffline.get(d.to) ?? -Infinity);
+        if (d.at < off + backoffMs) {
+          expect(after.filter((v) => v.location === d.location && v.eligible && v.hostId !== d.to)).toEqual([]);
+        }
+        // Having the role ends a backoff.
+        this.lastStop.delete(d.to);
+        this.wentOffline.delete(d.to);
       }
       if (d.reason === "higher-priority") {
         expect(this.world.specs.get(d.to!)!.priority).toBeGreaterThan(this.world.specs.get(d.from!)!.priority);
@@ -157,6 +201,15 @@ class Harness {
       if (["offline", "timeout", "crash-confirmed"].includes(d.reason)) expect(this.engine.hostView(d.from!)!.online).toBe(false);
       this.decisions.push(d);
     }
+  }
+
+  /** Whether another online host reported `id` reachable after `since`, in a result still fresh now. */
+  private reached(id: string, since: number): boolean {
+    for (const [reporter, mine] of this.results) {
+      const r = mine.get(id);
+      if (reporter !== id && this.engine.hostView(reporter)!.online && r?.reachable && r.observedAt > since && this.now < r.observedAt + FRESH_MS) return true;
+    }
+    return false;
   }
 
   checkInvariants(): void {
@@ -170,11 +223,10 @@ class Harness {
       expect(actives.length).toBeLessThanOrEqual(1);
       const active = engine.activeHost("corp", location);
       expect(actives.map((v) => v.hostId)).toEqual(active === null ? [] : [active]);
+      // Never dark while a host of the location is online and heard (a silent one could not be told).
+      if (here.some((v) => v.online && !v.silent)) expect(actives[0]).toMatchObject({ online: true });
       const eligible = here.filter((v) => v.eligible);
-      if (eligible.length === 0) {
-        expect(active).toBeNull();
-        continue;
-      }
+      if (eligible.length === 0) continue;
       expect(actives[0]).toMatchObject({ eligible: true, online: true, status: "active" });
       const best = Math.max(...eligible.map((v) => this.world.specs.get(v.hostId)!.priority));
       expect(this.world.specs.get(active!)!.priority).toBe(best);
@@ -188,7 +240,11 @@ class Harness {
         continue;
       }
       const timeoutMs = this.world.specs.get(v.hostId)!.timeout * 1000;
-      if (this.now >= beat + timeoutMs) expect(v.online).toBe(false);
+      // Silent past its timeout, a host stays online only while others still reach it (or a stall's grace lasts).
+      if (this.now >= beat + timeoutMs && v.online && this.now >= (this.graceUntil.get(v.hostId) ?? 0)) {
+        expect(v.silent).toBe(true);
+        expect(this.reached(v.hostId, beat)).toBe(true);
+      }
       // Without a graceful stop, a host is never declared down while it heartbeats within crashConfirm.
       if (!v.online) expect(v.offlineSince! - beat).toBeGreaterThanOrEqual(CRASH_CONFIRM_MS);
       else expect(v.lastSeen).toBe(beat);
@@ -201,6 +257,7 @@ function run(world: World, steps: { dt: number; event: Event }[], faults: Faults
     h.advance(h.now + dt);
     // Reloading the same document is no cause for anything either.
     if (event.kind === "reload") expect(h.engine.setTopology(world.topology, h.now)).toEqual([]);
+    else if (event.kind === "stall") h.stall(dt);
     else if (event.kind !== "wait") {
       const id = world.ids[event.host % world.ids.length]!;
       if (event.kind === "crash") faults.crashed.add(id);
@@ -268,8 +325,9 @@ describe("failover engine properties", () => {
         const restored = FailoverEngine.restore(world.topology, snapshot, h.now);
         expect(restored.evaluate(h.now)).toEqual([]);
         expect(restored.generation).toBe(h.engine.generation);
-        // Host checks are not persisted: a partitioned host shows as available until judged again.
-        const unjudged = (views: HostView[]) => views.map((v) => (v.status === "partitioned" ? { ...v, status: "available", eligible: true } : v));
+        // Host checks are not persisted: a partitioned host shows as available until judged again, a silent one as heard.
+        const unjudged = (views: HostView[]) =>
+          views.map((v) => ({ ...v, silent: false, ...(v.status === "partitioned" || v.status === "silent" ? { status: "available", eligible: true } : {}) }));
         expect(unjudged(restored.hosts())).toEqual(unjudged(h.engine.hosts()));
       }),
       { numRuns: 150 },
@@ -303,6 +361,66 @@ describe("failover engine properties", () => {
         },
       ),
       { numRuns: 100 },
+    );
+  });
+
+  it("changes no role while a location cannot reach the state service, however long, in whatever order it returns", () => {
+    fc.assert(
+      fc.property(
+        worldArb,
+        fc.nat(),
+        fc.integer({ min: 1000, max: 40_000 }),
+        fc.array(fc.integer({ min: 0, max: 3000 }), { minLength: 3, maxLength: 3 }),
+        (world, pick, cutMs, returnDelays) => {
+          const h = new Harness(world);
+          const faults = noFaults();
+          steady(world, h, faults, 20_000);
+          const settled = h.decisions.length;
+          const locations = world.topology.links[0]!.locations;
+          const cut = locations[pick % locations.length]!.hosts.map((x) => x.id);
+          // The cut location's polls do not arrive; its tunnels and host checks work.
+          const end = h.now + cutMs;
+          while (h.now + 1000 <= end) {
+            h.advance(h.now + 1000);
+            for (const id of world.ids) if (!cut.includes(id)) h.heartbeat(id, honestChecks(world, id, faults));
+            h.checkInvariants();
+          }
+          // Its hosts come back one by one, in random order and spacing, while the others keep reporting.
+          const from = h.now;
+          const returns = new Map(cut.map((id, i) => [id, from + returnDelays[i % returnDelays.length]!]));
+          const beats: { id: string; at: number }[] = [];
+          for (const id of world.ids) {
+            for (let at = returns.get(id) ?? from + 1000; at < from + 5000; at += 1000) beats.push({ id, at });
+          }
+          for (const { id, at } of beats.sort((a, b) => a.at - b.at)) {
+            h.advance(at);
+            h.heartbeat(id, honestChecks(world, id, faults));
+            h.checkInvariants();
+          }
+          steady(world, h, faults, 15_000);
+          expect(h.decisions.slice(settled)).toEqual([]);
+        },
+      ),
+      { numRuns: 150 },
+    );
+  });
+
+  it("changes no role after the service itself stalls, once the waiting heartbeats are read", () => {
+    fc.assert(
+      fc.property(worldArb, fc.integer({ min: 1001, max: 60_000 }), fc.array(fc.nat(), { maxLength: 9 }), (world, stallMs, order) => {
+        const h = new Harness(world);
+        const faults = noFaults();
+        steady(world, h, faults, 20_000);
+        const settled = h.decisions.length;
+        // Nothing runs for stallMs; then the timers fire first, and the queued heartbeats follow in any order.
+        h.stall(stallMs);
+        const ids = [...world.ids].sort((a, b) => (order[world.ids.indexOf(a)] ?? 0) - (order[world.ids.indexOf(b)] ?? 0));
+        for (const id of ids) h.heartbeat(id, honestChecks(world, id, faults));
+        h.checkInvariants();
+        steady(world, h, faults, 15_000);
+        expect(h.decisions.slice(settled)).toEqual([]);
+      }),
+      { numRuns: 150 },
     );
   });
 });

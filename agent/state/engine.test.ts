@@ -5,7 +5,7 @@ import type { HostCheckResult } from "../protocol";
 
 const T0 = 1_700_000_000_000;
 
-/** east: a (priority 2) and b; west: c and d. Defaults: timeout 5 s, backoff 10 s, crashConfirm 1.2 s. */
+/** east: a (priority 2) and b; west: c and d. Defaults: timeout 5 s, backoff 10 s, crashConfirm 1.5 s. */
 const twoSites = () =>
   topologyOf({ east: [{ id: "a", priority: 2 }, { id: "b" }], west: [{ id: "c" }, { id: "d" }] });
 
@@ -39,7 +39,7 @@ const east = (decisions: Decision[]) => decisions.filter((d) => d.location === "
  * settled (LinkTiming.settleMs = 1.9 s): reports from them and about them count as evidence.
  */
 function onlineBefore(ids: string[], topology = twoSites()): FailoverEngine {
-  const engine = new FailoverEngine(topology, T0 - 2000);
+  const engine = new FailoverEngine(topology);
   steady(engine, T0 - 2000, T0, ids);
   return engine;
 }
@@ -49,12 +49,12 @@ const decision = (at: number, from: string | null, to: string | null, reason: st
 
 describe("failover engine: liveness and election", () => {
   it("makes the first host active, then hands over to a higher priority host", () => {
-    const engine = new FailoverEngine(twoSites(), T0);
+    const engine = new FailoverEngine(twoSites());
     expect(engine.heartbeat("b", report(), T0)).toEqual([{ generation: 1, at: T0, link: "corp", location: "east", from: null, to: "b", reason: "initial" }]);
     expect(engine.heartbeat("a", report(), T0 + 10)).toEqual([{ generation: 2, at: T0 + 10, link: "corp", location: "east", from: "b", to: "a", reason: "higher-priority" }]);
     expect(engine.activeHost("corp", "east")).toBe("a");
     expect(engine.hostView("a")).toEqual({
-      hostId: "a", link: "corp", location: "east", status: "active", online: true, eligible: true, lastSeen: T0 + 10, offlineSince: null, role: "active",
+      hostId: "a", link: "corp", location: "east", status: "active", online: true, silent: false, eligible: true, lastSeen: T0 + 10, offlineSince: null, role: "active",
     });
     expect(engine.hostView("b")).toMatchObject({ status: "available", role: "standby", eligible: true });
     expect(engine.hostView("c")).toMatchObject({ status: "offline", online: false, lastSeen: null });
@@ -62,7 +62,7 @@ describe("failover engine: liveness and election", () => {
   });
 
   it("takes a silent host offline after its timeout, not before", () => {
-    const engine = new FailoverEngine(twoSites(), T0);
+    const engine = new FailoverEngine(twoSites());
     beat(engine, T0, ["a", "b"]);
     expect(steady(engine, T0 + 1000, T0 + 5000, ["b"])).toEqual([]);
     expect(engine.hostView("a")).toMatchObject({ online: true, status: "active" });
@@ -72,7 +72,7 @@ describe("failover engine: liveness and election", () => {
   });
 
   it("takes a host offline at once on a graceful stop and holds it in backoff when it returns", () => {
-    const engine = new FailoverEngine(twoSites(), T0);
+    const engine = new FailoverEngine(twoSites());
     beat(engine, T0, ["a", "b"]);
     expect(engine.offline("a", T0 + 100)).toEqual([decision(T0 + 100, "a", "b", "offline")]);
     expect(engine.offline("a", T0 + 150)).toEqual([]);
@@ -83,18 +83,31 @@ describe("failover engine: liveness and election", () => {
     expect(drive(engine, T0 + 10_100)).toEqual([decision(T0 + 10_100, "b", "a", "higher-priority")]);
   });
 
-  it("names the end of backoff when a returning host is the only one left", () => {
-    const engine = new FailoverEngine(topologyOf({ east: [{ id: "a", backoff: 3 }], west: [{ id: "c" }] }), T0);
+  it("makes a returning host active at once despite its backoff when no host is eligible", () => {
+    const engine = new FailoverEngine(topologyOf({ east: [{ id: "a", backoff: 3 }], west: [{ id: "c" }] }));
     beat(engine, T0, ["a"]);
     expect(engine.offline("a", T0 + 500)).toEqual([decision(T0 + 500, "a", null, "offline")]);
-    expect(beat(engine, T0 + 1000, ["a"])).toEqual([]);
+    // Backoff keeps a returning host from taking the role from an eligible one, never a location dark.
+    expect(beat(engine, T0 + 1000, ["a"])).toEqual([decision(T0 + 1000, null, "a", "online")]);
+    expect(engine.hostView("a")).toMatchObject({ status: "active", eligible: true });
+    expect(steady(engine, T0 + 2000, T0 + 6000, ["a"])).toEqual([]);
+  });
+
+  it("gives the role to the best returning host in backoff, and takes it back for priority when backoff ends", () => {
+    const engine = new FailoverEngine(twoSites());
+    beat(engine, T0, ["a", "b"]);
+    engine.offline("b", T0 + 100);
+    expect(engine.offline("a", T0 + 200)).toEqual([decision(T0 + 200, "a", null, "offline")]);
+    // b is back first, in backoff: it gets the role, and with it the end of its backoff.
+    expect(beat(engine, T0 + 1000, ["b", "a"])).toEqual([decision(T0 + 1000, null, "b", "online")]);
+    expect(engine.hostView("b")!.status).toBe("active");
+    // a (priority 2), back in backoff too, may not take the role from an eligible host before its backoff ends.
     expect(engine.hostView("a")!.status).toBe("backoff");
-    expect(steady(engine, T0 + 2000, T0 + 3500, ["a"])).toEqual([]);
-    expect(drive(engine, T0 + 3500)).toEqual([decision(T0 + 3500, null, "a", "backoff-ended")]);
+    expect(steady(engine, T0 + 2000, T0 + 10_201, ["a", "b"])).toEqual([decision(T0 + 10_200, "b", "a", "higher-priority")]);
   });
 
   it("keeps the current active host among equals and otherwise picks by host id", () => {
-    const engine = new FailoverEngine(topologyOf({ east: [{ id: "x3" }, { id: "x1" }, { id: "x2" }], west: [{ id: "w" }] }), T0);
+    const engine = new FailoverEngine(topologyOf({ east: [{ id: "x3" }, { id: "x1" }, { id: "x2" }], west: [{ id: "w" }] }));
     expect(beat(engine, T0, ["x2"])).toEqual([decision(T0, null, "x2", "initial")]);
     expect(beat(engine, T0 + 10, ["x3", "x1"])).toEqual([]);
     expect(engine.offline("x2", T0 + 20)).toEqual([decision(T0 + 20, "x2", "x1", "offline")]);
@@ -103,8 +116,8 @@ describe("failover engine: liveness and election", () => {
     expect(engine.activeHost("corp", "east")).toBe("x1");
   });
 
-  it("leaves a location without an active host when none is eligible", () => {
-    const engine = new FailoverEngine(twoSites(), T0);
+  it("leaves a location without an active host only when its last host stops gracefully", () => {
+    const engine = new FailoverEngine(twoSites());
     beat(engine, T0, ["a", "b"]);
     engine.offline("a", T0 + 1);
     expect(engine.offline("b", T0 + 2)).toEqual([decision(T0 + 2, "b", null, "offline")]);
@@ -112,24 +125,42 @@ describe("failover engine: liveness and election", () => {
     expect(engine.hosts().filter((h) => h.role === "active").map((h) => h.hostId)).toEqual([]);
   });
 
+  it("keeps a timed-out active host's role while no host of its location is online", () => {
+    const engine = new FailoverEngine(twoSites());
+    beat(engine, T0, ["a", "b", "c", "d"]);
+    // East goes silent and nobody reports host checks: nothing shows east alive, nothing could do better.
+    expect(steady(engine, T0 + 1000, T0 + 5000, ["c", "d"])).toEqual([]);
+    expect(east(drive(engine, T0 + 5000))).toEqual([]);
+    expect(engine.activeHost("corp", "east")).toBe("a");
+    expect(engine.hostView("a")).toMatchObject({ online: false, status: "offline", role: "active", offlineSince: T0 + 5000 });
+    // a comes back first: it kept the role, so it has no backoff to wait out.
+    expect(beat(engine, T0 + 6000, ["a"])).toEqual([]);
+    expect(engine.hostView("a")).toMatchObject({ online: true, status: "active", offlineSince: null });
+    expect(east(steady(engine, T0 + 7000, T0 + 20_000, ["a", "b", "c", "d"]))).toEqual([]);
+  });
+
+  it("hands a timed-out active host's role to the first host of its location back online", () => {
+    const engine = new FailoverEngine(twoSites());
+    beat(engine, T0, ["a", "b", "c", "d"]);
+    steady(engine, T0 + 1000, T0 + 5000, ["c", "d"]);
+    drive(engine, T0 + 5000);
+    // b is back first, in backoff: a location is never left dark while a host of it is online.
+    expect(beat(engine, T0 + 6000, ["b"])).toEqual([decision(T0 + 6000, "a", "b", "timeout")]);
+    expect(beat(engine, T0 + 6500, ["a"])).toEqual([]);
+    expect(engine.hostView("a")!.status).toBe("backoff");
+    // a (priority 2) takes the role back once its backoff, counted from going offline, is over.
+    expect(east(steady(engine, T0 + 7000, T0 + 15_001, ["a", "b"]))).toEqual([decision(T0 + 15_000, "b", "a", "higher-priority")]);
+  });
+
   it("refuses unknown hosts with an error naming them", () => {
-    const engine = new FailoverEngine(twoSites(), T0);
+    const engine = new FailoverEngine(twoSites());
     expect(() => engine.heartbeat("nope", report(), T0)).toThrow(UnknownHostError);
     expect(() => engine.offline("nope", T0)).toThrow('unknown host "nope"');
     expect(engine.hostView("nope")).toBeUndefined();
-    expect(engine.lastReport("nope")).toBeUndefined();
-  });
-
-  it("keeps each host's latest report for the service", () => {
-    const engine = new FailoverEngine(twoSites(), T0);
-    const r = { ...report([check("c", true)]), publicAddress: "198.18.0.1" };
-    engine.heartbeat("a", r, T0 + 5);
-    expect(engine.lastReport("a")).toEqual({ report: r, at: T0 + 5 });
-    expect(engine.lastReport("b")).toBeUndefined();
   });
 
   it("needs no timer while no host is online", () => {
-    const engine = new FailoverEngine(twoSites(), T0);
+    const engine = new FailoverEngine(twoSites());
     expect(engine.nextDeadline()).toBeUndefined();
     expect(engine.evaluate(T0 + 60_000)).toEqual([]);
   });
@@ -150,18 +181,27 @@ describe("failover engine: crash confirmation", () => {
 
   it("confirms a crash crashConfirm after the last heartbeat when the standby's probe fails", () => {
     const engine = upAtT0();
-    // b's urgent report: its probe of a failed 100 ms ago, while it still reaches the peers.
-    expect(engine.heartbeat("b", report([check("a", false, 100, 1), check("c", true), check("d", true)]), T0 + 700)).toEqual([]);
-    expect(engine.nextDeadline()).toBe(T0 + 1200);
-    expect(drive(engine, T0 + 1199)).toEqual([]);
-    expect(drive(engine, T0 + 1200)).toEqual([decision(T0 + 1200, "a", "b", "crash-confirmed")]);
-    expect(engine.hostView("a")).toMatchObject({ online: false, offlineSince: T0 + 1200 });
+    // b's urgent report: its second probe of a in a row failed 100 ms ago, while it still reaches the peers.
+    expect(engine.heartbeat("b", report([check("a", false, 100, 2), check("c", true), check("d", true)]), T0 + 900)).toEqual([]);
+    expect(engine.nextDeadline()).toBe(T0 + 1500);
+    expect(drive(engine, T0 + 1499)).toEqual([]);
+    expect(drive(engine, T0 + 1500)).toEqual([decision(T0 + 1500, "a", "b", "crash-confirmed")]);
+    expect(engine.hostView("a")).toMatchObject({ online: false, offlineSince: T0 + 1500 });
+  });
+
+  it("does not take one lost probe and a late poll for a crash", () => {
+    const engine = upAtT0();
+    // One failed probe only (a lost packet), and a's next poll comes 300 ms late (a far-away service, a busy agent).
+    expect(engine.heartbeat("b", report([check("a", false, 50, 1), check("c", true), check("d", true)]), T0 + 1200)).toEqual([]);
+    expect(drive(engine, T0 + 1800)).toEqual([]);
+    expect(engine.heartbeat("a", report([check("b", true), check("c", true), check("d", true)]), T0 + 1300)).toEqual([]);
+    expect(engine.hostView("a")).toMatchObject({ online: true, status: "active" });
   });
 
   it("confirms a crash from a peer location's report, at once when the host is already quiet long enough", () => {
     const engine = upAtT0();
-    expect(engine.heartbeat("c", report([check("a", false, 50), check("b", true)]), T0 + 1500)).toEqual([
-      decision(T0 + 1500, "a", "b", "crash-confirmed"),
+    expect(engine.heartbeat("c", report([check("a", false, 50), check("b", true)]), T0 + 1600)).toEqual([
+      decision(T0 + 1600, "a", "b", "crash-confirmed"),
     ]);
   });
 
@@ -221,7 +261,7 @@ describe("failover engine: partitions", () => {
   });
 
   it("ignores stale results: a host whose reports stopped mentioning peers is not judged on old ones", () => {
-    const engine = new FailoverEngine(twoSites(), T0);
+    const engine = new FailoverEngine(twoSites());
     beat(engine, T0, ["a", "b"], { a: [check("c", false, 3000), check("d", false, 3000)], b: reachAll });
     expect(steady(engine, T0 + 1000, T0 + 10_000, ["a", "b"]).map((d) => d.reason)).toEqual([]);
     expect(engine.activeHost("corp", "east")).toBe("a");
@@ -253,7 +293,7 @@ describe("failover engine: partitions", () => {
   });
 
   it("does not demote for lost peers when no other host is reached by them", () => {
-    const engine = new FailoverEngine(twoSites(), T0);
+    const engine = new FailoverEngine(twoSites());
     beat(engine, T0, ["a", "b", "c", "d"]);
     const lostBoth = [check("a", false, 0, 2), check("b", false, 0, 2)];
     expect(steady(engine, T0 + 1000, T0 + 6000, ["a", "b", "c", "d"], { c: lostBoth, d: lostBoth })).toEqual([]);
@@ -261,7 +301,7 @@ describe("failover engine: partitions", () => {
   });
 
   it("never demotes a lone host", () => {
-    const engine = new FailoverEngine(topologyOf({ solo: [{ id: "s" }], west: [{ id: "c" }, { id: "d" }] }), T0);
+    const engine = new FailoverEngine(topologyOf({ solo: [{ id: "s" }], west: [{ id: "c" }, { id: "d" }] }));
     beat(engine, T0, ["s", "c", "d"]);
     const lostS = [check("s", false, 0, 5)];
     expect(steady(engine, T0 + 1000, T0 + 8000, ["s", "c", "d"], { s: reachNone, c: lostS, d: lostS })).toEqual([]);
@@ -269,7 +309,7 @@ describe("failover engine: partitions", () => {
   });
 
   it("keeps the only candidate when the other host is in backoff", () => {
-    const engine = new FailoverEngine(twoSites(), T0);
+    const engine = new FailoverEngine(twoSites());
     beat(engine, T0, ["a", "b", "c", "d"]);
     engine.offline("b", T0 + 100);
     const lostA = [check("a", false, 0, 3), check("b", true)];
@@ -280,7 +320,7 @@ describe("failover engine: partitions", () => {
 
 describe("failover engine: restart and reload", () => {
   it("restores a snapshot without changing any role, and gives hosts a grace period", () => {
-    const engine = new FailoverEngine(twoSites(), T0);
+    const engine = new FailoverEngine(twoSites());
     steady(engine, T0, T0 + 3000, ["a", "b", "c", "d"]);
     const snapshot = JSON.parse(JSON.stringify(engine.snapshot()));
     const restoredAt = T0 + 6000; // the service was down for about 4 s: longer than nothing, shorter than the timeout
@@ -297,7 +337,7 @@ describe("failover engine: restart and reload", () => {
   });
 
   it("times out a restored host that never reports again when nobody witnesses it", () => {
-    const engine = new FailoverEngine(twoSites(), T0);
+    const engine = new FailoverEngine(twoSites());
     steady(engine, T0, T0 + 3000, ["a", "b"]);
     const restoredAt = T0 + 60_000;
     const restored = FailoverEngine.restore(twoSites(), engine.snapshot(), restoredAt, 1500);
@@ -306,7 +346,7 @@ describe("failover engine: restart and reload", () => {
   });
 
   it("does not preempt during the grace period, and does when it ends", () => {
-    const engine = new FailoverEngine(twoSites(), T0);
+    const engine = new FailoverEngine(twoSites());
     beat(engine, T0, ["a", "b"]);
     engine.offline("a", T0 + 100);
     beat(engine, T0 + 200, ["a", "b"]); // a is back, in backoff until T0 + 10_100
@@ -332,7 +372,7 @@ describe("failover engine: restart and reload", () => {
   });
 
   it("ignores snapshot entries the topology no longer has", () => {
-    const engine = new FailoverEngine(twoSites(), T0);
+    const engine = new FailoverEngine(twoSites());
     beat(engine, T0, ["a", "c"]);
     const smaller = topologyOf({ east: [{ id: "b" }], west: [{ id: "c" }] });
     const restored = FailoverEngine.restore(smaller, engine.snapshot(), T0 + 100);
@@ -344,7 +384,7 @@ describe("failover engine: restart and reload", () => {
   it("reloads a topology: kept hosts keep their state, removed ones hand over, added ones start offline", () => {
     const threeSites = (east: { id: string; priority?: number }[], withNorth: boolean) =>
       topologyOf({ east, west: [{ id: "c" }], ...(withNorth ? { north: [{ id: "n" }] } : {}) });
-    const engine = new FailoverEngine(threeSites([{ id: "a", priority: 2 }, { id: "b" }], true), T0);
+    const engine = new FailoverEngine(threeSites([{ id: "a", priority: 2 }, { id: "b" }], true));
     beat(engine, T0, ["a", "b", "c", "n"]);
     const decisions = engine.setTopology(threeSites([{ id: "b" }, { id: "e", priority: 9 }], false), T0 + 500);
     expect(decisions).toEqual([
@@ -356,10 +396,11 @@ describe("failover engine: restart and reload", () => {
     expect(engine.hostView("e")).toMatchObject({ online: false, lastSeen: null });
     expect(engine.hostView("a")).toBeUndefined();
     expect(engine.activeHost("corp", "north")).toBeNull();
-    // A raised priority preempts; c's timers survived the reload.
+    // A raised priority preempts; c's timers survived the reload (c times out, keeping west's role: nobody else is there).
     expect(engine.setTopology(threeSites([{ id: "b" }, { id: "e", priority: 9 }], false), T0 + 600)).toEqual([]);
     expect(engine.heartbeat("e", report(), T0 + 700)).toEqual([decision(T0 + 700, "b", "e", "higher-priority")]);
-    expect(drive(engine, T0 + 5000)).toEqual([decision(T0 + 5000, "c", null, "timeout", "west")]);
+    expect(drive(engine, T0 + 5000)).toEqual([]);
+    expect(engine.hostView("c")).toMatchObject({ online: false, offlineSince: T0 + 5000, role: "active" });
   });
 });
 
@@ -381,5 +422,85 @@ describe("failover engine: evidence from hosts that just came online", () => {
     // a goes quiet: only b's word says it crashed, and b is not settled yet, so only the timeout counts.
     expect(east(drive(engine, T0 + 1500))).toEqual([]);
     expect(engine.hostView("a")!.online).toBe(true);
+  });
+});
+
+describe("failover engine: the control plane lost, the data plane kept", () => {
+  const others = (self: string) => ["a", "b", "c", "d"].filter((id) => id !== self).map((id) => check(id, true));
+  const honest = Object.fromEntries(["a", "b", "c", "d"].map((id) => [id, others(id)]));
+
+  it("keeps a location's hosts online and its roles while it cannot reach the state service but its peers reach it", () => {
+    const engine = onlineBefore(["a", "b", "c", "d"]);
+    steady(engine, T0, T0 + 10_000, ["a", "b", "c", "d"], honest);
+    // 10.5 s to 30.5 s: east's polls do not arrive; west still reaches east's hosts.
+    expect(steady(engine, T0 + 11_000, T0 + 31_000, ["c", "d"], honest)).toEqual([]);
+    expect(engine.hostView("a")).toMatchObject({ online: true, silent: true, status: "active", lastSeen: T0 + 9000 });
+    // b cannot be handed the role while silent: it would not hear of it.
+    expect(engine.hostView("b")).toMatchObject({ online: true, silent: true, status: "silent", eligible: false });
+    // Back, in either order: nothing to decide.
+    expect(beat(engine, T0 + 31_000, ["b", "a"], honest)).toEqual([]);
+    expect(steady(engine, T0 + 32_000, T0 + 50_000, ["a", "b", "c", "d"], honest)).toEqual([]);
+    expect(engine.hostView("a")).toMatchObject({ silent: false, status: "active" });
+  });
+
+  it("takes a silent host offline once nobody reaches it any more", () => {
+    const engine = onlineBefore(["a", "b", "c", "d"]);
+    steady(engine, T0, T0 + 10_000, ["a", "b", "c", "d"], honest);
+    steady(engine, T0 + 11_000, T0 + 20_000, ["b", "c", "d"], honest);
+    expect(engine.hostView("a")).toMatchObject({ online: true, silent: true });
+    // From T0 + 20 s the peers stop mentioning a: its last results (observed at T0 + 19 s) go stale 2.15 s later.
+    const withoutA = Object.fromEntries(["b", "c", "d"].map((id) => [id, others(id).filter((c) => c.target !== "a")]));
+    expect(east(steady(engine, T0 + 20_000, T0 + 21_150, ["b", "c", "d"], withoutA))).toEqual([]);
+    expect(east(drive(engine, T0 + 21_150))).toEqual([decision(T0 + 21_150, "a", "b", "timeout")]);
+  });
+
+  it("takes a silent host offline as soon as the last host that reached it does not", () => {
+    const engine = onlineBefore(["a", "b", "c", "d"]);
+    steady(engine, T0, T0 + 10_000, ["a", "b", "c", "d"], honest);
+    steady(engine, T0 + 10_000, T0 + 16_000, ["b", "c", "d"], honest);
+    // One lost probe each: no crash, but then nobody reaches a any more.
+    const lostOnce = Object.fromEntries(["b", "c", "d"].map((id) => [id, others(id).map((c) => (c.target === "a" ? check("a", false, 0, 1) : c))]));
+    expect(east(beat(engine, T0 + 16_000, ["b", "c", "d"], lostOnce))).toEqual([decision(T0 + 16_000, "a", "b", "timeout")]);
+  });
+
+  it("does not hand the role to a silent host, which would not hear of it, until it is heard again", () => {
+    const engine = onlineBefore(["a", "b", "c", "d"]);
+    steady(engine, T0, T0 + 10_000, ["a", "b", "c", "d"], honest);
+    // b loses the state service (the peers still reach it); then a crashes.
+    steady(engine, T0 + 10_000, T0 + 16_000, ["a", "c", "d"], honest);
+    expect(engine.hostView("b")).toMatchObject({ silent: true, status: "silent" });
+    const aDown = Object.fromEntries(["b", "c", "d"].map((id) => [id, others(id).map((c) => (c.target === "a" ? check("a", false, 0, 3) : c))]));
+    const crash = east(steady(engine, T0 + 16_000, T0 + 18_000, ["c", "d"], aDown));
+    expect(crash).toEqual([]);
+    expect(engine.hostView("a")).toMatchObject({ online: false, status: "offline", role: "active" });
+    // b is heard again: now it can be told, so it takes over.
+    expect(east(beat(engine, T0 + 18_000, ["b"], aDown))).toEqual([decision(T0 + 18_000, "a", "b", "crash-confirmed")]);
+  });
+
+  it("times nobody out after the service itself stalled: heartbeats were only waiting to be read", () => {
+    const engine = onlineBefore(["a", "b", "c", "d"]);
+    steady(engine, T0, T0 + 10_000, ["a", "b", "c", "d"], honest);
+    // No call at all from T0 + 9 s to T0 + 16 s (event loop blocked, VM paused); then the timers run first.
+    engine.resume(T0 + 16_000, 7000);
+    expect(engine.evaluate(T0 + 16_000)).toEqual([]);
+    expect(beat(engine, T0 + 16_000, ["b", "d", "c", "a"], honest)).toEqual([]);
+    expect(steady(engine, T0 + 17_000, T0 + 40_000, ["a", "b", "c", "d"], honest)).toEqual([]);
+  });
+
+  it("still takes a host offline after a stall once the grace is over", () => {
+    const engine = onlineBefore(["a", "b", "c", "d"]);
+    steady(engine, T0, T0 + 10_000, ["a", "b", "c", "d"]);
+    engine.resume(T0 + 16_000, 7000);
+    // a never reports again and nobody reports host checks: timed out when the grace, max(timeout, 3 heartbeats) = 5 s, ends.
+    expect(east(steady(engine, T0 + 16_000, T0 + 21_000, ["b", "c", "d"]))).toEqual([]);
+    expect(east(drive(engine, T0 + 21_000))).toEqual([decision(T0 + 21_000, "a", "b", "timeout")]);
+  });
+
+  it("ignores a gap no longer than a heartbeat", () => {
+    const engine = onlineBefore(["a", "b", "c", "d"]);
+    steady(engine, T0, T0 + 10_000, ["a", "b", "c", "d"]);
+    steady(engine, T0 + 10_000, T0 + 14_000, ["b", "c", "d"]);
+    engine.resume(T0 + 14_000, 1000);
+    expect(east(drive(engine, T0 + 14_000))).toEqual([decision(T0 + 14_000, "a", "b", "timeout")]);
   });
 });

@@ -1,10 +1,21 @@
 // The failover engine of the state service: who is active in every location, and why.
-// Pure and synchronous: every time is passed in by the caller (ms since epoch) and nothing reads a
-// clock, so the service drives it with one timer (nextDeadline) and tests drive it with plain numbers.
+// Pure and synchronous: every time is passed in by the caller and nothing reads a clock, so the
+// service drives it with one timer (nextDeadline) and tests drive it with plain numbers. Times are
+// ms on a monotonic clock (the service uses performance.timeOrigin + performance.now()): a step of the
+// wall clock must not look like silence. Wall-clock time is the caller's business (logs, status).
+//
+// The data plane must not depend on the control plane, so losing the state service changes no role:
+// - a host whose heartbeats stop while other hosts still reach it (host checks after its last
+//   heartbeat) stays online, "silent": it lost the state service, not its tunnels. It keeps the
+//   active role if it has it, but is not handed it (it would not hear of it);
+// - a location never loses its active host while it has one (judge.ts chooseActive): with no host
+//   online and heard, the active host keeps the role even offline; only a graceful stop gives it up;
+// - after the service itself stalled (resume) or restarted (restore), hosts get a grace period to
+//   report before they can time out.
 import { formatPath, type Topology } from "../../lib/topology";
 import type { HostCheckResult, HostReport } from "../protocol";
 import { DeadlineQueue } from "./engine/deadlines";
-import { chooseActive, crashConfirmed, failedSettled, isCandidate, isDown, judgePartitions, settled } from "./engine/judge";
+import { chooseActive, crashConfirmed, failedSettled, isDown, isEligible, judgePartitions, reachedUntil, settled } from "./engine/judge";
 import { buildModel, carryOver, locationKey, type CheckResult, type HostState, type LocationState, type Model } from "./engine/model";
 import {
   SnapshotError,
@@ -31,12 +42,8 @@ export class FailoverEngine {
   private readonly timers = new DeadlineQueue<Timer>();
   private counter = 0;
 
-  /**
-   * Every host starts offline and out of backoff; no location has an active host yet, so nothing is
-   * timed and `now` only keeps the signature in line with the other entry points.
-   */
-  constructor(topology: Topology, now: number) {
-    void now;
+  /** Every host starts offline and out of backoff; no location has an active host yet, so nothing is timed. */
+  constructor(topology: Topology) {
     this.model = buildModel(topology);
   }
 
@@ -75,8 +82,7 @@ export class FailoverEngine {
     const touched: Touched = new Map([[home, "online"]]);
     const wasOnline = host.online;
     host.lastSeen = now;
-    host.report = report;
-    host.reportAt = now;
+    host.silent = false;
     if (!wasOnline) {
       this.comeOnline(host, now);
       // A new reporter changes what "every peer host" says about the peer locations.
@@ -88,6 +94,11 @@ export class FailoverEngine {
       if (!suspect.online) continue;
       if (crashConfirmed(suspect, now)) {
         this.goOffline(suspect, now, "crash-confirmed", touched);
+        continue;
+      }
+      // Silent and no longer reached: its timeout is long past.
+      if (suspect.silent) {
+        if (reachedUntil(suspect, now) === undefined) this.goOffline(suspect, now, "timeout", touched);
         continue;
       }
       const confirmAt = Math.max(suspect.lastSeen! + suspect.location.timing.crashConfirmMs, suspect.graceUntil);
@@ -119,10 +130,24 @@ export class FailoverEngine {
       if (timer.kind === "timeout") {
         host.timeoutQueued = false;
         if (!host.online) continue;
-        const deadline = timeoutAt(host);
+        if (now < timeoutAt(host)) {
+          this.armTimeout(host);
+          continue;
+        }
         // Same instant as a due crash confirmation: name the stronger evidence, whichever timer popped first.
-        if (now >= deadline) this.goOffline(host, now, crashConfirmed(host, now) ? "crash-confirmed" : "timeout", touched);
-        else this.armTimeout(host);
+        if (crashConfirmed(host, now)) {
+          this.goOffline(host, now, "crash-confirmed", touched);
+          continue;
+        }
+        const reached = reachedUntil(host, now);
+        if (reached === undefined) {
+          this.goOffline(host, now, "timeout", touched);
+          continue;
+        }
+        // Silent but reached by others: still online, judged again when that evidence runs out.
+        host.silent = true;
+        host.timeoutQueued = true;
+        this.timers.push(reached, { kind: "timeout", host });
       } else if (timer.kind === "crash") {
         if (crashConfirmed(host, now)) this.goOffline(host, now, "crash-confirmed", touched);
       } else if (host.online && host.inBackoff && now >= host.offlineSince! + host.backoffMs) {
@@ -150,10 +175,19 @@ export class FailoverEngine {
     return [...this.model.hosts.values()].map(view);
   }
 
-  /** The host's latest report and when it arrived (reported addresses, tunnels, routes), if any. */
-  lastReport(hostId: string): { report: HostReport; at: number } | undefined {
-    const host = this.model.hosts.get(hostId);
-    return host?.report && host.reportAt !== null ? { report: host.report, at: host.reportAt } : undefined;
+  /**
+   * The caller was not running for `gapMs` up to `now` (an event-loop stall, a paused VM): heartbeats
+   * may be waiting to be read, so hosts of links whose heartbeat is shorter than the gap get the
+   * restart grace before they can time out or be confirmed crashed. Returns how many hosts got it.
+   */
+  resume(now: number, gapMs: number): number {
+    let graced = 0;
+    for (const host of this.model.hosts.values()) {
+      if (!host.online || gapMs <= host.location.timing.heartbeatMs) continue;
+      host.graceUntil = Math.max(host.graceUntil, now + graceFor(host));
+      graced++;
+    }
+    return graced;
   }
 
   snapshot(): EngineSnapshot {
@@ -187,29 +221,34 @@ export class FailoverEngine {
       const fields = parsed.error.issues.map((i) => formatPath(i.path) || "(snapshot)");
       throw new SnapshotError(fields, parsed.error.issues.map((i, n) => `${fields[n]}: ${i.message}`).join("; "));
     }
-    const engine = new FailoverEngine(topology, now);
+    const engine = new FailoverEngine(topology);
     engine.counter = parsed.data.generation;
-    const graceFor = (host: HostState) => graceMs ?? Math.max(host.timeoutMs, 3 * host.location.timing.heartbeatMs);
-    for (const saved of parsed.data.hosts) {
-      const host = engine.model.hosts.get(saved.id);
-      if (!host) continue;
-      host.lastSeen = saved.lastSeen;
-      host.offlineSince = saved.offlineSince;
-      host.online = saved.online && saved.lastSeen !== null;
-      if (!host.online) continue;
-      host.graceUntil = now + graceFor(host);
-      engine.comeOnline(host, now);
-      // It was online before the restart: its own key and listener are long settled.
-      host.onlineSince = -Infinity;
-      engine.armTimeout(host);
-    }
+    // First the roles (an active host is never in backoff), then the hosts.
+    const locations: LocationState[] = [];
     for (const saved of parsed.data.locations) {
       const location = engine.model.locations.get(locationKey(saved.link, saved.location));
       if (!location) continue;
       location.hadActive = saved.hadActive;
+      // Kept even when offline: no host was online to take the role (chooseActive).
+      location.active = location.hosts.find((h) => h.id === saved.active) ?? null;
+      locations.push(location);
+    }
+    for (const saved of parsed.data.hosts) {
+      const host = engine.model.hosts.get(saved.id);
+      if (!host) continue;
+      // Times from a clock that was stepped back since must not lie in the future.
+      host.lastSeen = saved.lastSeen === null ? null : Math.min(saved.lastSeen, now);
+      host.offlineSince = saved.offlineSince === null ? null : Math.min(saved.offlineSince, now);
+      host.online = saved.online && host.lastSeen !== null;
+      if (!host.online) continue;
+      host.graceUntil = now + (graceMs ?? graceFor(host));
+      // It was online before the restart: its own key and listener are long settled.
+      host.onlineSince = -Infinity;
+      engine.startBackoff(host, now);
+      engine.armTimeout(host);
+    }
+    for (const location of locations) {
       location.graceUntil = Math.max(now, ...location.hosts.map((h) => h.graceUntil));
-      const active = location.hosts.find((h) => h.id === saved.active);
-      if (active?.online) location.active = active;
       // A preemption held back by the grace period happens when it ends, not at some later report.
       engine.timers.push(location.graceUntil, { kind: "recheck", location });
     }
@@ -222,17 +261,27 @@ export class FailoverEngine {
     return host;
   }
 
-  /** Marks a host online; a host back within `backoff` of going offline waits before it may be active. */
+  /**
+   * Marks a host online; a host back within `backoff` of going offline waits before it may be active,
+   * unless it kept the role while offline: then its time offline is forgotten (it has no role to take).
+   */
   private comeOnline(host: HostState, now: number): void {
     host.online = true;
     host.onlineSince = now;
     host.offlineReason = null;
-    host.inBackoff = host.offlineSince !== null && now < host.offlineSince + host.backoffMs;
+    if (host.location.active === host) host.offlineSince = null;
+    this.startBackoff(host, now);
+  }
+
+  /** In backoff while within `backoff` of going offline; an active host never is. */
+  private startBackoff(host: HostState, now: number): void {
+    host.inBackoff = host.location.active !== host && host.offlineSince !== null && now < host.offlineSince + host.backoffMs;
     if (host.inBackoff) this.timers.push(host.offlineSince! + host.backoffMs, { kind: "backoff", host });
   }
 
   private goOffline(host: HostState, now: number, reason: OfflineReason, touched: Touched): void {
     host.online = false;
+    host.silent = false;
     host.offlineSince = now;
     host.offlineReason = reason;
     host.inBackoff = false;
@@ -241,6 +290,13 @@ export class FailoverEngine {
     if (!touched.has(host.location)) touched.set(host.location, reason);
     // Its reports no longer count, which can change what peers are judged to reach.
     for (const peer of host.location.peers) if (!touched.has(peer)) touched.set(peer, "host-checks");
+    // ...and silent hosts it alone still reached are silent no more, but gone.
+    for (const location of [host.location, ...host.location.peers]) {
+      for (const other of location.hosts) {
+        if (!other.online || !other.silent || reachedUntil(other, now) !== undefined) continue;
+        this.goOffline(other, now, crashConfirmed(other, now) ? "crash-confirmed" : "timeout", touched);
+      }
+    }
   }
 
   /** After a reload: every timer of the new model, from its carried-over state. */
@@ -260,7 +316,7 @@ export class FailoverEngine {
   /**
    * Stores a report's host checks (targets outside the host's link are ignored), marks the peer
    * locations whose verdicts they may change, and returns the hosts they show failing after their
-   * last heartbeat: crash suspects.
+   * last heartbeat (crash suspects) and the silent hosts they are about.
    */
   private recordChecks(host: HostState, report: HostReport, now: number, touched: Touched): HostState[] {
     const home = host.location;
@@ -268,7 +324,8 @@ export class FailoverEngine {
     for (const check of report.hostChecks) {
       const target = this.model.hosts.get(check.target);
       if (!target || target === host || target.location.link !== home.link) continue;
-      const observedAt = now - check.ageMs;
+      // An age beyond the freshness window says no more than "stale"; clamped, it cannot reach far back.
+      const observedAt = now - Math.min(check.ageMs, home.timing.freshMs);
       const result = host.results.get(target.id);
       if (target.location !== home && !touched.has(target.location) && changes(host, result, check, now)) {
         touched.set(target.location, "host-checks");
@@ -281,7 +338,8 @@ export class FailoverEngine {
       } else {
         host.results.set(target.id, { target, reachable: check.reachable, failures: check.failures, observedAt });
       }
-      if (!check.reachable && target.online && target.lastSeen !== null && observedAt > target.lastSeen) suspects.push(target);
+      // A silent host lives on others' results: any new one may be the end of it.
+      if (target.online && (target.silent || (!check.reachable && target.lastSeen !== null && observedAt > target.lastSeen))) suspects.push(target);
     }
     return suspects;
   }
@@ -313,12 +371,22 @@ export class FailoverEngine {
     if (to === from) return;
     out.push(this.record(location, now, from, to, reasonFor(location, from, to, cause)));
     location.active = to;
-    if (to) location.hadActive = true;
+    if (!to) return;
+    location.hadActive = true;
+    // Backoff only keeps a host from taking the role; once it has it, it is over (for good: a restart
+    // must not find it again in offlineSince).
+    to.inBackoff = false;
+    to.offlineSince = null;
   }
 
   private record(location: LocationState, now: number, from: HostState | null, to: HostState | null, reason: string): Decision {
     return { generation: ++this.counter, at: now, link: location.link, location: location.name, from: from?.id ?? null, to: to?.id ?? null, reason };
   }
+}
+
+/** How long hosts have to report again after the service did not listen: max(timeout, 3 × heartbeat). */
+function graceFor(host: HostState): number {
+  return Math.max(host.timeoutMs, 3 * host.location.timing.heartbeatMs);
 }
 
 function timeoutAt(host: HostState): number {
@@ -339,7 +407,8 @@ function changes(reporter: HostState, before: CheckResult | undefined, after: Ho
 function reasonFor(location: LocationState, from: HostState | null, to: HostState | null, cause: string): string {
   if (from) {
     if (!location.hosts.includes(from)) return "topology";
-    if (!from.online) return from.offlineReason ?? "offline";
+    // A host restored offline has no reason on record; it was not a graceful stop (that gives the role up).
+    if (!from.online) return from.offlineReason ?? "timeout";
     if (from.partition) return from.partition;
     if (to && to.priority > from.priority) return "higher-priority";
     return cause;
@@ -350,13 +419,14 @@ function reasonFor(location: LocationState, from: HostState | null, to: HostStat
 function view(host: HostState): HostView {
   const location = host.location;
   const active = location.active === host;
-  const eligible = isCandidate(host) && host.partition === null;
+  const eligible = isEligible(host);
   return {
     hostId: host.id,
     link: location.link,
     location: location.name,
-    status: !host.online ? "offline" : host.inBackoff ? "backoff" : host.partition ? "partitioned" : active ? "active" : "available",
+    status: !host.online ? "offline" : host.inBackoff ? "backoff" : host.partition ? "partitioned" : active ? "active" : host.silent ? "silent" : "available",
     online: host.online,
+    silent: host.silent,
     eligible,
     lastSeen: host.lastSeen,
     offlineSince: host.offlineSince,

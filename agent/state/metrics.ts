@@ -30,6 +30,11 @@ export class ServiceMetrics {
     help: "Decisions that took the active role away from a host (to another host or to none)",
     registers: [this.registry],
   });
+  readonly renders = new Counter({
+    name: "sitelink_renders_total",
+    help: "Host desired states rendered (an event renders the hosts it concerns, not the whole link)",
+    registers: [this.registry],
+  });
   readonly decisions = new Counter({
     name: "sitelink_decisions_total",
     help: "Active-host decisions of the failover engine",
@@ -52,7 +57,7 @@ export class ServiceMetrics {
       labelNames: ["status"] as const,
       registers: [this.registry],
       collect() {
-        const counts: Record<HostView["status"], number> = { offline: 0, backoff: 0, partitioned: 0, available: 0, active: 0 };
+        const counts: Record<HostView["status"], number> = { offline: 0, backoff: 0, partitioned: 0, silent: 0, available: 0, active: 0 };
         for (const h of source.hosts()) counts[h.status] += 1;
         for (const [status, count] of Object.entries(counts)) this.set({ status }, count);
       },

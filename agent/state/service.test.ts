@@ -44,6 +44,15 @@ function topology(extra: { heartbeat?: number; officeHosts?: { id: string; name:
   };
 }
 
+/** A store whose decision writes fail while `failing` is set. */
+class FlakyStore extends SqliteStore {
+  failing = false;
+  override async appendDecisions(...args: Parameters<SqliteStore["appendDecisions"]>): Promise<void> {
+    if (this.failing) throw new Error("disk I/O error");
+    return super.appendDecisions(...args);
+  }
+}
+
 const dirs: string[] = [];
 const services: StateService[] = [];
 let agent: PinnedTestAgent;
@@ -55,10 +64,11 @@ function env() {
   const logger = memoryLogger();
   const writeTopology = (doc: unknown) => writeFileSync(topologyFile, JSON.stringify(doc));
   writeTopology(topology());
-  const start = async (opts: { watchTopology?: boolean; storePollMs?: number } = {}) => {
+  const start = async (opts: { watchTopology?: boolean; storePollMs?: number; store?: SqliteStore } = {}) => {
     const service = await startStateService({
       topologyFile,
       dataDir: join(dir, "data"),
+      store: opts.store,
       tls: { cert: tls.certPem, key: tls.keyPem },
       masterKey,
       listen: { host: "127.0.0.1", port: 0 },
@@ -223,6 +233,23 @@ describe("state service", () => {
     const state = await held;
     expect(state).toMatchObject({ role: "active", activeHost: "aws-b", routes: { pointHere: ["10.2.0.0/16"] } });
     expect(state.peers[0]!.activeHost).toEqual({ id: "off-a" });
+  });
+
+  it("answers a held poll at the end of the heartbeat with the last stored state while a decision cannot be stored", async () => {
+    const e = env();
+    e.writeTopology(topology({ heartbeat: 1 }));
+    const store = new FlakyStore(e.dataDir);
+    const service = await e.start({ store });
+    const seen = await allOnline(service);
+    const held = poll(service, "aws-b", seen, true);
+    await vi.waitFor(() => expect(service.core.heldPolls()).toBe(1));
+    store.failing = true;
+    const bye = offline(service, "aws-a");
+    // aws-b is active in the engine, but that is not stored: after the 1 s hold it is told what is.
+    expect(await held).toMatchObject({ role: "standby", activeHost: "aws-a", generation: seen });
+    store.failing = false;
+    expect((await bye).status).toBe(200);
+    expect(await poll(service, "aws-b", seen, true)).toMatchObject({ role: "active", activeHost: "aws-b" });
   });
 
   it("restarts from the same data directory with the same generation, PSKs and roles, and no decision", async () => {

@@ -7,7 +7,7 @@ import { createApiHandler } from "./api";
 import { StateCore } from "./core";
 import { jsonLogger, type Logger } from "./log";
 import { ServiceMetrics } from "./metrics";
-import { SqliteStore } from "./sqlite-store";
+import { RETENTION, SqliteStore } from "./sqlite-store";
 import type { StateStore } from "./store";
 import { certificateFingerprint, keyMatchesCertificate } from "./tls";
 import { loadTopologyFile, watchTopologyFile } from "./topology-source";
@@ -36,6 +36,9 @@ export interface StateServiceOptions {
   /** How often the store is checked for PSKs rotated by another process. @default 1000 */
   storePollMs?: number;
 }
+
+/** Old events and decisions are pruned at start and then this often. */
+const PRUNE_INTERVAL_MS = 3_600_000;
 
 export interface StateService {
   /** https://host:port */
@@ -113,6 +116,10 @@ export async function startStateService(opts: StateServiceOptions): Promise<Stat
     }),
     opts.storePollMs ?? 1000,
   );
+  const prune = background("prune", () => store.prune(Date.now() - RETENTION.days * 86_400_000, RETENTION.rows));
+  prune();
+  const pruneTimer = setInterval(prune, PRUNE_INTERVAL_MS);
+  pruneTimer.unref();
 
   let closing: Promise<void> | undefined;
   return {
@@ -125,6 +132,7 @@ export async function startStateService(opts: StateServiceOptions): Promise<Stat
         stopWatching();
         clearInterval(flushTimer);
         clearInterval(pollTimer);
+        clearInterval(pruneTimer);
         const closed = new Promise<void>((resolve) => server.close(() => resolve()));
         server.closeAllConnections();
         await closed;

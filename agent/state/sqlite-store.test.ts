@@ -1,8 +1,9 @@
-import { mkdtempSync, rmSync, statSync } from "node:fs";
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { DATABASE_FILE, SqliteStore } from "./sqlite-store";
+import type { Decision } from "./engine";
 import { sortedPair } from "./store";
 import { report } from "./testkit";
 
@@ -67,6 +68,47 @@ describe("SqliteStore", () => {
     await expect(reader.saveTopology({})).rejects.toThrow("read-only");
     await reader.close();
     expect(() => new SqliteStore(join(dir, "nothing-here"), { readonly: true })).toThrow();
-    expect(DATABASE_FILE).toBe("state.db");
+  });
+
+  it("keeps the store private in a directory that already exists, under a loose umask", async () => {
+    const dir = tempDir();
+    mkdirSync(dir, { mode: 0o755 });
+    chmodSync(dir, 0o755);
+    // Left behind loose, say by a copy: made private too.
+    writeFileSync(join(dir, `${DATABASE_FILE}-wal`), "", { mode: 0o644 });
+    chmodSync(join(dir, `${DATABASE_FILE}-wal`), 0o644);
+    const umask = process.umask(0o022);
+    try {
+      const store = new SqliteStore(dir);
+      await store.createPsk("l", ["a", "b"], "secret-psk");
+      expect(readdirSync(dir).sort()).toEqual([DATABASE_FILE, `${DATABASE_FILE}-shm`, `${DATABASE_FILE}-wal`]);
+      for (const file of readdirSync(dir)) expect([file, statSync(join(dir, file)).mode & 0o777]).toEqual([file, 0o600]);
+      expect(statSync(dir).mode & 0o777).toBe(0o700);
+      await store.close();
+    } finally {
+      process.umask(umask);
+    }
+  });
+
+  it("prunes old events and decisions, but never the decisions a restart replays", async () => {
+    const store = new SqliteStore(tempDir());
+    const decision = (generation: number, at: number): Decision => ({ generation, at, link: "l", location: "a", from: null, to: "h1", reason: "initial" });
+    await store.appendDecisions([decision(1, 100), decision(2, 200), decision(3, 300), decision(4, 400)], 4);
+    for (const at of [100, 200, 300, 400]) await store.appendEvent({ at, kind: "k", detail: { at } });
+    // The stored snapshot covers generations up to 2; 3 and 4 are replayed onto it at start.
+    await store.saveState({ generation: 4, snapshot: { version: 1, generation: 2, hosts: [], locations: [] }, hosts: [], at: 400 });
+    await store.prune(350, 100);
+    expect((await store.load()).laterDecisions.map((d) => d.generation)).toEqual([3, 4]);
+    const db = (store as unknown as { db: { prepare(sql: string): { pluck(): { all(): unknown[] } } } }).db;
+    const rows = (table: string, column: string) => db.prepare(`SELECT ${column} FROM ${table} ORDER BY rowid`).pluck().all();
+    expect(rows("decisions", "generation")).toEqual([3, 4]);
+    expect(rows("events", "at")).toEqual([400]);
+    // At most the newest `keepRows` of each.
+    await store.appendEvent({ at: 500, kind: "k", detail: {} });
+    await store.saveState({ generation: 4, snapshot: { version: 1, generation: 4, hosts: [], locations: [] }, hosts: [], at: 500 });
+    await store.prune(0, 1);
+    expect(rows("decisions", "generation")).toEqual([4]);
+    expect(rows("events", "at")).toEqual([500]);
+    await store.close();
   });
 });

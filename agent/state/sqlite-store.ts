@@ -1,11 +1,15 @@
-// The embedded store: one SQLite file (WAL) in the data directory.
-import { mkdirSync } from "node:fs";
+// The embedded store: one SQLite file (WAL) in the data directory, private to the service (the
+// directory 0700, the files 0600: the PSKs are in it).
+import { chmodSync, closeSync, existsSync, mkdirSync, openSync } from "node:fs";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import type { Decision } from "./engine";
 import type { LoadedState, PskRecord, SavedState, StateStore, StoredEvent, StoredReport } from "./store";
 
 export const DATABASE_FILE = "state.db";
+
+/** How long events and decisions are kept, and how many of each at most (decisions a restart needs stay). */
+export const RETENTION = { days: 30, rows: 100_000 } as const;
 
 const SCHEMA = `
   CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -35,10 +39,14 @@ export class SqliteStore implements StateStore {
   private dataVersion: number;
   private readonly statements;
 
-  /** Opens (creating when needed) `dir/state.db`; `readonly` for `status`, which must not write. */
+  /**
+   * Opens (creating when needed) `dir/state.db`; `readonly` for `status`, which must not write.
+   * Writable, it makes the directory 0700 and the database files 0600, even when they existed.
+   */
   constructor(dir: string, opts: { readonly?: boolean } = {}) {
-    if (!opts.readonly) mkdirSync(dir, { recursive: true, mode: 0o700 });
-    this.db = new Database(join(dir, DATABASE_FILE), { readonly: opts.readonly ?? false, fileMustExist: opts.readonly ?? false });
+    const file = join(dir, DATABASE_FILE);
+    if (!opts.readonly) makePrivate(dir, file);
+    this.db = new Database(file, { readonly: opts.readonly ?? false, fileMustExist: opts.readonly ?? false });
     if (!opts.readonly) {
       this.db.pragma("journal_mode = WAL");
       // WAL + NORMAL: a commit survives a process crash; only an OS crash may lose the last commits.
@@ -59,6 +67,12 @@ export class SqliteStore implements StateStore {
             "INSERT INTO decisions (generation, at, link, location, from_host, to_host, reason) VALUES (?, ?, ?, ?, ?, ?, ?)",
           ),
           putEvent: db.prepare("INSERT INTO events (at, kind, detail) VALUES (?, ?, ?)"),
+          pruneEvents: db.prepare("DELETE FROM events WHERE at < ? OR rowid <= (SELECT rowid FROM events ORDER BY rowid DESC LIMIT 1 OFFSET ?)"),
+          // Decisions newer than the stored snapshot are replayed at start (load): those always stay.
+          pruneDecisions: db.prepare(
+            `DELETE FROM decisions WHERE generation <= coalesce((SELECT json_extract(value, '$.snapshot.generation') FROM meta WHERE key = 'state'), 0)
+               AND (at < ? OR rowid <= (SELECT rowid FROM decisions ORDER BY rowid DESC LIMIT 1 OFFSET ?))`,
+          ),
           insertPsk: db.prepare("INSERT OR IGNORE INTO psks (link, a, b, psk, created_at) VALUES (?, ?, ?, ?, ?)"),
           getPsk: db.prepare("SELECT psk FROM psks WHERE link = ? AND a = ? AND b = ?").pluck(),
           replacePsk: db.prepare(
@@ -112,6 +126,14 @@ export class SqliteStore implements StateStore {
     this.writable().putEvent.run(event.at, event.kind, JSON.stringify(event.detail));
   }
 
+  async prune(before: number, keepRows: number): Promise<void> {
+    const { pruneEvents, pruneDecisions } = this.writable();
+    this.db.transaction(() => {
+      pruneEvents.run(before, keepRows);
+      pruneDecisions.run(before, keepRows);
+    })();
+  }
+
   async saveTopology(document: unknown): Promise<void> {
     this.writable().putMeta.run("topology", JSON.stringify(document));
   }
@@ -150,5 +172,17 @@ export class SqliteStore implements StateStore {
   private writable() {
     if (!this.statements) throw new Error("the store was opened read-only");
     return this.statements;
+  }
+}
+
+/** The directory 0700 and the database files 0600; SQLite gives new -wal and -shm files the database file's mode. */
+function makePrivate(dir: string, file: string): void {
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  try {
+    chmodSync(dir, 0o700);
+    closeSync(openSync(file, "a", 0o600));
+    for (const f of [file, `${file}-wal`, `${file}-shm`]) if (existsSync(f)) chmodSync(f, 0o600);
+  } catch (error) {
+    throw new Error(`data directory ${dir}: cannot make it private (0700, files 0600): ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
   }
 }

@@ -1,5 +1,6 @@
 // What the state service keeps across restarts, behind a small asynchronous interface so a
 // PostgreSQL implementation (several replicas) can follow the SQLite one.
+import { randomBytes } from "node:crypto";
 import type { HostReport } from "../protocol";
 import type { Decision, EngineSnapshot, HostView } from "./engine";
 
@@ -53,6 +54,8 @@ export interface StateStore {
   /** Stores decisions and the desired-state generation they led to, in one transaction. */
   appendDecisions(decisions: Decision[], generation: number): Promise<void>;
   appendEvent(event: StoredEvent): Promise<void>;
+  /** Deletes events and decisions older than `before` (wall-clock ms) or beyond the newest `keepRows`, keeping those a restart replays. */
+  prune(before: number, keepRows: number): Promise<void>;
   saveTopology(document: unknown): Promise<void>;
   psks(): Promise<PskRecord[]>;
   /** Stores `psk` unless the pair already has one; returns the pair's PSK either way. */
@@ -62,6 +65,14 @@ export interface StateStore {
   /** True when another process (e.g. `sitelink state rotate-psk`) wrote since the last call. */
   changedElsewhere(): Promise<boolean>;
   close(): Promise<void>;
+}
+
+/** Random bytes of a location pair's PSK. */
+export const PSK_BYTES = 32;
+
+/** A new PSK: base64 of PSK_BYTES random bytes. Secret: never log. */
+export function newPsk(): string {
+  return randomBytes(PSK_BYTES).toString("base64");
 }
 
 /** Location pairs are stored sorted, so both ends of a tunnel find the same PSK. */

@@ -41,6 +41,9 @@ describe("topology file", () => {
       writeFileSync(temp, JSON.stringify(valid));
       renameSync(temp, file);
       await vi.waitFor(() => expect(onChange).toHaveBeenCalledTimes(2));
+      // Several debounce periods later: still one call for the whole burst.
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(onChange).toHaveBeenCalledTimes(2);
     } finally {
       stop();
     }

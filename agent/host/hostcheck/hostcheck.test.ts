@@ -162,11 +162,15 @@ describe("host check listener and probe on loopback", () => {
     expect(await probe(target("peer-1", 70_000), "me", KEY, 1000)).toMatchObject({ ok: false, reason: "unreachable" });
   });
 
-  it("restarts with a new key on the same port", async () => {
+  it("answers with a new key at once, and serves again after a close (host-check off, then on)", async () => {
     const { port, listener: l } = await listener("peer-1");
-    await l.restart({ key: OTHER_KEY, port });
+    l.setKey(OTHER_KEY);
     expect(await probe(target("peer-1", port), "me", OTHER_KEY, 1000)).toMatchObject({ ok: true });
     expect(await probe(target("peer-1", port), "me", KEY, 1000)).toMatchObject({ ok: false, reason: "impostor" });
+    await l.close();
+    expect(await probe(target("peer-1", port), "me", OTHER_KEY, 1000)).toMatchObject({ ok: false, reason: "refused" });
+    const { port: again } = await l.start();
+    expect(await probe(target("peer-1", again), "me", OTHER_KEY, 1000)).toMatchObject({ ok: true });
   });
 });
 
@@ -207,6 +211,15 @@ describe("host check prober", () => {
     expect(p.results().map((r) => r.target)).not.toContain("peer-1");
     await changed(p, () => p.results().some((r) => r.target === "peer-3"));
     expect(p.results().find((r) => r.target === "peer-3")).toMatchObject({ reachable: false });
+  });
+
+  it("notifies again when a target's failures reach the count that confirms a crash, and not after", async () => {
+    const p = prober();
+    const seen: number[] = [];
+    p.onChange(() => seen.push(p.results()[0]!.failures));
+    p.setTargets([target("peer-1", await closedPort())], KEY, TIMING);
+    await until(() => (p.results()[0]?.failures ?? 0) >= 4);
+    expect(seen).toEqual([1, 2]);
   });
 
   it("a target that comes back resets its failure count", async () => {

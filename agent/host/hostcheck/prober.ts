@@ -1,7 +1,9 @@
 // The host-check prober: probes every target the state service names, each on its own schedule
 // (one probe in flight per target, the next one probeInterval after the last one started), keeps
-// the latest verdict per target and tells listeners at once when a target flips.
+// the latest verdict per target and tells listeners at once when a target flips, or when its
+// failures in a row reach DOWN_AFTER_FAILURES (what the state service needs to confirm a crash).
 import { connect, type Socket } from "node:net";
+import { DOWN_AFTER_FAILURES } from "../../../lib/topology";
 import type { DesiredState, HostCheckResult, HostCheckTarget } from "../../protocol";
 import { errorMessage, type Logger } from "../log";
 import type { HostChecker } from "../types";
@@ -127,7 +129,7 @@ export class HostCheckProber implements HostChecker {
     return out;
   }
 
-  /** Called when a target's first verdict arrives and whenever it flips. */
+  /** Called when a target's first verdict arrives, whenever it flips, and when its failures reach DOWN_AFTER_FAILURES. */
   onChange(listener: () => void): void {
     this.listeners.push(listener);
   }
@@ -159,10 +161,14 @@ export class HostCheckProber implements HostChecker {
     state.reachable = outcome.ok;
     state.rttMs = outcome.ok ? outcome.rttMs : undefined;
     state.failures = outcome.ok ? 0 : state.failures + 1;
-    if (before === state.reachable) return;
-    const { hostId, address, port } = state.target;
-    if (outcome.ok) this.options.log?.info("host check target reachable", { target: hostId, address, port, rttMs: outcome.rttMs });
-    else this.options.log?.warn("host check target unreachable", { target: hostId, address, port, reason: outcome.reason, detail: outcome.detail });
+    const flipped = before !== state.reachable;
+    // Reaching the down threshold is news too: the state service confirms a crash only on that many failures.
+    if (!flipped && state.failures !== DOWN_AFTER_FAILURES) return;
+    if (flipped) {
+      const { hostId, address, port } = state.target;
+      if (outcome.ok) this.options.log?.info("host check target reachable", { target: hostId, address, port, rttMs: outcome.rttMs });
+      else this.options.log?.warn("host check target unreachable", { target: hostId, address, port, reason: outcome.reason, detail: outcome.detail });
+    }
     for (const listener of this.listeners) {
       try {
         listener();

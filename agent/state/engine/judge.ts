@@ -1,12 +1,10 @@
 // The rules that turn host-check results into decisions: crash confirmation, partition, the election.
+import { DOWN_AFTER_FAILURES } from "../../../lib/topology";
 import type { CheckResult, HostState, LocationState } from "./model";
 
-/** One lost probe is not a partition: for partition rules a target is down after this many failures in a row. */
-const PARTITION_FAILURES = 2;
-
-/** Whether a result counts as "down" for the partition rules. */
+/** One lost probe is no evidence: a target is down after DOWN_AFTER_FAILURES failures in a row. */
 export function isDown(result: { reachable: boolean; failures: number }): boolean {
-  return !result.reachable && result.failures >= PARTITION_FAILURES;
+  return !result.reachable && result.failures >= DOWN_AFTER_FAILURES;
 }
 
 /** A host online long enough for its reports, and reports about it, to count (see LinkTiming.settleMs). */
@@ -41,8 +39,9 @@ class Freshness {
 
 /**
  * A quiet host is confirmed crashed when it has been silent for `crashConfirm` and another online host
- * failed to reach it after it went quiet. A witness that reaches nobody else proves nothing (it may be
- * the one cut off), and a witness's failure from before the host's last heartbeat is old news.
+ * failed to reach it DOWN_AFTER_FAILURES times in a row after it went quiet (one lost probe plus a late
+ * poll is no crash). A witness that reaches nobody else proves nothing (it may be the one cut off),
+ * and a witness's failure from before the host's last heartbeat is old news.
  */
 export function crashConfirmed(host: HostState, now: number): boolean {
   const location = host.location;
@@ -56,10 +55,29 @@ function hasWitness(target: HostState, among: LocationState, now: number): boole
     // A witness that just came back (a flapping host) may report failures from its own outage.
     if (witness === target || !witness.online || !settled(witness, now)) continue;
     const result = witness.results.get(target.id);
-    if (!result || !failedSettled(result) || result.observedAt <= target.lastSeen!) continue;
+    if (!result || !isDown(result) || !failedSettled(result) || result.observedAt <= target.lastSeen!) continue;
     if (isFresh(result, now, among) && reachesAnother(witness, target, now)) return true;
   }
   return false;
+}
+
+/**
+ * Until when a quiet host is shown alive by the host checks of others: the latest time a fresh result
+ * of a settled online host that reached it after its last heartbeat goes stale; undefined when none
+ * does. Such a host has lost the state service, not its tunnels.
+ */
+export function reachedUntil(target: HostState, now: number): number | undefined {
+  let until: number | undefined;
+  const home = target.location;
+  for (const among of [home, ...home.peers]) {
+    for (const witness of among.hosts) {
+      if (witness === target || !witness.online || !settled(witness, now)) continue;
+      const result = witness.results.get(target.id);
+      if (!result?.reachable || result.observedAt <= target.lastSeen! || !isFresh(result, now, among)) continue;
+      until = Math.max(until ?? -Infinity, staleAt(result, among));
+    }
+  }
+  return until;
 }
 
 function reachesAnother(witness: HostState, target: HostState, now: number): boolean {
@@ -72,6 +90,14 @@ function reachesAnother(witness: HostState, target: HostState, now: number): boo
 /** Online and out of backoff: may be active unless partitioned. */
 export function isCandidate(host: HostState): boolean {
   return host.online && !host.inBackoff;
+}
+
+/**
+ * May hold the active role: a candidate, not partitioned, and, when silent, already active (a
+ * silent host keeps its role; it cannot be handed a new one, it would not hear of it).
+ */
+export function isEligible(host: HostState): boolean {
+  return isCandidate(host) && host.partition === null && (!host.silent || host.location.active === host);
 }
 
 /**
@@ -162,18 +188,27 @@ function reachScore(host: HostState, location: LocationState, fresh: Freshness):
 }
 
 /**
- * The eligible host with the highest priority; the current active host keeps the role among equals
- * (and, during a restore's grace period, against anyone), then the first by host id.
+ * The active host of a location:
+ * 1. the eligible host with the highest priority; the current active host keeps the role among
+ *    equals (and, during a grace period, against anyone), then the first by host id;
+ * 2. with no eligible host but some online and heard (not silent), the best of those: backoff keeps
+ *    a returning host from taking the role from an eligible one, never a location dark;
+ * 3. with no such host, the current active host keeps the role even offline (its tunnels may still
+ *    carry traffic, and nobody could do better), unless it stopped gracefully or left the topology.
  */
 export function chooseActive(location: LocationState, now: number): HostState | null {
   const current = location.active;
   let best: HostState | null = null;
+  let bestOnline: HostState | null = null;
   let currentEligible = false;
   for (const host of location.hosts) {
-    if (!isCandidate(host) || host.partition !== null) continue;
+    if (host.online && !host.silent && (!bestOnline || host.priority > bestOnline.priority)) bestOnline = host;
+    if (!isEligible(host)) continue;
     if (host === current) currentEligible = true;
     if (!best || host.priority > best.priority) best = host;
   }
-  if (best && currentEligible && (now < location.graceUntil || current!.priority === best.priority)) return current;
-  return best;
+  if (best) return currentEligible && (now < location.graceUntil || current!.priority === best.priority) ? current : best;
+  if (bestOnline) return bestOnline;
+  const stands = current !== null && location.hosts.includes(current) && current.offlineReason !== "offline";
+  return stands ? current : null;
 }

@@ -1,6 +1,5 @@
 // The engine's mutable state: one record per host and per location, built from the topology.
 import { connectedPairs, type Link, type Topology } from "../../../lib/topology";
-import type { HostReport } from "../../protocol";
 import type { OfflineReason, PartitionReason } from "./types";
 
 /** A link's timing in ms, plus the windows derived from it. */
@@ -46,10 +45,10 @@ export interface HostState {
   partition: PartitionReason | null;
   /** Since when this host has reached fewer peers than another candidate of its location. */
   behindSince: number | null;
+  /** Online with no heartbeat for `timeout`: kept online because other hosts still reach it. */
+  silent: boolean;
   /** Latest result per target host id, from this host's reports. */
   results: Map<string, CheckResult>;
-  report: HostReport | null;
-  reportAt: number | null;
   /** A timeout entry for this host is in the deadline queue (one is enough; it re-arms itself). */
   timeoutQueued: boolean;
 }
@@ -132,9 +131,8 @@ export function buildModel(topology: Topology): Model {
           inBackoff: false,
           partition: null,
           behindSince: null,
+          silent: false,
           results: new Map(),
-          report: null,
-          reportAt: null,
           timeoutQueued: false,
         };
         state.hosts.push(h);
@@ -172,8 +170,7 @@ export function carryOver(old: Model, next: Model): void {
     host.graceUntil = before.graceUntil;
     host.inBackoff = before.inBackoff;
     host.behindSince = before.behindSince;
-    host.report = before.report;
-    host.reportAt = before.reportAt;
+    host.silent = before.silent;
     for (const result of before.results.values()) {
       const target = next.hosts.get(result.target.id);
       if (target && target.location.key === result.target.location.key) host.results.set(target.id, { ...result, target });

@@ -3,8 +3,12 @@ import { z } from "zod";
 
 export type Role = "active" | "standby";
 
-/** offline → not heard from; backoff → back, but too soon after going offline; partitioned → reaches fewer peers. */
-export type HostStatus = "offline" | "backoff" | "partitioned" | "available" | "active";
+/**
+ * offline → not heard from; backoff → back, but too soon after going offline; partitioned → reaches
+ * fewer peers; silent → no heartbeat for its timeout, but others still reach it (a silent active host
+ * shows as active, with `silent` set).
+ */
+export type HostStatus = "offline" | "backoff" | "partitioned" | "silent" | "available" | "active";
 
 /** Why a host stopped being online. */
 export type OfflineReason = "offline" | "timeout" | "crash-confirmed";
@@ -23,13 +27,15 @@ export interface Decision {
   reason: string;
 }
 
-/** A host as the engine sees it after its last decision. */
+/** A host as the engine sees it after its last decision (an offline host may still hold the active role). */
 export interface HostView {
   hostId: string;
   link: string;
   location: string;
   status: HostStatus;
   online: boolean;
+  /** Online although no heartbeat came for `timeout`: other hosts still reach it (it lost the state service). */
+  silent: boolean;
   eligible: boolean;
   lastSeen: number | null;
   offlineSince: number | null;
