@@ -68,10 +68,10 @@ async function main() {
     const state = new StateClient({ hostId, secret: deriveHostSecret(masterKey, hostId), endpoints: [{ host: "127.0.0.1", port }], fingerprints: [service.fingerprint] });
     const loop = new ReconcileLoop({
       state,
-      ipsec: { apply: async () => {}, tunnels: () => [], onChange: () => {}, close: async () => {} },
-      routes: { name: "lab", apply: async (cidrs) => void (routes = cidrs), applied: () => routes },
-      firewall: { apply: async () => {}, remove: async () => {} },
-      mss: { apply: async () => {}, remove: async () => {} },
+      ipsec: { validate: () => {}, apply: async () => {}, tunnels: () => [], onChange: () => {}, close: async () => {} },
+      routes: { name: "lab", table: "shared", apply: async (cidrs) => void (routes = cidrs), applied: () => routes },
+      firewall: { apply: async () => {}, inPlace: async () => true, remove: async () => {} },
+      mss: { apply: async () => {}, inPlace: async () => true, remove: async () => {} },
       checker: { setTargets: () => {}, results: () => checks, onChange: (l) => void checkListeners.push(l), close: async () => {} },
       self: { hostId },
       options: { firewall: false, removeRoutes: false, hostCheck: true },

@@ -30,8 +30,10 @@ async function main() {
   const detections: number[] = [];
   // The prober's timers do not hold the process open (the agent's own loop does): hold it here.
   const keepAlive = setInterval(() => {}, 1000);
+  await listener.close();
   for (let i = 0; i < DETECTIONS; i++) {
-    await listener.restart({ port });
+    const peer = new HostCheckListener({ hostId: "peer", key: KEY, host: "127.0.0.1", port });
+    await peer.start();
     const prober = new HostCheckProber({ hostId: "bench" });
     const up = new Promise<void>((resolve) => prober.onChange(resolve));
     prober.setTargets([{ hostId: "peer", address: "127.0.0.1", port, scope: "location" }], KEY, DEFAULTS.timing);
@@ -40,7 +42,7 @@ async function main() {
     await new Promise((resolve) => setTimeout(resolve, Math.random() * DEFAULTS.timing.probeInterval * 1000));
     const down = new Promise<void>((resolve) => prober.onChange(resolve));
     const stopped = performance.now();
-    await listener.close();
+    await peer.close();
     await down;
     detections.push(performance.now() - stopped);
     await prober.close();

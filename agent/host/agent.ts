@@ -33,7 +33,7 @@ export async function runAgent(opts: RunAgentOptions): Promise<number> {
   let config = await loadConfig(opts.configPath);
   const log = opts.log ?? createLogger(config.logLevel);
   const uri = await resolveHostUri(config, opts.uriSources);
-  const self: SelfInfo = { hostId: uri.hostId, ...detectAddresses(config) };
+  const self: SelfInfo = { hostId: uri.hostId, ...detectAddresses(config), hostCheckPort: config.hostCheckPort };
   log.info("agent starting", { version: agentVersion(), hostId: self.hostId, publicAddress: self.publicAddress, privateAddress: self.privateAddress, provider: config.provider });
 
   // Seams that can refuse the config (provider section missing, port taken) come first, so a

@@ -4,7 +4,7 @@ import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { runAgentCli } from "./cli";
-import { writeStatus, type AgentStatus } from "./status";
+import { ACTIVE_STATUS_LINE, writeStatus, type AgentStatus } from "./status";
 import { agentVersion } from "./version";
 
 const SECRET = "c2VjcmV0LXNlY3JldC1zZWNyZXQ";
@@ -75,7 +75,7 @@ describe("sitelink CLI", () => {
   });
 
   it("set-provider names the bad value's field and keeps the file", async () => {
-    await cli("set-provider", "kernel");
+    await cli("set-provider", "kernel", "--device", "eth0");
     const r = await cli("set-provider", "aws", "--route-table", "vpc-123");
     expect(r.code).toBe(1);
     expect(r.err).toContain("aws.routeTableIds.0: must be a route table id");
@@ -85,6 +85,11 @@ describe("sitelink CLI", () => {
   it("set-provider: missing required flags, unknown provider, flag of another provider → usage (exit 2)", async () => {
     expect(await cli("set-provider", "aws")).toMatchObject({ code: 2, err: expect.stringContaining("set-provider aws needs --route-table") });
     expect(await cli("set-provider", "azure")).toMatchObject({ code: 2, err: expect.stringContaining('unknown provider "azure"') });
+    // The provider is named before its flags are judged.
+    expect(await cli("set-provider", "bogus", "--path", "/etc/sitelink/routes")).toMatchObject({ code: 2, err: expect.stringContaining('unknown provider "bogus" (expected aws|gcp|kernel|file|none|lab)') });
+    expect(await cli("set-provider", "kernel")).toMatchObject({ code: 2, err: expect.stringContaining("set-provider kernel needs --device DEV or --via ADDRESS") });
+    expect(await cli("set-provider", "kernel", "--via", "notanip")).toMatchObject({ code: 1, err: expect.stringContaining("kernel.via: must be an IP address") });
+    expect(await cli("set-provider", "file", "--path", "routes.txt")).toMatchObject({ code: 1, err: expect.stringContaining("file.path: must be an absolute path") });
     expect(await cli("set-provider", "gcp", "--network", "n", "--route-table", "rtb-1")).toMatchObject({
       code: 2,
       err: expect.stringContaining("unknown flag --route-table for set-provider"),
@@ -94,13 +99,22 @@ describe("sitelink CLI", () => {
   it("set-provider gcp, file, lab, kernel, none", async () => {
     expect((await cli("set-provider", "gcp", "--network", "vpc-a", "--project", "p1", "--priority", "800")).code).toBe(0);
     expect(await saved()).toMatchObject({ provider: "gcp", gcp: { network: "vpc-a", project: "p1", priority: 800 } });
-    expect((await cli("set-provider", "file", "--path", "/var/lib/sitelink/routes")).code).toBe(0);
+    expect(await cli("set-provider", "file", "--path", "/etc/sitelink/routes")).toEqual({ code: 0, out: "provider file", err: "" });
+    // Outside what the packaged unit may write: saved, with a warning saying what to change.
+    expect(await cli("set-provider", "file", "--path", "/var/lib/sitelink/routes")).toEqual({
+      code: 0,
+      out: "provider file",
+      err: "sitelink: warning: the packaged unit lets the agent write only under /etc/sitelink/ and /run/: for /var/lib/sitelink/routes, add ReadWritePaths=/var/lib/sitelink (systemctl edit sitelink-agent)",
+    });
     expect(await saved()).toMatchObject({ provider: "file", file: { path: "/var/lib/sitelink/routes" } });
+    // Kept when later calls leave --path out.
+    expect((await cli("set-provider", "kernel", "--via", "10.1.0.1")).code).toBe(0);
+    expect(await cli("set-provider", "kernel")).toMatchObject({ code: 0 });
     expect((await cli("set-provider", "lab", "--namespace", "slab-r1", "--via", "10.1.0.11")).code).toBe(0);
     expect(await saved()).toMatchObject({ provider: "lab", lab: { namespace: "slab-r1", via: "10.1.0.11" } });
     expect((await cli("set-provider", "kernel", "--via", "10.1.0.1")).code).toBe(0);
     expect(await saved()).toMatchObject({ provider: "kernel", kernel: { via: "10.1.0.1" } });
-    expect((await cli("set-provider", "lab", "--via", "not-an-address")).err).toContain("lab.via: must be an address");
+    expect((await cli("set-provider", "lab", "--via", "not-an-address")).err).toContain("lab.via: must be an IP address");
     expect((await cli("set-provider", "none")).code).toBe(0);
     expect((await saved()).provider).toBe("none");
   });
@@ -145,6 +159,14 @@ describe("sitelink CLI", () => {
     expect(agentVersion()).toMatch(/^\d+\.\d+\.\d+/);
   });
 
+  it("a config that cannot be written is reported with its path and the reason, not as an internal error", async () => {
+    // sysfs takes no new directories, even from root.
+    const err: string[] = [];
+    const code = await runAgentCli(["--config", "/sys/sitelink-cli-test/agent.json", "firewall-on"], { out: () => {}, err: (t) => void err.push(t) });
+    expect(code).toBe(1);
+    expect(err).toEqual([expect.stringMatching(/^sitelink: \/sys\/sitelink-cli-test\/agent\.json: cannot write: E[A-Z]+ \(/)]);
+  });
+
   it("a broken config file is reported with its field, and not rewritten", async () => {
     await cli("firewall-on");
     const { writeFile } = await import("node:fs/promises");
@@ -177,6 +199,7 @@ describe("sitelink CLI", () => {
       routes: { provider: "lab", applied: ["10.2.0.0/16"] },
     };
     await writeStatus(statusPath, status);
+    expect((await readFile(statusPath, "utf8")).split("\n").map((l) => l.trim().replace(/,$/, ""))).toContain(ACTIVE_STATUS_LINE);
     const r = await cli("status", "--status", statusPath);
     expect(r.code).toBe(0);
     const lines = r.out.split("\n");

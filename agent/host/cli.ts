@@ -1,6 +1,7 @@
 // `sitelink …` agent commands, modeled on pritunl-link: edit /etc/sitelink/agent.json, show status,
 // run the daemon. Exit codes: 0 done, 1 failed (bad config, not found, daemon error), 2 usage error.
 // A running agent picks up edits on SIGHUP (`systemctl reload sitelink-agent`).
+import { dirname } from "node:path";
 import { DEFAULT_CONFIG_PATH, ROUTE_PROVIDERS, type AgentConfig, type RouteProviderName } from "./config";
 import { ConfigError, loadConfig, saveConfig } from "./config-file";
 import { DEFAULT_STATUS_PATH, StatusError, formatStatus, readStatus } from "./status";
@@ -27,8 +28,8 @@ commands:
   set-provider NAME [FLAGS]   route provider: aws|gcp|kernel|file|none|lab
       aws:    --route-table rtb-… (repeatable or comma-separated) [--region R]
       gcp:    --network N [--project P] [--priority N]
-      kernel: [--device DEV] [--via ADDRESS]
-      file:   --path FILE
+      kernel: --device DEV and/or --via ADDRESS
+      file:   --path FILE (absolute; the packaged unit writes only under /etc/sitelink and /run)
       lab:    --namespace NS --via ADDRESS
   firewall-on | firewall-off          manage the agent's own firewall chain
   remove-routes-on | remove-routes-off delete own routes that are no longer desired
@@ -36,6 +37,8 @@ commands:
   set-mtu N | set-mtu off     clamp TCP MSS of tunnel traffic to fit MTU N (576..9000)
   status [--status PATH] [--json]     state of the running agent
   run [--status PATH]         run the agent (the daemon)
+  teardown                    after stopping the agent: unload its tunnels from charon and remove its
+                              iptables chains (what an uninstall runs; other tunnels stay)
   version                     print the version
   state …                     state service commands (sitelink state --help)
 
@@ -99,9 +102,19 @@ const PROVIDER_FLAGS: Record<RouteProviderName, string[]> = {
 function allowedFlags(command: string, positionals: string[]): string[] {
   if (command === "status") return ["status", "json"];
   if (command === "run") return ["status"];
-  if (command === "set-provider") return PROVIDER_FLAGS[positionals[0] as RouteProviderName] ?? [];
+  if (command === "set-provider") return PROVIDER_FLAGS[providerName(positionals[0])];
   return [];
 }
+
+/** The provider a `set-provider` names: checked before its flags, which depend on it. */
+function providerName(name: string | undefined): RouteProviderName {
+  if (name === undefined) throw new UsageError("set-provider needs NAME");
+  if (!(ROUTE_PROVIDERS as readonly string[]).includes(name)) throw new UsageError(`unknown provider "${name}" (expected ${ROUTE_PROVIDERS.join("|")})`);
+  return name as RouteProviderName;
+}
+
+/** Where the packaged unit (sitelink-agent.service) lets the agent write: ReadWritePaths=/run /etc/sitelink. */
+const UNIT_WRITABLE = ["/etc/sitelink/", "/run/"];
 
 function expectPositionals(args: Args, names: string[]): string[] {
   if (args.positionals.length < names.length) throw new UsageError(`${args.command} needs ${names.join(" ")}`);
@@ -190,8 +203,15 @@ async function dispatch(args: Args, io: CliIo): Promise<number> {
     }
     case "set-provider": {
       const [name] = expectPositionals(args, ["NAME"]);
-      if (!(ROUTE_PROVIDERS as readonly string[]).includes(name!)) throw new UsageError(`unknown provider "${name}" (expected ${ROUTE_PROVIDERS.join("|")})`);
-      return edit((c) => setProvider(c, name as RouteProviderName, args), `provider ${name}`);
+      const config = setProvider(await loadConfig(configPath), providerName(name), args);
+      await saveConfig(configPath, config);
+      io.out(`provider ${name}`);
+      // Warned, not refused: a unit of one's own (or a drop-in) may allow more.
+      const path = config.provider === "file" ? config.file?.path : undefined;
+      if (path && !UNIT_WRITABLE.some((dir) => path.startsWith(dir))) {
+        io.err(`sitelink: warning: the packaged unit lets the agent write only under ${UNIT_WRITABLE.join(" and ")}: for ${path}, add ReadWritePaths=${dirname(path)} (systemctl edit sitelink-agent)`);
+      }
+      return 0;
     }
     case "firewall-on":
     case "firewall-off":
@@ -222,6 +242,14 @@ async function dispatch(args: Args, io: CliIo): Promise<number> {
       const { runAgent } = require("./agent") as typeof import("./agent");
       return runAgent({ configPath, statusPath: flag(args, "status") ?? DEFAULT_STATUS_PATH });
     }
+    case "teardown": {
+      expectPositionals(args, []);
+      const { teardown } = require("./teardown") as typeof import("./teardown");
+      const done = await teardown(await loadConfig(configPath));
+      io.out(`unloaded ${done.conns.length} connection(s) and ${done.secrets.length} secret(s)`);
+      for (const failure of done.failures) io.err(`sitelink: ${failure}`);
+      return done.failures.length ? 1 : 0;
+    }
     default:
       throw new UsageError(`unknown command "${command}"`);
   }
@@ -247,7 +275,10 @@ function setProvider(config: AgentConfig, name: RouteProviderName, args: Args): 
       return { ...next, gcp: { network, priority, ...(project && { project }) } };
     }
     case "kernel": {
-      if (!has("device") && !has("via")) return next;
+      if (!has("device") && !has("via")) {
+        if (!config.kernel) throw new UsageError("set-provider kernel needs --device DEV or --via ADDRESS (where the remote networks' routes point)");
+        return next;
+      }
       const device = flag(args, "device");
       const via = flag(args, "via");
       return { ...next, kernel: { ...(device && { device }), ...(via && { via }) } };

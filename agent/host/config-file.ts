@@ -43,9 +43,23 @@ export async function loadConfig(path: string): Promise<AgentConfig> {
   return parseConfig(value, path);
 }
 
+/** What the usual reasons a config cannot be written mean for the one who typed the command. */
+const WRITE_FAILURES: Record<string, string> = {
+  EACCES: "permission denied (run it as root)",
+  EPERM: "operation not permitted",
+  EROFS: "read-only file system",
+  ENOTDIR: "a part of the path is not a directory",
+  ENOSPC: "no space left on the device",
+};
+
 /** Validates and writes the config atomically with mode 0600. */
 export async function saveConfig(path: string, config: AgentConfigInput): Promise<AgentConfig> {
   const valid = parseConfig(config, path);
-  await writeFileAtomic(path, `${JSON.stringify(valid, null, 2)}\n`, CONFIG_MODE);
+  try {
+    await writeFileAtomic(path, `${JSON.stringify(valid, null, 2)}\n`, CONFIG_MODE);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new ConfigError(`${path}: cannot write: ${code ? `${code}${WRITE_FAILURES[code] ? ` (${WRITE_FAILURES[code]})` : ""}` : String(err)}`);
+  }
   return valid;
 }

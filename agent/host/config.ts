@@ -2,12 +2,14 @@
 // (`sitelink add-uri`, `set-provider`, …) and by the cloud bootstrap the Pulumi components render.
 import { z } from "zod";
 import { isAddress } from "../../lib/net";
+import { DEFAULT_HOST_CHECK_PORT } from "../protocol";
 
 export const DEFAULT_CONFIG_PATH = "/etc/sitelink/agent.json";
 export const DEFAULT_VICI_SOCKET = "/var/run/charon.vici";
-export const HOST_CHECK_PORT = 9790;
 
 export const ROUTE_PROVIDERS = ["aws", "gcp", "kernel", "file", "none", "lab"] as const;
+
+const ipAddress = z.string().refine(isAddress, "must be an IP address");
 export type RouteProviderName = (typeof ROUTE_PROVIDERS)[number];
 
 /** Where a host URI is kept outside the config file (it carries the host secret). */
@@ -47,21 +49,22 @@ export const agentConfigSchema = z.strictObject({
       priority: z.int().min(0).max(65535).default(900),
     })
     .optional(),
-  file: z.strictObject({ path: z.string().min(1) }).optional(),
-  kernel: z.strictObject({ device: z.string().min(1).optional(), via: z.string().refine(isAddress).optional() }).optional(),
-  lab: z.strictObject({ namespace: z.string().min(1), via: z.string().refine(isAddress, "must be an address") }).optional(),
+  /** The agent runs with / as its directory: a relative path would not be where the operator meant. */
+  file: z.strictObject({ path: z.string().startsWith("/", "must be an absolute path") }).optional(),
+  kernel: z.strictObject({ device: z.string().min(1).optional(), via: ipAddress.optional() }).optional(),
+  lab: z.strictObject({ namespace: z.string().min(1), via: ipAddress }).optional(),
   /** Manage the agent's own iptables/ip6tables chain (`firewall-on`). */
   firewall: z.boolean().default(false),
   /** Delete routes this host created once they are no longer desired (`remove-routes-on`). */
   removeRoutes: z.boolean().default(false),
   /** Serve and run host checks (`host-check-off` disables both). */
   hostCheck: z.boolean().default(true),
-  hostCheckPort: z.int().min(1).max(65535).default(HOST_CHECK_PORT),
+  hostCheckPort: z.int().min(1).max(65535).default(DEFAULT_HOST_CHECK_PORT),
   /** `set-mtu`: TCP MSS of traffic to and from the remote subnets is clamped to fit this MTU; unset = no clamp. */
   mtu: z.int().min(576).max(9000).optional(),
   /** Override address detection (NAT, several interfaces). */
-  publicAddress: z.string().refine(isAddress, "must be an address").optional(),
-  privateAddress: z.string().refine(isAddress, "must be an address").optional(),
+  publicAddress: ipAddress.optional(),
+  privateAddress: ipAddress.optional(),
   viciSocket: z.string().min(1).default(DEFAULT_VICI_SOCKET),
   logLevel: z.enum(["debug", "info", "warn", "error"]).default("info"),
 });

@@ -83,6 +83,22 @@ describe.skipIf(!requireRoot())("iptables firewall in a network namespace", () =
     expect(await connectFrom("2001:2::3", "2001:2::1")).toBe("silent");
   });
 
+  it("inPlace notices a removed jump or a flushed chain; apply restores both", async () => {
+    const allow = ["198.18.7.2", "2001:2::2"];
+    expect(await firewall.inPlace(allow)).toBe(true);
+    expect(await firewall.inPlace(["198.18.7.3", "2001:2::2"])).toBe(false);
+    await sandbox.exec(fw, ["iptables", "-D", "INPUT", "-j", FIREWALL_CHAIN]); // e.g. `iptables -F INPUT`
+    expect(await firewall.inPlace(allow)).toBe(false);
+    await firewall.apply(allow);
+    expect(await firewall.inPlace(allow)).toBe(true);
+    await sandbox.exec(fw, ["ip6tables", "-F", FIREWALL_CHAIN]);
+    expect(await firewall.inPlace(allow)).toBe(false);
+    await firewall.apply(allow);
+    expect(await firewall.inPlace(allow)).toBe(true);
+    expect(await rules("iptables")).toEqual([...operatorOnly.slice(0, 3), ...chain(["198.18.7.2"], 32)]);
+    expect(await rules("ip6tables")).toEqual([...operatorOnly.slice(0, 3), ...chain(["2001:2::2"], 128)]);
+  });
+
   it("an update swaps the allowed sources", async () => {
     await firewall.apply(["198.18.7.3", "2001:2::3"]);
     expect(await rules("iptables")).toEqual([...operatorOnly.slice(0, 3), ...chain(["198.18.7.3"], 32)]);

@@ -1,9 +1,9 @@
 // The agent's own allowlist: chain SITELINK in iptables and ip6tables, jumped to from the top of
 // INPUT. It admits UDP 500/4500 and TCP host-check traffic only from link host addresses and drops
 // those ports from anyone else; every other packet passes through untouched.
-import { HOST_CHECK_PORT } from "./config";
+import { DEFAULT_HOST_CHECK_PORT } from "../protocol";
 import { parseAddress } from "../../lib/net";
-import { commandReason, IPTABLES_FAMILIES, loadChain, removeChain, type IptablesFamily, type OwnChain } from "./iptables";
+import { chainInPlace, commandReason, IPTABLES_FAMILIES, loadChain, removeChain, type IptablesFamily, type OwnChain } from "./iptables";
 import { runCommand, type CommandRunner } from "./routes/command";
 import type { Firewall } from "./types";
 
@@ -23,7 +23,7 @@ export class IptablesFirewall implements Firewall {
   private readonly run: CommandRunner;
 
   constructor(options: IptablesFirewallOptions = {}) {
-    this.port = options.hostCheckPort ?? HOST_CHECK_PORT;
+    this.port = options.hostCheckPort ?? DEFAULT_HOST_CHECK_PORT;
     this.run = options.run ?? runCommand;
   }
 
@@ -36,6 +36,14 @@ export class IptablesFirewall implements Firewall {
         throw new Error(`firewall: cannot load the ${family.name} chain ${FIREWALL_CHAIN}: ${commandReason(error)}`);
       });
     }
+  }
+
+  async inPlace(allow: string[]): Promise<boolean> {
+    const byFamily = splitByFamily(allow);
+    for (const family of IPTABLES_FAMILIES) {
+      if (!(await chainInPlace(this.run, family, OWN, this.rules(family, byFamily[family.name])))) return false;
+    }
+    return true;
   }
 
   async remove(): Promise<void> {

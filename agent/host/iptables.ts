@@ -1,5 +1,6 @@
 // Shared by the agent's own iptables/ip6tables chains (firewall.ts, mss-clamp.ts): the two families,
-// loading a chain atomically with iptables-restore --noflush, and removing a chain with its jumps.
+// loading a chain atomically with iptables-restore --noflush, checking it is still in place, and
+// removing a chain with its jumps.
 // Every call passes -w (wait for the xtables lock instead of failing next to another tool).
 import { CommandError, type CommandRunner } from "./routes/command";
 
@@ -35,6 +36,21 @@ export async function loadChain(run: CommandRunner, family: IptablesFamily, own:
   }
   lines.push("COMMIT", "");
   await run(family.restore, ["-w", "--noflush"], lines.join("\n"));
+}
+
+/**
+ * Whether the chain holds exactly `rules` and every jump to it is there (anywhere in the built-in
+ * chain: an operator may insert rules above ours). One `iptables -S` of the table per call.
+ */
+export async function chainInPlace(run: CommandRunner, family: IptablesFamily, own: OwnChain, rules: string[]): Promise<boolean> {
+  const lines = (await run(family.iptables, ["-w", "-t", own.table, "-S"])).stdout.split("\n").map((line) => line.trim());
+  const chain = lines.filter((line) => line.startsWith(`-A ${own.chain} `));
+  const expected = rules.map((rule) => `-A ${own.chain} ${rule}`);
+  return (
+    own.jumps.every((from) => lines.includes(`-A ${from} -j ${own.chain}`)) &&
+    chain.length === expected.length &&
+    chain.every((line, i) => line === expected[i])
+  );
 }
 
 /** Deletes every jump to the chain (one normally), then the chain itself; nothing when it is absent. */

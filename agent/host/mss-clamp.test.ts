@@ -64,6 +64,22 @@ describe.skipIf(!requireRoot())("iptables MSS clamp in a network namespace", () 
     expect(await rules("ip6tables")).toEqual(v6);
   });
 
+  it("inPlace notices a removed jump or a flushed chain; apply restores both", async () => {
+    const cidrs = ["10.2.0.0/16", "fd00:2::/64", "10.3.0.0/24"];
+    expect(await clamp.inPlace(1400, cidrs)).toBe(true);
+    expect(await clamp.inPlace(1300, cidrs)).toBe(false);
+    expect(await clamp.inPlace(1400, cidrs.slice(1))).toBe(false);
+    await sandbox.exec(ns, ["iptables", "-t", "mangle", "-D", "OUTPUT", "-j", MSS_CHAIN]);
+    expect(await clamp.inPlace(1400, cidrs)).toBe(false);
+    await clamp.apply(1400, cidrs);
+    expect(await clamp.inPlace(1400, cidrs)).toBe(true);
+    await sandbox.exec(ns, ["ip6tables", "-t", "mangle", "-F", MSS_CHAIN]);
+    expect(await clamp.inPlace(1400, cidrs)).toBe(false);
+    await clamp.apply(1400, cidrs);
+    expect(await clamp.inPlace(1400, cidrs)).toBe(true);
+    expect(await rules("ip6tables")).toEqual(withChain(["fd00:2::/64"], 1340));
+  });
+
   it("an update replaces subnets and MSS", async () => {
     await clamp.apply(1300, ["10.4.0.0/16"]);
     expect(await rules("iptables")).toEqual(withChain(["10.4.0.0/16"], 1260));

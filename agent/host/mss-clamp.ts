@@ -3,7 +3,7 @@
 // own chain SITELINK-MSS of the mangle table, jumped to from FORWARD (routed site traffic) and OUTPUT
 // (traffic of this host). TCPMSS --set-mss never raises a smaller MSS. Other rules are never touched.
 import { parseCidr } from "../../lib/net";
-import { commandReason, IPTABLES_FAMILIES, loadChain, removeChain, type OwnChain } from "./iptables";
+import { chainInPlace, commandReason, IPTABLES_FAMILIES, loadChain, removeChain, type IptablesFamily, type OwnChain } from "./iptables";
 import { runCommand, type CommandRunner } from "./routes/command";
 import type { MssClamp } from "./types";
 
@@ -22,25 +22,18 @@ export class IptablesMssClamp implements MssClamp {
   }
 
   async apply(mtu: number, cidrs: string[]): Promise<void> {
-    if (!Number.isInteger(mtu) || mtu < 576 || mtu > 9000) throw new Error(`mss clamp: mtu ${mtu} is not an integer in 576..9000`);
-    // Validate everything before touching either family.
-    const parsed = cidrs.map((text, index) => {
-      try {
-        return parseCidr(text);
-      } catch (error) {
-        throw new Error(`mss clamp: cidrs[${index}]: ${(error as Error).message}`);
-      }
-    });
-    for (const family of IPTABLES_FAMILIES) {
-      const mss = mtu - HEADERS[family.version];
-      const own = [...new Set(parsed.filter((c) => c.family === family.version).map((c) => c.text))];
-      const rules = own.flatMap((cidr) =>
-        ["-d", "-s"].map((dir) => `${dir} ${cidr} -p tcp -m tcp --tcp-flags SYN,RST SYN -j TCPMSS --set-mss ${mss}`),
-      );
+    for (const [family, rules] of this.rules(mtu, cidrs)) {
       await loadChain(this.run, family, OWN, rules).catch((error) => {
         throw new Error(`mss clamp: cannot load the ${family.name} chain ${MSS_CHAIN}: ${commandReason(error)}`);
       });
     }
+  }
+
+  async inPlace(mtu: number, cidrs: string[]): Promise<boolean> {
+    for (const [family, rules] of this.rules(mtu, cidrs)) {
+      if (!(await chainInPlace(this.run, family, OWN, rules))) return false;
+    }
+    return true;
   }
 
   async remove(): Promise<void> {
@@ -49,5 +42,22 @@ export class IptablesMssClamp implements MssClamp {
         throw new Error(`mss clamp: cannot delete the ${family.name} chain ${MSS_CHAIN}: ${commandReason(error)}`);
       });
     }
+  }
+
+  /** The chain's rules per family; validates everything before either family is touched. */
+  private rules(mtu: number, cidrs: string[]): [IptablesFamily, string[]][] {
+    if (!Number.isInteger(mtu) || mtu < 576 || mtu > 9000) throw new Error(`mss clamp: mtu ${mtu} is not an integer in 576..9000`);
+    const parsed = cidrs.map((text, index) => {
+      try {
+        return parseCidr(text);
+      } catch (error) {
+        throw new Error(`mss clamp: cidrs[${index}]: ${(error as Error).message}`);
+      }
+    });
+    return IPTABLES_FAMILIES.map((family) => {
+      const mss = mtu - HEADERS[family.version];
+      const own = [...new Set(parsed.filter((c) => c.family === family.version).map((c) => c.text))];
+      return [family, own.flatMap((cidr) => ["-d", "-s"].map((dir) => `${dir} ${cidr} -p tcp -m tcp --tcp-flags SYN,RST SYN -j TCPMSS --set-mss ${mss}`))];
+    });
   }
 }

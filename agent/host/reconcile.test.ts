@@ -1,7 +1,7 @@
-import { afterEach, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import type { DesiredState, HostCheckResult, HostCheckTarget, PeerLocation, TunnelReport } from "../protocol";
 import { PROTOCOL_VERSION } from "../protocol";
-import { ReconcileLoop, type ReconcileOptions } from "./reconcile";
+import { ReconcileLoop, type ReconcileDeps, type ReconcileOptions } from "./reconcile";
 import { StateClientError, type PollInput, type StateApi } from "./state-client";
 import type { Firewall, HostChecker, IpsecDriver, MssClamp, RouteProvider } from "./types";
 import { createLogger } from "./log";
@@ -12,30 +12,60 @@ import { createLogger } from "./log";
 interface PollCall {
   input: PollInput;
   signal: AbortSignal | undefined;
+  /** When the loop sent it (performance.now()). */
+  at: number;
+  /** Answered or failed by the test. */
+  done: boolean;
   resolve(d: DesiredState): void;
   reject(e: Error): void;
 }
+
+const turn = () => new Promise((resolve) => setImmediate(resolve));
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 class FakeState implements StateApi {
   readonly hostId = "a1";
   readonly endpoint = "127.0.0.1:9443";
   readonly offlines: string[] = [];
-  private queue: PollCall[] = [];
-  private waiting: ((c: PollCall) => void)[] = [];
+  readonly calls: PollCall[] = [];
 
   poll(input: PollInput, opts: { timeoutMs: number; signal?: AbortSignal }): Promise<DesiredState> {
     return new Promise((resolve, reject) => {
-      const call: PollCall = { input: structuredClone(input), signal: opts.signal, resolve, reject };
+      const call: PollCall = {
+        input: structuredClone(input),
+        signal: opts.signal,
+        at: performance.now(),
+        done: false,
+        resolve: (d) => ((call.done = true), resolve(d)),
+        reject: (e) => ((call.done = true), reject(e)),
+      };
       opts.signal?.addEventListener("abort", () => reject(new StateClientError("aborted", "aborted")));
-      const waiter = this.waiting.shift();
-      if (waiter) waiter(call);
-      else this.queue.push(call);
+      this.calls.push(call);
     });
   }
 
-  next(): Promise<PollCall> {
-    const call = this.queue.shift();
-    return call ? Promise.resolve(call) : new Promise((resolve) => this.waiting.push(resolve));
+  /** The poll the loop has out now, once everything in flight settled (earlier ones were aborted). */
+  async held(): Promise<PollCall> {
+    for (;;) {
+      await turn();
+      const live = this.calls.filter((c) => !c.done && !c.signal?.aborted);
+      if (live.length > 0) return live.at(-1)!;
+    }
+  }
+
+  /** Answers the poll out now with `d`, then settles like the service would (see settle). */
+  async answer(d: DesiredState): Promise<PollCall> {
+    (await this.held()).resolve(d);
+    return this.settle(d);
+  }
+
+  /** Answers polls that ask for an answer at once (an urgent report) with `d`; returns the next long-poll. */
+  async settle(d: DesiredState): Promise<PollCall> {
+    for (;;) {
+      const call = await this.held();
+      if (call.input.wait) return call;
+      call.resolve(d);
+    }
   }
 
   async offline(reason: string) {
@@ -50,6 +80,10 @@ class FakeIpsec implements IpsecDriver {
   applied: PeerLocation[][] = [];
   state: TunnelReport[] = [];
   listeners: (() => void)[] = [];
+  validate(peers: PeerLocation[]) {
+    const bad = peers.findIndex((p) => p.location === "bad");
+    if (bad >= 0) throw new Error(`ipsec: peers[${bad}].location "bad" is refused`);
+  }
   async apply(peers: PeerLocation[]) {
     this.applied.push(peers);
     this.state = peers.map((p) => ({ location: p.location, state: "connecting" }));
@@ -65,26 +99,47 @@ class FakeIpsec implements IpsecDriver {
 
 class FakeRoutes implements RouteProvider {
   readonly name = "lab" as const;
+  table: "shared" | "own" = "shared";
   calls: { cidrs: string[]; previous: string[]; removeRoutes: boolean }[] = [];
   current: string[] = [];
   failNext = 0;
+  error = "route table rtb-0abc is busy";
+  /** While set, apply waits for it (a slow cloud API). */
+  gate: Promise<void> | undefined;
+  /** Drift check; undefined = the provider has none (the cloud ones). */
+  inPlace: ((cidrs: string[]) => Promise<boolean>) | undefined;
   async apply(cidrs: string[], opts: { previous: string[]; removeRoutes: boolean }) {
     this.calls.push({ cidrs, ...opts });
+    await this.gate;
     if (this.failNext > 0) {
       this.failNext--;
-      throw new Error("route table rtb-0abc is busy");
+      throw new Error(this.error);
     }
     this.current = [...cidrs];
   }
   applied() {
     return this.current;
   }
+  /** Holds every apply until the returned function is called. */
+  hold(): () => void {
+    let release!: () => void;
+    this.gate = new Promise((resolve) => (release = resolve));
+    return () => {
+      this.gate = undefined;
+      release();
+    };
+  }
 }
 
 class FakeFirewall implements Firewall {
   calls: (string[] | "remove")[] = [];
+  intact = true;
   async apply(allow: string[]) {
     this.calls.push(allow);
+    this.intact = true;
+  }
+  async inPlace() {
+    return this.intact;
   }
   async remove() {
     this.calls.push("remove");
@@ -100,6 +155,9 @@ class FakeMss implements MssClamp {
       this.failNext--;
       throw new Error("iptables-restore: line 3 failed");
     }
+  }
+  async inPlace() {
+    return true;
   }
   async remove() {
     this.calls.push("remove");
@@ -158,7 +216,7 @@ function desired(generation: number, role: "active" | "standby", over: Partial<D
   };
 }
 
-function setup(options: Partial<ReconcileOptions> = {}) {
+function setup(options: Partial<ReconcileOptions> = {}, deps: Partial<ReconcileDeps> = {}) {
   const state = new FakeState();
   const ipsec = new FakeIpsec();
   const routes = new FakeRoutes();
@@ -173,15 +231,18 @@ function setup(options: Partial<ReconcileOptions> = {}) {
     firewall,
     mss,
     checker,
-    self: { hostId: "a1", publicAddress: "198.18.0.10", privateAddress: "10.1.0.11" },
+    self: { hostId: "a1", publicAddress: "198.18.0.10", privateAddress: "10.1.0.11", hostCheckPort: 9791 },
     options: { firewall: false, removeRoutes: false, hostCheck: true, ...options },
     agentVersion: "9.9.9",
     log: createLogger("debug", (l) => lines.push(l)),
     retryInitialMs: 1,
+    // A failed part is retried with the very next answer (which a failure asks for at once), unless a test says otherwise.
+    applyRetryMs: { initial: 0, max: 0 },
+    ...deps,
   });
   const done = loop.start();
   loops.push(loop);
-  const logs = () => lines.map((l) => JSON.parse(l) as { level: string; msg: string });
+  const logs = () => lines.map((l) => JSON.parse(l) as { level: string; msg: string; [field: string]: unknown });
   return { state, ipsec, routes, firewall, mss, checker, loop, done, lines, logs };
 }
 
@@ -191,26 +252,24 @@ afterEach(async () => {
 });
 
 describe("reconcile loop", () => {
-  it("first poll does not wait, reports identity and addresses", async () => {
+  it("first poll does not wait, reports identity, addresses and the host-check port", async () => {
     const { state } = setup();
-    const call = await state.next();
+    const call = await state.held();
     expect(call.input).toMatchObject({
       generation: 0,
       wait: false,
-      report: { agentVersion: "9.9.9", publicAddress: "198.18.0.10", privateAddress: "10.1.0.11", role: "standby", appliedGeneration: 0 },
+      report: { agentVersion: "9.9.9", publicAddress: "198.18.0.10", privateAddress: "10.1.0.11", hostCheckPort: 9791, role: "standby", appliedGeneration: 0 },
     });
   });
 
   it("standby → active applies peers and routes, and the next long-poll reports them", async () => {
     const { state, ipsec, routes } = setup();
-    (await state.next()).resolve(desired(1, "standby"));
-    const second = await state.next();
+    const second = await state.answer(desired(1, "standby"));
     expect(second.input).toMatchObject({ generation: 1, wait: true, report: { role: "standby", appliedGeneration: 1 } });
     expect(ipsec.applied).toEqual([[]]);
     expect(routes.calls).toEqual([]);
 
-    second.resolve(desired(2, "active"));
-    const third = await state.next();
+    const third = await state.answer(desired(2, "active"));
     expect(ipsec.applied).toEqual([[], [peer("west")]]);
     expect(routes.calls).toEqual([{ cidrs: ["10.2.0.0/16"], previous: [], removeRoutes: false }]);
     expect(third.input).toMatchObject({
@@ -221,21 +280,34 @@ describe("reconcile loop", () => {
     expect(third.input.report.routes.error).toBeUndefined();
   });
 
-  it("active → standby removes the peers but never writes routes", async () => {
+  it("active → standby removes the peers, never writes cloud routes, and no longer reports them", async () => {
     const { state, ipsec, routes } = setup();
-    (await state.next()).resolve(desired(1, "active"));
-    (await state.next()).resolve(desired(2, "standby"));
-    const third = await state.next();
+    await state.answer(desired(1, "active"));
+    const third = await state.answer(desired(2, "standby"));
     expect(ipsec.applied).toEqual([[peer("west")], []]);
     expect(routes.calls).toHaveLength(1);
-    expect(third.input.report).toMatchObject({ role: "standby", appliedGeneration: 2 });
+    expect(routes.applied()).toEqual(["10.2.0.0/16"]); // the provider still knows them, for a later promotion
+    expect(third.input.report).toMatchObject({ role: "standby", appliedGeneration: 2, routes: { applied: [] } });
+  });
+
+  it("a standby withdraws the routes of a local provider (kernel routes, routes file)", async () => {
+    const { state, routes } = setup();
+    routes.table = "own";
+    await state.answer(desired(1, "active"));
+    const second = await state.answer(desired(2, "standby"));
+    expect(routes.calls).toEqual([
+      { cidrs: ["10.2.0.0/16"], previous: [], removeRoutes: false },
+      { cidrs: [], previous: ["10.2.0.0/16"], removeRoutes: true },
+    ]);
+    expect(second.input.report).toMatchObject({ role: "standby", appliedGeneration: 2, routes: { applied: [] } });
+    await state.answer(desired(3, "standby"));
+    expect(routes.calls).toHaveLength(2); // once
   });
 
   it("a repeated desired state changes nothing (diff, not re-apply)", async () => {
     const { state, ipsec, routes, checker } = setup();
-    (await state.next()).resolve(desired(1, "active"));
-    (await state.next()).resolve(desired(1, "active", { serverTime: Date.now() + 1000 }));
-    await state.next();
+    await state.answer(desired(1, "active"));
+    await state.answer(desired(1, "active", { serverTime: Date.now() + 1000 }));
     expect(ipsec.applied).toHaveLength(1);
     expect(routes.calls).toHaveLength(1);
     expect(checker.targets).toHaveLength(1);
@@ -243,46 +315,77 @@ describe("reconcile loop", () => {
 
   it("promoted again after a standby spell, it writes its routes again", async () => {
     const { state, routes } = setup({ removeRoutes: true });
-    (await state.next()).resolve(desired(1, "active"));
-    (await state.next()).resolve(desired(2, "standby"));
+    await state.answer(desired(1, "active"));
+    await state.answer(desired(2, "standby"));
     routes.current = []; // the new active host took them over
-    (await state.next()).resolve(desired(3, "active"));
-    await state.next();
+    await state.answer(desired(3, "active"));
     expect(routes.calls.map((c) => c.cidrs)).toEqual([["10.2.0.0/16"], ["10.2.0.0/16"]]);
   });
 
   it("with remove-routes, CIDRs no longer desired are passed as previous", async () => {
     const { state, routes } = setup({ removeRoutes: true });
-    (await state.next()).resolve(desired(1, "active", { routes: { pointHere: ["10.2.0.0/16", "10.3.0.0/16"] } }));
-    (await state.next()).resolve(desired(2, "active", { routes: { pointHere: ["10.2.0.0/16"] } }));
-    await state.next();
+    await state.answer(desired(1, "active", { routes: { pointHere: ["10.2.0.0/16", "10.3.0.0/16"] } }));
+    await state.answer(desired(2, "active", { routes: { pointHere: ["10.2.0.0/16"] } }));
     expect(routes.calls[1]).toEqual({ cidrs: ["10.2.0.0/16"], previous: ["10.2.0.0/16", "10.3.0.0/16"], removeRoutes: true });
+  });
+
+  it("a slow apply never holds up the heartbeat; applies queue, and only the newest answer waits", async () => {
+    const { state, routes } = setup();
+    const release = routes.hold();
+    // The long-poll goes out while the routes are still being written, and reports what is done so far.
+    let held = await state.answer(desired(1, "active"));
+    expect(held.input).toMatchObject({ generation: 1, wait: true, report: { role: "active", appliedGeneration: 0 } });
+    held = await state.answer(desired(1, "active"));
+    held = await state.answer(desired(2, "active", { routes: { pointHere: ["10.2.0.0/16", "10.3.0.0/16"] } }));
+    held = await state.answer(desired(3, "active", { routes: { pointHere: ["10.4.0.0/16"] } }));
+    expect(held.input).toMatchObject({ generation: 3, wait: true, report: { appliedGeneration: 0 } });
+    expect(routes.calls.map((c) => c.cidrs)).toEqual([["10.2.0.0/16"]]);
+
+    release();
+    // The finished applies are reported at once (the held long-poll is aborted for it).
+    const after = await state.settle(desired(3, "active", { routes: { pointHere: ["10.4.0.0/16"] } }));
+    expect(held.signal?.aborted).toBe(true);
+    expect(routes.calls.map((c) => c.cidrs)).toEqual([["10.2.0.0/16"], ["10.4.0.0/16"]]); // generation 2 was superseded
+    expect(after.input.report).toMatchObject({ appliedGeneration: 3, routes: { applied: ["10.4.0.0/16"] } });
   });
 
   it("an unreachable service keeps tunnels and routes, retries without waiting, and logs once", async () => {
     const { state, ipsec, routes, firewall, logs } = setup();
-    (await state.next()).resolve(desired(1, "active"));
+    let call = await state.answer(desired(1, "active"));
+    expect(call.input.wait).toBe(true);
     for (let i = 0; i < 4; i++) {
-      const call = await state.next();
-      expect(call.input.wait).toBe(i === 0);
       call.reject(new StateClientError("unreachable", "127.0.0.1:9443: ECONNREFUSED"));
+      call = await state.held();
+      expect(call.input.wait).toBe(false);
     }
-    const recovered = await state.next();
-    expect(recovered.input).toMatchObject({ wait: false, generation: 1, report: { role: "active", appliedGeneration: 1 } });
+    expect(call.input).toMatchObject({ wait: false, generation: 1, report: { role: "active", appliedGeneration: 1 } });
     expect(ipsec.applied).toEqual([[peer("west")]]);
     expect(routes.calls).toHaveLength(1);
     expect(firewall.calls).toEqual(["remove"]); // the one leftover check of the first answer
     const warnings = logs().filter((l) => l.level === "warn");
     expect(warnings.map((w) => w.msg)).toEqual(["state service unreachable: keeping tunnels and routes as they are"]);
-    recovered.resolve(desired(1, "active"));
-    await state.next();
+    await state.answer(desired(1, "active"));
     expect(logs().some((l) => l.msg === "state service reachable again")).toBe(true);
+  });
+
+  it("waits longer after each failed poll", async () => {
+    const { state } = setup({}, { retryInitialMs: 20 });
+    let call = await state.answer(desired(1, "standby"));
+    const gaps: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      const failedAt = performance.now();
+      call.reject(new StateClientError("unreachable", "127.0.0.1:9443: ECONNREFUSED"));
+      call = await state.held();
+      gaps.push(call.at - failedAt);
+    }
+    // 20 ms doubled per failure (less 20 % jitter at most): 16, 32, 64, 128, 256 ms at least.
+    gaps.forEach((gap, i) => expect(gap).toBeGreaterThanOrEqual(0.8 * 20 * 2 ** i - 2));
   });
 
   it("a refused answer (bad signature) changes nothing on the host", async () => {
     const { state, ipsec, routes, checker, logs } = setup();
-    (await state.next()).reject(new StateClientError("bad-signature", "127.0.0.1:9443: mis-signed answer (HTTP 200)"));
-    const next = await state.next();
+    (await state.held()).reject(new StateClientError("bad-signature", "127.0.0.1:9443: mis-signed answer (HTTP 200)"));
+    const next = await state.held();
     expect(next.input).toMatchObject({ generation: 0, wait: false, report: { role: "standby", appliedGeneration: 0 } });
     expect(ipsec.applied).toEqual([]);
     expect(routes.calls).toEqual([]);
@@ -290,42 +393,104 @@ describe("reconcile loop", () => {
     expect(logs().find((l) => l.level === "warn")).toMatchObject({ msg: "state service answer refused: nothing changed on this host", kind: "bad-signature" });
   });
 
+  it("a signed answer whose peers cannot be applied is refused whole: nothing changes, polling goes on", async () => {
+    const { state, ipsec, routes, firewall, checker, mss, logs } = setup({ firewall: true, mtu: 1400 });
+    const bad = desired(1, "active", { peers: [peer("west"), peer("bad")] });
+    const held = await state.answer(bad);
+    // Seen, so the service holds the next poll instead of answering the same at once.
+    expect(held.input).toMatchObject({ generation: 1, wait: true, report: { role: "standby", appliedGeneration: 0 } });
+    await state.answer(bad);
+    expect([ipsec.applied, routes.calls, firewall.calls, checker.targets, mss.calls]).toEqual([[], [], [], [], []]);
+    const refusals = logs().filter((l) => l.msg === "desired state refused: nothing changed on this host");
+    expect(refusals).toEqual([expect.objectContaining({ level: "error", generation: 1, error: 'ipsec: peers[1].location "bad" is refused' })]);
+    const good = await state.answer(desired(2, "active"));
+    expect(good.input.report).toMatchObject({ role: "active", appliedGeneration: 2 });
+    expect(ipsec.applied).toEqual([[peer("west")]]);
+  });
+
   it("an urgent change aborts the held long-poll and reports at once", async () => {
     const { state, checker } = setup();
-    (await state.next()).resolve(desired(1, "standby"));
-    const held = await state.next();
+    const held = await state.answer(desired(1, "standby"));
     expect(held.input.wait).toBe(true);
     checker.current = [{ target: "a2", reachable: false, failures: 3, ageMs: 5 }];
     checker.listeners.forEach((l) => l());
     expect(held.signal?.aborted).toBe(true);
-    const urgent = await state.next();
+    const urgent = await state.held();
     expect(urgent.input).toMatchObject({ wait: false, generation: 1, report: { hostChecks: [{ target: "a2", reachable: false, failures: 3 }] } });
   });
 
   it("a failed route apply is reported and retried without re-applying what worked", async () => {
-    const { state, ipsec, routes } = setup();
+    const { state, ipsec, routes } = setup({}, { applyRetryMs: { initial: 30, max: 30 } });
     routes.failNext = 1;
-    (await state.next()).resolve(desired(1, "active"));
-    const second = await state.next();
+    const second = await state.answer(desired(1, "active"));
     expect(second.input.report).toMatchObject({ appliedGeneration: 0, routes: { error: "route table rtb-0abc is busy", applied: [] } });
-    second.resolve(desired(1, "active"));
-    const third = await state.next();
+    await sleep(45);
+    const third = await state.answer(desired(1, "active"));
     expect(ipsec.applied).toHaveLength(1);
     expect(routes.calls).toHaveLength(2);
     expect(third.input.report).toMatchObject({ appliedGeneration: 1, routes: { applied: ["10.2.0.0/16"] } });
     expect(third.input.report.routes.error).toBeUndefined();
   });
 
+  it("backs off a failing part, logs each error once, and tries a new desired state at once", async () => {
+    const { state, routes, logs, loop } = setup({}, { applyRetryMs: { initial: 100, max: 400 } });
+    routes.failNext = 100;
+    await state.answer(desired(1, "active"));
+    for (let i = 0; i < 3; i++) await state.answer(desired(1, "active"));
+    expect(routes.calls).toHaveLength(1);
+    await sleep(130); // past the first delay (100 ms ± 20 %)
+    await state.answer(desired(1, "active"));
+    await state.answer(desired(1, "active"));
+    expect(routes.calls).toHaveLength(2); // the second delay is twice as long
+    routes.error = "RequestLimitExceeded";
+    await state.answer(desired(2, "active", { routes: { pointHere: ["10.2.0.0/16", "10.3.0.0/16"] } }));
+    expect(routes.calls).toHaveLength(3);
+    const errors = logs().filter((l) => l.level === "error");
+    expect(errors.map((l) => [l.msg, l.error])).toEqual([
+      ["applying routes failed", "route table rtb-0abc is busy"],
+      ["applying routes failed", "RequestLimitExceeded"],
+    ]);
+    // A config reload (the operator fixed something) tries again at once.
+    loop.updateOptions({ firewall: false, removeRoutes: false, hostCheck: true });
+    await state.settle(desired(2, "active", { routes: { pointHere: ["10.2.0.0/16", "10.3.0.0/16"] } }));
+    expect(routes.calls).toHaveLength(4);
+  });
+
+  it("restores what someone changed on the host (drift), without a new desired state", async () => {
+    const { state, firewall, routes, logs } = setup({ firewall: true }, { verifyMs: 20 });
+    routes.table = "own"; // e.g. kernel routes
+    let intactRoutes = true;
+    routes.inPlace = async () => intactRoutes;
+    await state.answer(desired(1, "active"));
+    expect(firewall.calls).toHaveLength(1);
+    firewall.intact = false; // e.g. `iptables -F INPUT` dropped our jump
+    intactRoutes = false; // e.g. `ip route del`
+    await vi.waitFor(() => expect(firewall.calls).toHaveLength(2), { timeout: 2_000, interval: 10 });
+    await vi.waitFor(() => expect(routes.calls).toHaveLength(2), { timeout: 2_000, interval: 10 });
+    expect(firewall.calls[1]).toEqual(["198.18.0.10", "198.18.0.20"]);
+    expect(routes.calls[1]!.cidrs).toEqual(["10.2.0.0/16"]);
+    const restored = logs().filter((l) => l.msg === "changed on this host by someone else: restoring it");
+    expect(restored.map((l) => l.part).sort()).toEqual(["firewall", "routes"]);
+  });
+
+  it("a drift check never retries a failed part and never rewrites a shared route table (cloud, lab)", async () => {
+    const { state, routes, mss } = setup({ mtu: 1400 }, { verifyMs: 10, applyRetryMs: { initial: 60_000, max: 60_000 } });
+    routes.inPlace = async () => false; // e.g. the new active host took the route: not ours to take back
+    mss.failNext = 1;
+    await state.answer(desired(1, "active"));
+    await sleep(100); // ~10 drift checks
+    expect(mss.calls).toHaveLength(1);
+    expect(routes.calls).toHaveLength(1); // only answers write a shared table
+  });
+
   it("firewall-on applies the allow list; firewall-off (reload) removes the rules", async () => {
     const { state, firewall, loop } = setup({ firewall: true });
-    (await state.next()).resolve(desired(1, "standby"));
-    const held = await state.next();
+    const held = await state.answer(desired(1, "standby"));
     expect(firewall.calls).toEqual([["198.18.0.10", "198.18.0.20"]]);
     loop.updateOptions({ firewall: false, removeRoutes: false, hostCheck: true });
     expect(held.signal?.aborted).toBe(true);
-    (await state.next()).resolve(desired(1, "standby"));
-    (await state.next()).resolve(desired(1, "standby"));
-    await state.next();
+    await state.settle(desired(1, "standby"));
+    await state.answer(desired(1, "standby"));
     expect(firewall.calls).toEqual([["198.18.0.10", "198.18.0.20"], "remove"]);
   });
 
@@ -335,9 +500,8 @@ describe("reconcile loop", () => {
       firewall.calls.push("remove");
       throw new Error("iptables: command not found");
     };
-    (await state.next()).resolve(desired(1, "standby"));
-    (await state.next()).resolve(desired(2, "standby"));
-    const third = await state.next();
+    await state.answer(desired(1, "standby"));
+    const third = await state.answer(desired(2, "standby"));
     expect(firewall.calls).toEqual(["remove"]);
     expect(third.input.report.appliedGeneration).toBe(2);
     expect(logs().filter((l) => l.level === "error")).toEqual([]);
@@ -345,12 +509,11 @@ describe("reconcile loop", () => {
 
   it("set-mtu clamps the peers' remote subnets and follows the desired state", async () => {
     const { state, mss } = setup({ mtu: 1400 });
-    (await state.next()).resolve(desired(1, "active"));
-    (await state.next()).resolve(desired(2, "active", { serverTime: Date.now() + 1 })); // nothing changed
+    await state.answer(desired(1, "active"));
+    await state.answer(desired(2, "active", { serverTime: Date.now() + 1 })); // nothing changed
     const south = { ...peer("south"), remoteSubnets: ["10.4.0.0/16", "10.2.0.0/16"] };
-    (await state.next()).resolve(desired(3, "active", { peers: [peer("west"), south] }));
-    (await state.next()).resolve(desired(4, "standby"));
-    const fifth = await state.next();
+    await state.answer(desired(3, "active", { peers: [peer("west"), south] }));
+    const fifth = await state.answer(desired(4, "standby"));
     expect(mss.calls).toEqual([
       [1400, ["10.2.0.0/16"]],
       [1400, ["10.2.0.0/16", "10.4.0.0/16"]],
@@ -361,15 +524,12 @@ describe("reconcile loop", () => {
 
   it("mtu off (reload) removes the clamp; a changed mtu re-applies it", async () => {
     const { state, mss, loop } = setup({ mtu: 1400 });
-    (await state.next()).resolve(desired(1, "active"));
-    await state.next();
+    await state.answer(desired(1, "active"));
     loop.updateOptions({ firewall: false, removeRoutes: false, hostCheck: true, mtu: 1300 });
-    (await state.next()).resolve(desired(1, "active"));
-    await state.next();
+    await state.settle(desired(1, "active"));
     loop.updateOptions({ firewall: false, removeRoutes: false, hostCheck: true });
-    (await state.next()).resolve(desired(1, "active"));
-    (await state.next()).resolve(desired(2, "active"));
-    await state.next();
+    await state.settle(desired(1, "active"));
+    await state.answer(desired(2, "active"));
     expect(mss.calls).toEqual([[1400, ["10.2.0.0/16"]], [1300, ["10.2.0.0/16"]], "remove"]);
   });
 
@@ -379,23 +539,21 @@ describe("reconcile loop", () => {
       mss.calls.push("remove");
       throw new Error("iptables: command not found");
     };
-    (await state.next()).resolve(desired(1, "active"));
-    (await state.next()).resolve(desired(2, "active"));
-    const third = await state.next();
+    await state.answer(desired(1, "active"));
+    const third = await state.answer(desired(2, "active"));
     expect(mss.calls).toEqual(["remove"]);
     expect(third.input.report.appliedGeneration).toBe(2);
     expect(logs().filter((l) => l.level === "error")).toEqual([]);
   });
 
   it("a failed clamp is logged, holds back appliedGeneration and is retried with the next answer", async () => {
-    const { state, mss, logs } = setup({ mtu: 1400 });
+    const { state, mss, logs } = setup({ mtu: 1400 }, { applyRetryMs: { initial: 30, max: 30 } });
     mss.failNext = 1;
-    (await state.next()).resolve(desired(1, "active"));
-    const second = await state.next();
+    const second = await state.answer(desired(1, "active"));
     expect(second.input.report.appliedGeneration).toBe(0);
     expect(logs().find((l) => l.level === "error")).toMatchObject({ msg: "tcp mss clamp change failed" });
-    second.resolve(desired(1, "active"));
-    const third = await state.next();
+    await sleep(45);
+    const third = await state.answer(desired(1, "active"));
     expect(mss.calls).toEqual([
       [1400, ["10.2.0.0/16"]],
       [1400, ["10.2.0.0/16"]],
@@ -405,15 +563,13 @@ describe("reconcile loop", () => {
 
   it("host-check off gives the checker no targets", async () => {
     const { state, checker } = setup({ hostCheck: false });
-    (await state.next()).resolve(desired(1, "standby"));
-    await state.next();
+    await state.answer(desired(1, "standby"));
     expect(checker.targets).toEqual([[]]);
   });
 
   it("stop sends offline, exits the loop and leaves the tunnels up", async () => {
     const { state, ipsec, loop, done } = setup();
-    (await state.next()).resolve(desired(1, "active"));
-    const held = await state.next();
+    const held = await state.answer(desired(1, "active"));
     await loop.stop("SIGTERM");
     await done;
     expect(held.signal?.aborted).toBe(true);
@@ -421,11 +577,21 @@ describe("reconcile loop", () => {
     expect(ipsec.applied).toEqual([[peer("west")]]);
   });
 
+  it("stop does not wait for a hung apply", async () => {
+    const { state, routes, loop, done } = setup();
+    routes.hold(); // never released
+    await state.answer(desired(1, "active"));
+    const started = performance.now();
+    await loop.stop("SIGTERM");
+    await done;
+    expect(state.offlines).toEqual(["SIGTERM"]);
+    expect(performance.now() - started).toBeLessThan(10_000);
+  });
+
   it("never logs the PSK or the host-check key", async () => {
     const { state, lines } = setup();
-    (await state.next()).resolve(desired(1, "active"));
-    (await state.next()).resolve(desired(2, "standby"));
-    await state.next();
+    await state.answer(desired(1, "active"));
+    await state.answer(desired(2, "standby"));
     const all = lines.join("");
     expect(all).not.toContain(PSK);
     expect(all).not.toContain(HC_KEY);

@@ -1,8 +1,13 @@
-// The reconcile loop: poll the state service (long-poll) → apply the desired state → report, forever.
+// The reconcile loop: poll the state service (long-poll) and report, forever; apply each answer.
+// The poll is the heartbeat, so it never waits for an apply: applies run one at a time beside it,
+// the newest answer next (older ones are superseded), and a finished apply is reported at once.
 // Apply diffs the desired state against what was last applied successfully and touches only what
-// differs, so a re-run (next round, or after a crash with nothing remembered) is harmless.
+// differs, so a re-run (next round, or after a crash with nothing remembered) is harmless; every
+// VERIFY_MS it also checks that what it applied is still in place (someone flushed the firewall
+// chain, deleted a route) and restores it. A part that fails is retried with a growing delay.
 import type { DesiredState, HostReport } from "../protocol";
 import { DEFAULTS } from "../../lib/topology";
+import { backoffDelay, FailureBackoff, MAX_TIMER_MS } from "./backoff";
 import type { Firewall, HostChecker, IpsecDriver, MssClamp, RouteProvider } from "./types";
 import type { StateApi } from "./state-client";
 import { StateClientError } from "./state-client";
@@ -21,6 +26,8 @@ export interface SelfInfo {
   hostId: string;
   publicAddress?: string;
   privateAddress?: string;
+  /** The port this host answers host checks on: reported, so peers probe the right one. */
+  hostCheckPort?: number;
 }
 
 export interface ReconcileDeps {
@@ -34,16 +41,45 @@ export interface ReconcileDeps {
   options: ReconcileOptions;
   agentVersion: string;
   log: Logger;
-  /** Called after every round (and on urgent changes) with a fresh snapshot; the agent writes the status file. */
+  /** Called after every answer and every apply with a fresh snapshot; the agent writes the status file. */
   onStatus?: (status: AgentStatus) => void;
   /** Retry delays while the service is unreachable: first delay, doubled up to the heartbeat. */
   retryInitialMs?: number;
   /** Added to the heartbeat for a request's timeout (the service holds a long-poll up to one heartbeat). */
   timeoutSlackMs?: number;
+  /** Delays before a failed part is attempted again for the same desired state. @default { initial: 1000, max: 30000 } */
+  applyRetryMs?: { initial: number; max: number };
+  /** How often what was applied is checked for drift. @default VERIFY_MS */
+  verifyMs?: number;
 }
 
+/**
+ * Drift checks of the firewall and MSS chains (one `iptables -S` per table and family) and of kernel
+ * routes and the routes file: every 10 s, a few short processes. charon's connections are checked by
+ * the IPsec driver itself, more often (a lost tunnel is an outage). Shared route tables (cloud, lab)
+ * are not checked: only a fresh answer may write them (and a cloud check costs API calls).
+ */
+export const VERIFY_MS = 10_000;
+const APPLY_RETRY_MS = { initial: 1_000, max: 30_000 };
 const MAX_ERROR_LENGTH = 1024;
 const STOP_SETTLE_MS = 250;
+/** On stop, how long an apply in progress may still run before the loop exits anyway. */
+const STOP_APPLY_WAIT_MS = 2_000;
+
+type PartName = "ipsec" | "firewall" | "mss" | "hostCheck" | "routes";
+
+/** One part of an apply, for one desired state. */
+interface PartPlan {
+  /** What is wanted, as a stable string: an equal key that was applied needs nothing. */
+  key: string;
+  /** For log lines: "<what> failed". */
+  what: string;
+  attempt(): Promise<void>;
+  /** Drift check (verify passes only): whether what `key` stands for is still in place on the host. */
+  inPlace?: () => Promise<boolean>;
+  /** Logs the success. */
+  done(): void;
+}
 
 export class ReconcileLoop {
   private options: ReconcileOptions;
@@ -52,14 +88,13 @@ export class ReconcileLoop {
   private seenGeneration = 0;
   private appliedGeneration = 0;
   private desired: DesiredState | undefined;
-  /** Keys of what was last applied successfully, per part; undefined = not applied (or no longer ours). */
-  private applied: { ipsec?: string; firewall?: string; mss?: string; hostCheck?: string; routes?: string } = {};
+  /** Per part: the key last applied successfully (undefined: not applied), and its failures. */
+  private readonly parts: Record<PartName, { applied?: string; backoff: FailureBackoff }>;
   private appliedRoutes: string[] = [];
-  private routeError: string | undefined;
-  /** Whether rules of an earlier run may still be in place (checked once, on the first answer). */
-  private firewallLeftovers = true;
-  /** Same for the MSS clamp chain (mtu unset while the agent was stopped). */
-  private mssLeftovers = true;
+  /** Whether this run loaded firewall / MSS rules that firewall-off / mtu off must remove (else removal is a best-effort leftover check). */
+  private loadedRules = { firewall: false, mss: false };
+  /** The error of the last refused desired state (logged once). */
+  private refusal: string | undefined;
   private contact: { reachable: boolean; lastContact?: number; lastError?: string; kind?: string; failures: number; lostAt?: number } = {
     reachable: false,
     failures: 0,
@@ -69,16 +104,27 @@ export class ReconcileLoop {
   private wake: (() => void) | undefined;
   private stopping = false;
   private running: Promise<void> | undefined;
+  /** The answer to apply next (only the newest waits), and the apply in progress. */
+  private next: { desired: DesiredState; verify: boolean } | undefined;
+  private applying: Promise<void> | undefined;
+  private verifyTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly deps: ReconcileDeps) {
     this.options = { ...deps.options };
+    const delays = deps.applyRetryMs ?? APPLY_RETRY_MS;
+    const part = () => ({ backoff: new FailureBackoff(delays) });
+    this.parts = { ipsec: part(), firewall: part(), mss: part(), hostCheck: part(), routes: part() };
     deps.ipsec.onChange(() => this.urgent("tunnel changed"));
     deps.checker.onChange(() => this.urgent("host check changed"));
   }
 
   /** Runs until stop(); resolves when the loop has exited. */
   start(): Promise<void> {
-    this.running ??= this.loop();
+    if (!this.running) {
+      this.verifyTimer = setInterval(() => this.verifyTick(), this.deps.verifyMs ?? VERIFY_MS);
+      this.verifyTimer.unref();
+      this.running = this.loop();
+    }
     return this.running;
   }
 
@@ -92,8 +138,10 @@ export class ReconcileLoop {
     this.inflight?.controller.abort();
     this.wake?.();
     // Let the aborted poll settle first, so the offline message is the last word the service hears
-    // from this host; but never wait long for an apply in progress (exit within ~1 s).
-    await Promise.race([this.running, new Promise((resolve) => setTimeout(resolve, STOP_SETTLE_MS).unref())]);
+    // from this host; but never wait long for an apply in progress. Each endpoint tried gets
+    // offlineTimeoutMs: with a hung apply on top (STOP_APPLY_WAIT_MS) the exit stays within the
+    // unit's TimeoutStopSec=5.
+    await Promise.race([this.running, delay(STOP_SETTLE_MS)]);
     try {
       await this.deps.state.offline(reason, { timeoutMs: offlineTimeoutMs });
       this.deps.log.info("told the state service this host goes offline", { reason });
@@ -106,6 +154,8 @@ export class ReconcileLoop {
   /** New CLI flags (SIGHUP reload): applied on the next answer, which is asked for at once. */
   updateOptions(options: ReconcileOptions): void {
     this.options = { ...options };
+    // The operator may have fixed what failed: no waiting out a backoff.
+    for (const part of Object.values(this.parts)) part.backoff.retryNow();
     this.urgent("config reloaded");
   }
 
@@ -143,11 +193,12 @@ export class ReconcileLoop {
   }
 
   report(): HostReport {
-    const { publicAddress, privateAddress } = this.deps.self;
+    const { publicAddress, privateAddress, hostCheckPort } = this.deps.self;
     return {
       agentVersion: this.deps.agentVersion,
       ...(publicAddress && { publicAddress }),
       ...(privateAddress && { privateAddress }),
+      ...(hostCheckPort !== undefined && { hostCheckPort }),
       role: this.role,
       appliedGeneration: this.appliedGeneration,
       tunnels: this.deps.ipsec.tunnels(),
@@ -157,10 +208,13 @@ export class ReconcileLoop {
   }
 
   private routeReport(): HostReport["routes"] {
+    const { routes } = this.deps;
+    const error = this.parts.routes.backoff.message;
     return {
-      provider: this.deps.routes.name,
-      applied: this.deps.routes.applied(),
-      ...(this.routeError !== undefined && { error: this.routeError.slice(0, MAX_ERROR_LENGTH) }),
+      provider: routes.name,
+      // A standby points nothing at itself: cloud routes it wrote as active are the new active host's now.
+      applied: this.role === "standby" && routes.table === "shared" ? [] : routes.applied(),
+      ...(error !== undefined && { error: error.slice(0, MAX_ERROR_LENGTH) }),
     };
   }
 
@@ -190,150 +244,240 @@ export class ReconcileLoop {
       this.inflight = undefined;
       this.contactOk();
       // The answer is fresh even when a stop arrived meanwhile: applying it is what the service expects.
-      await this.apply(desired);
+      this.desired = desired;
+      this.timing = desired.timing;
+      this.seenGeneration = desired.generation;
+      this.schedule(desired, false);
       this.deps.onStatus?.(this.status());
       wait = true;
     }
     this.inflight = undefined;
+    clearInterval(this.verifyTimer);
+    await Promise.race([this.applying, delay(STOP_APPLY_WAIT_MS)]);
   }
 
-  private async apply(desired: DesiredState): Promise<void> {
-    this.desired = desired;
-    this.timing = desired.timing;
-    this.seenGeneration = desired.generation;
+  /** Applies run one at a time; while one runs, only the newest desired state waits for its turn. */
+  private schedule(desired: DesiredState, verify: boolean): void {
+    // A pending answer is not downgraded to a verify pass (which attempts nothing new).
+    this.next = { desired, verify: verify && (this.next?.verify ?? true) };
+    this.applying ??= this.drain();
+  }
+
+  private async drain(): Promise<void> {
+    while (this.next) {
+      const { desired, verify } = this.next;
+      this.next = undefined;
+      const before = this.reportKey();
+      try {
+        await this.apply(desired, verify);
+      } catch (err) {
+        this.deps.log.error("apply failed unexpectedly", { generation: desired.generation, error: errorMessage(err) });
+      }
+      this.deps.onStatus?.(this.status());
+      // The held long-poll carries the report from before: send the new one now.
+      if (this.reportKey() !== before) this.urgent("apply finished");
+    }
+    this.applying = undefined;
+  }
+
+  /** What of the report an apply changes. */
+  private reportKey(): string {
+    return JSON.stringify([this.role, this.appliedGeneration, this.routeReport()]);
+  }
+
+  private verifyTick(): void {
+    if (this.stopping || !this.desired || this.applying) return;
+    this.schedule(this.desired, true);
+  }
+
+  /**
+   * An answer: each part that differs from what was applied (and is not waiting out a backoff) is
+   * applied. A verify pass attempts nothing new: it checks the parts that were applied and restores
+   * those that someone changed.
+   */
+  private async apply(desired: DesiredState, verify: boolean): Promise<void> {
+    if (!this.acceptable(desired)) return;
+    if (desired.role !== this.role) this.deps.log.info("role changed", { from: this.role, to: desired.role, generation: desired.generation });
+    this.role = desired.role;
     // The parts are independent: applied side by side (a failover needs tunnels AND routes, and
     // cloud route calls take a while); one failing does not undo or hold up the others.
     const results = await Promise.all([
-      this.applyIpsec(desired),
-      this.applyFirewall(desired),
-      this.applyMss(desired),
-      this.applyHostCheck(desired),
-      this.applyRoutes(desired),
+      this.run("ipsec", this.ipsecPlan(desired), verify),
+      this.run("firewall", this.firewallPlan(desired), verify),
+      this.run("mss", this.mssPlan(desired), verify),
+      this.run("hostCheck", this.hostCheckPlan(desired), verify),
+      this.run("routes", this.routesPlan(desired), verify),
     ]);
-    if (desired.role !== this.role) this.deps.log.info("role changed", { from: this.role, to: desired.role, generation: desired.generation });
-    this.role = desired.role;
-    if (results.every(Boolean)) this.appliedGeneration = desired.generation;
+    if (!verify && results.every(Boolean)) this.appliedGeneration = desired.generation;
+  }
+
+  /** A signed answer whose content cannot be applied is refused whole: none of it changes the host. */
+  private acceptable(desired: DesiredState): boolean {
+    try {
+      this.deps.ipsec.validate(desired.peers, this.deps.self);
+      this.refusal = undefined;
+      return true;
+    } catch (err) {
+      const message = errorMessage(err);
+      if (message !== this.refusal) this.deps.log.error("desired state refused: nothing changed on this host", { generation: desired.generation, error: message });
+      this.refusal = message;
+      return false;
+    }
+  }
+
+  /** Runs one part: true when what it wants is in place. */
+  private async run(name: PartName, plan: PartPlan, verify: boolean): Promise<boolean> {
+    const part = this.parts[name];
+    const { log } = this.deps;
+    if (plan.key === part.applied) {
+      if (!verify || !plan.inPlace) return true;
+      if (await plan.inPlace().catch(() => false)) return true;
+      log.warn("changed on this host by someone else: restoring it", { part: name });
+    } else if (verify || !part.backoff.due(plan.key)) {
+      return false; // retried with the next answer, once its backoff is over
+    }
+    try {
+      await plan.attempt();
+      part.applied = plan.key;
+      part.backoff.succeeded();
+      plan.done();
+      return true;
+    } catch (err) {
+      part.applied = undefined;
+      const error = errorMessage(err).slice(0, MAX_ERROR_LENGTH);
+      const { retryInMs, fresh } = part.backoff.failed(plan.key, error);
+      // One line per change of error, not one per attempt.
+      (fresh ? log.error : log.debug)(`${plan.what} failed`, { error, retryInMs });
+      return false;
+    }
   }
 
   /** IPsec: a standby gets no peers, so its tunnels are torn down here. */
-  private async applyIpsec(desired: DesiredState): Promise<boolean> {
-    const key = JSON.stringify(desired.peers);
-    if (key === this.applied.ipsec) return true;
-    try {
-      await this.deps.ipsec.apply(desired.peers, this.deps.self);
-      this.applied.ipsec = key;
-      this.deps.log.info("tunnels applied", { generation: desired.generation, peers: desired.peers.map((p) => p.location) });
-      return true;
-    } catch (err) {
-      this.deps.log.error("applying tunnels failed", { generation: desired.generation, error: errorMessage(err) });
-      return false;
-    }
+  private ipsecPlan(desired: DesiredState): PartPlan {
+    return {
+      key: JSON.stringify(desired.peers),
+      what: "applying tunnels",
+      attempt: () => this.deps.ipsec.apply(desired.peers, this.deps.self),
+      done: () => this.deps.log.info("tunnels applied", { generation: desired.generation, peers: desired.peers.map((p) => p.location) }),
+    };
   }
 
-  private async applyFirewall(desired: DesiredState): Promise<boolean> {
+  private firewallPlan(desired: DesiredState): PartPlan {
     const { firewall, log } = this.deps;
-    try {
-      if (this.options.firewall || this.applied.firewall !== undefined) this.firewallLeftovers = false;
-      if (this.options.firewall) {
-        const allow = [...new Set(desired.firewall.allow)].sort();
-        const key = JSON.stringify(allow);
-        if (key === this.applied.firewall) return true;
-        await firewall.apply(allow);
-        this.applied.firewall = key;
-        log.info("firewall applied", { allowed: allow.length });
-      } else if (this.applied.firewall !== undefined) {
-        await firewall.remove();
-        this.applied.firewall = undefined;
-        log.info("firewall rules removed (firewall-off)");
-      } else if (this.firewallLeftovers) {
-        // firewall-off may have been set while the agent was stopped: remove leftover rules once.
-        // Best effort: a host without iptables (firewall never used) must not fail every round.
-        this.firewallLeftovers = false;
-        await firewall.remove().catch((err: unknown) => log.debug("no leftover firewall rules removed", { error: errorMessage(err) }));
-      }
-      return true;
-    } catch (err) {
-      log.error("firewall change failed", { error: errorMessage(err) });
-      return false;
+    if (this.options.firewall) {
+      const allow = [...new Set(desired.firewall.allow)].sort();
+      return {
+        key: JSON.stringify(allow),
+        what: "firewall change",
+        attempt: () => {
+          this.loadedRules.firewall = true;
+          return firewall.apply(allow);
+        },
+        inPlace: () => firewall.inPlace(allow),
+        done: () => log.info("firewall applied", { allowed: allow.length }),
+      };
     }
+    return this.removalPlan("firewall", "firewall change", () => firewall.remove(), "firewall rules removed (firewall-off)");
   }
 
   /**
    * MSS clamp (`set-mtu`) for the subnets the tunnels carry: those of the peers, which a standby has
    * none of, so a standby keeps only the empty chain and its jumps.
    */
-  private async applyMss(desired: DesiredState): Promise<boolean> {
+  private mssPlan(desired: DesiredState): PartPlan {
     const { mss, log } = this.deps;
     const mtu = this.options.mtu;
-    try {
-      if (mtu !== undefined || this.applied.mss !== undefined) this.mssLeftovers = false;
-      if (mtu !== undefined) {
-        const subnets = [...new Set(desired.peers.flatMap((p) => p.remoteSubnets))].sort();
-        const key = JSON.stringify([mtu, subnets]);
-        if (key === this.applied.mss) return true;
-        await mss.apply(mtu, subnets);
-        this.applied.mss = key;
-        log.info("tcp mss clamp applied", { mtu, subnets });
-      } else if (this.applied.mss !== undefined) {
-        await mss.remove();
-        this.applied.mss = undefined;
-        log.info("tcp mss clamp removed (mtu off)");
-      } else if (this.mssLeftovers) {
-        // mtu may have been unset while the agent was stopped: remove a leftover chain once, best
-        // effort (a host without iptables must not fail every round).
-        this.mssLeftovers = false;
-        await mss.remove().catch((err: unknown) => log.debug("no leftover tcp mss clamp removed", { error: errorMessage(err) }));
-      }
-      return true;
-    } catch (err) {
-      log.error("tcp mss clamp change failed", { error: errorMessage(err) });
-      return false;
+    if (mtu !== undefined) {
+      const subnets = [...new Set(desired.peers.flatMap((p) => p.remoteSubnets))].sort();
+      return {
+        key: JSON.stringify([mtu, subnets]),
+        what: "tcp mss clamp change",
+        attempt: () => {
+          this.loadedRules.mss = true;
+          return mss.apply(mtu, subnets);
+        },
+        inPlace: () => mss.inPlace(mtu, subnets),
+        done: () => log.info("tcp mss clamp applied", { mtu, subnets }),
+      };
     }
+    return this.removalPlan("mss", "tcp mss clamp change", () => mss.remove(), "tcp mss clamp removed (mtu off)");
   }
 
-  private async applyHostCheck(desired: DesiredState): Promise<boolean> {
+  /**
+   * A chain switched off (firewall-off, mtu off): rules this run loaded are removed. The switch may
+   * also have been flipped while the agent was stopped, so rules of an earlier run are removed once,
+   * best effort (a host without iptables must not fail every round).
+   */
+  private removalPlan(chain: "firewall" | "mss", what: string, remove: () => Promise<void>, removed: string): PartPlan {
+    const { log } = this.deps;
+    const own = this.loadedRules[chain];
+    return {
+      key: "off",
+      what,
+      attempt: async () => {
+        if (own) await remove();
+        else await remove().catch((err: unknown) => log.debug("no leftover rules removed", { part: chain, error: errorMessage(err) }));
+        this.loadedRules[chain] = false;
+      },
+      done: () => {
+        if (own) log.info(removed);
+      },
+    };
+  }
+
+  private hostCheckPlan(desired: DesiredState): PartPlan {
     const targets = this.options.hostCheck ? desired.hostCheck.targets : [];
-    const key = JSON.stringify([targets, desired.hostCheck.key, desired.timing]);
-    if (key === this.applied.hostCheck) return true;
-    try {
-      this.deps.checker.setTargets(targets, desired.hostCheck.key, desired.timing);
-      this.applied.hostCheck = key;
-      this.deps.log.info("host check targets set", { targets: targets.map((t) => t.hostId) });
-      return true;
-    } catch (err) {
-      this.deps.log.error("setting host check targets failed", { error: errorMessage(err) });
-      return false;
-    }
+    return {
+      key: JSON.stringify([targets, desired.hostCheck.key, desired.timing]),
+      what: "setting host check targets",
+      attempt: async () => this.deps.checker.setTargets(targets, desired.hostCheck.key, desired.timing),
+      done: () => this.deps.log.info("host check targets set", { targets: targets.map((t) => t.hostId) }),
+    };
   }
 
-  /** Routes are written only here, i.e. only on the strength of a fresh answer, and only when active. */
-  private async applyRoutes(desired: DesiredState): Promise<boolean> {
+  /**
+   * Routes are written only here: a shared table (cloud, lab) only on the strength of a fresh
+   * answer, never by a standby (the new active host points them at itself) and never restored
+   * between answers; the host's own (kernel routes, routes file) are withdrawn by a standby and
+   * restored by the drift check.
+   */
+  private routesPlan(desired: DesiredState): PartPlan {
     const { routes, log } = this.deps;
-    if (desired.role !== "active") {
-      // Standby never writes routes: the new active host points them at itself. Forget ours so that
-      // a later promotion writes them again.
-      this.applied.routes = undefined;
-      this.appliedRoutes = [];
-      this.routeError = undefined;
-      return true;
+    const previous = () => [...new Set([...this.appliedRoutes, ...routes.applied()])];
+    if (desired.role === "active") {
+      const pointHere = [...new Set(desired.routes.pointHere)].sort();
+      const removeRoutes = this.options.removeRoutes;
+      return {
+        key: JSON.stringify(["active", pointHere, removeRoutes]),
+        what: "applying routes",
+        attempt: async () => {
+          await routes.apply(pointHere, { previous: previous(), removeRoutes });
+          this.appliedRoutes = pointHere;
+        },
+        inPlace: routes.table === "own" && routes.inPlace ? () => routes.inPlace!(pointHere) : undefined,
+        done: () => log.info("routes applied", { provider: routes.name, routes: pointHere }),
+      };
     }
-    const pointHere = [...new Set(desired.routes.pointHere)].sort();
-    const key = JSON.stringify(pointHere);
-    // A failed apply is retried with every answer until it succeeds.
-    if (key === this.applied.routes && this.routeError === undefined) return true;
-    const previous = [...new Set([...this.appliedRoutes, ...routes.applied()])];
-    try {
-      await routes.apply(pointHere, { previous, removeRoutes: this.options.removeRoutes });
-      this.applied.routes = key;
-      this.appliedRoutes = pointHere;
-      this.routeError = undefined;
-      log.info("routes applied", { provider: routes.name, routes: pointHere });
-      return true;
-    } catch (err) {
-      this.routeError = errorMessage(err);
-      log.error("applying routes failed", { provider: routes.name, error: this.routeError.slice(0, MAX_ERROR_LENGTH) });
-      return false;
+    if (routes.table === "own") {
+      return {
+        key: JSON.stringify(["standby"]),
+        what: "withdrawing routes",
+        attempt: async () => {
+          await routes.apply([], { previous: previous(), removeRoutes: true });
+          this.appliedRoutes = [];
+        },
+        inPlace: routes.inPlace ? () => routes.inPlace!([]) : undefined,
+        done: () => log.info("routes withdrawn (standby)", { provider: routes.name }),
+      };
     }
+    return {
+      key: JSON.stringify(["standby"]),
+      what: "standing by",
+      attempt: async () => {
+        this.appliedRoutes = [];
+      },
+      done: () => {},
+    };
   }
 
   private contactOk(): void {
@@ -371,15 +515,13 @@ export class ReconcileLoop {
 
   private retryDelay(): number {
     const initial = this.deps.retryInitialMs ?? 100;
-    const cap = Math.max(initial, this.timing.heartbeat * 1000);
-    const delay = Math.min(cap, initial * 2 ** Math.min(this.contact.failures - 1, 20));
-    return delay * (0.8 + Math.random() * 0.4); // jitter: many hosts must not retry in lockstep
+    return backoffDelay(this.contact.failures, initial, Math.max(initial, this.timing.heartbeat * 1000));
   }
 
   private sleep(ms: number): Promise<void> {
     if (this.urgentPending) return Promise.resolve();
     return new Promise((resolve) => {
-      const timer = setTimeout(done, ms);
+      const timer = setTimeout(done, Math.min(ms, MAX_TIMER_MS));
       const self = this;
       function done() {
         clearTimeout(timer);
@@ -389,4 +531,8 @@ export class ReconcileLoop {
       this.wake = done;
     });
   }
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref());
 }

@@ -35,7 +35,7 @@ const topology: TopologyInput = {
       name: "corp",
       locations: [
         { name: "aws", routes: ["10.1.0.0/16"], hosts: [host("aws-a", "a", 2, 10), host("aws-b", "b", 1, 11)] },
-        { name: "office", routes: ["10.2.0.0/16"], hosts: [{ id: "off-a", name: "a", publicAddress: "198.18.2.10" }] },
+        { name: "office", routes: ["10.2.0.0/16"], hosts: [{ id: "off-a", name: "a", timeout: 120, publicAddress: "198.18.2.10" }] },
       ],
       // Long heartbeat: a poll is held until a decision releases it, never by the clock during the test.
       timing: { heartbeat: 30 },
@@ -110,6 +110,7 @@ function seams() {
   const routeCalls: string[][] = [];
   let routes: string[] = [];
   const ipsec: IpsecDriver = {
+    validate: () => {},
     apply: async (peers) => void applied.push(peers),
     tunnels: () => [],
     onChange: () => {},
@@ -117,13 +118,14 @@ function seams() {
   };
   const provider: RouteProvider = {
     name: "lab",
+    table: "shared",
     apply: async (cidrs) => {
       routeCalls.push(cidrs);
       routes = cidrs;
     },
     applied: () => routes,
   };
-  const firewall: Firewall = { apply: async () => {}, remove: async () => {} };
+  const firewall: Firewall = { apply: async () => {}, inPlace: async () => true, remove: async () => {} };
   const checker: HostChecker = { setTargets: () => {}, results: () => [], onChange: () => {}, close: async () => {} };
   return { applied, routeCalls, ipsec, provider, firewall, checker };
 }
@@ -137,7 +139,7 @@ describe("two reconcile loops through the real service", () => {
         ipsec: s.ipsec,
         routes: s.provider,
         firewall: s.firewall,
-        mss: { apply: async () => {}, remove: async () => {} },
+        mss: { apply: async () => {}, inPlace: async () => true, remove: async () => {} },
         checker: s.checker,
         self: { hostId, publicAddress: hostId === "aws-a" ? "198.18.1.10" : "198.18.1.11" },
         options: { firewall: false, removeRoutes: false, hostCheck: true },

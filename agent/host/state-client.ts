@@ -1,5 +1,6 @@
 // The agent's side of the wire: signed requests to the state service over pinned HTTPS, verified and
-// validated answers. Several endpoints are tried in order; the one that answered is tried first next time.
+// validated answers. Several endpoints are tried in order, each with its own time budget (a
+// black-holed one must not use up the next one's); the one that answered is tried first next time.
 import https from "node:https";
 import { isIP } from "node:net";
 import {
@@ -14,6 +15,7 @@ import {
 } from "../protocol";
 import { HEADERS, signRequest, verifyResponse, type SignedHeaders } from "../signing";
 import type { HostUri, StateEndpoint } from "../uri";
+import { MAX_TIMER_MS } from "./backoff";
 import { PinnedAgent } from "./pinned-agent";
 import type { z } from "zod";
 
@@ -45,10 +47,17 @@ export interface StateApi {
   readonly hostId: string;
   /** The endpoint tried first ("host:port"): the one that answered last. */
   readonly endpoint: string;
+  /** `timeoutMs` is per endpoint tried. */
   poll(input: PollInput, opts: { timeoutMs: number; signal?: AbortSignal }): Promise<DesiredState>;
   offline(reason: string, opts: { timeoutMs: number }): Promise<OfflineResponse>;
   close(): void;
 }
+
+/**
+ * How long an endpoint may take to accept the connection and complete the pinned TLS handshake
+ * when another endpoint is left to try: two round trips and some, even across continents.
+ */
+export const CONNECT_TIMEOUT_MS = 1_000;
 
 interface Answer {
   status: number;
@@ -93,7 +102,6 @@ export class StateClient implements StateApi {
 
   private async call<T>(path: string, message: unknown, schema: z.ZodType<T>, opts: { timeoutMs: number; signal?: AbortSignal }): Promise<T> {
     const body = JSON.stringify(message);
-    const signal = withTimeout(opts.signal, opts.timeoutMs);
     const count = this.uri.endpoints.length;
     const failures: string[] = [];
     const kinds: StateErrorKind[] = [];
@@ -101,10 +109,13 @@ export class StateClient implements StateApi {
       const index = (this.preferred + i) % count;
       const endpoint = this.uri.endpoints[index]!;
       const name = `${endpoint.host}:${endpoint.port}`;
+      // Each endpoint has its own budget; one with others still to try must connect quickly.
+      const signal = withTimeout(opts.signal, opts.timeoutMs);
+      const connectMs = i < count - 1 ? Math.min(CONNECT_TIMEOUT_MS, opts.timeoutMs) : opts.timeoutMs;
       try {
-        const result = await this.callOne(endpoint, path, body, schema, signal).catch((err: unknown) => {
+        const result = await this.callOne(endpoint, path, body, schema, signal, connectMs).catch((err: unknown) => {
           // A kept-alive connection the server closed meanwhile fails at once: retry on a fresh one.
-          if (err instanceof StaleSocketError && !signal.aborted) return this.callOne(endpoint, path, body, schema, signal);
+          if (err instanceof StaleSocketError && !signal.aborted) return this.callOne(endpoint, path, body, schema, signal, connectMs);
           throw err;
         });
         this.preferred = index;
@@ -114,18 +125,16 @@ export class StateClient implements StateApi {
         const failure = err instanceof StateClientError ? err : new StateClientError("unreachable", describeNetworkError(err, signal));
         kinds.push(failure.kind);
         failures.push(`${name}: ${failure.message}`);
-        // A timeout is spent for all endpoints: the next one would be aborted at once.
-        if (signal.aborted) break;
       }
     }
     // A verification failure outranks "unreachable": someone answered, wrongly, and that needs attention.
     throw new StateClientError(kinds.find((k) => k !== "unreachable") ?? "unreachable", failures.join("; "));
   }
 
-  private async callOne<T>(endpoint: StateEndpoint, path: string, body: string, schema: z.ZodType<T>, signal: AbortSignal): Promise<T> {
+  private async callOne<T>(endpoint: StateEndpoint, path: string, body: string, schema: z.ZodType<T>, signal: AbortSignal, connectMs: number): Promise<T> {
     const headers = signRequest(this.uri.secret, { hostId: this.uri.hostId, method: "POST", path, body });
     const nonce = headers[HEADERS.nonce];
-    const answer = await post(this.agent, endpoint, path, body, headers, signal);
+    const answer = await post(this.agent, endpoint, path, body, headers, signal, connectMs);
     if (!verifyResponse(this.uri.secret, nonce, answer.status, answer.body, answer.signature)) {
       throw new StateClientError("bad-signature", `${answer.signature ? "mis-signed" : "unsigned"} answer (HTTP ${answer.status})`);
     }
@@ -154,21 +163,19 @@ class StaleSocketError extends Error {
   }
 }
 
-/** The caller's signal plus a timeout (AbortSignal.any is Node 20.3+; the bundle targets Node 18). */
+/** The caller's signal plus a timeout (never beyond what a timer can hold: a huge one would throw). */
 function withTimeout(signal: AbortSignal | undefined, timeoutMs: number): AbortSignal {
-  const timeout = AbortSignal.timeout(timeoutMs);
-  if (!signal) return timeout;
-  const controller = new AbortController();
-  const abort = () => controller.abort();
-  if (signal.aborted) abort();
-  signal.addEventListener("abort", abort, { once: true });
-  timeout.addEventListener("abort", abort, { once: true });
-  return controller.signal;
+  const timeout = AbortSignal.timeout(Math.min(timeoutMs, MAX_TIMER_MS));
+  return signal ? AbortSignal.any([signal, timeout]) : timeout;
 }
 
 const MAX_ANSWER_BYTES = 4 * 1024 * 1024;
 
-function post(agent: PinnedAgent, endpoint: StateEndpoint, path: string, body: string, signed: SignedHeaders, signal: AbortSignal): Promise<Answer> {
+/**
+ * One request. `connectMs` bounds the wait for a connection: the pinned agent hands the request a
+ * socket only once TCP, TLS and the pin check are done (a kept-alive one at once).
+ */
+function post(agent: PinnedAgent, endpoint: StateEndpoint, path: string, body: string, signed: SignedHeaders, signal: AbortSignal, connectMs: number): Promise<Answer> {
   return new Promise((resolve, reject) => {
     const req = https.request(
       {
@@ -197,6 +204,20 @@ function post(agent: PinnedAgent, endpoint: StateEndpoint, path: string, body: s
         res.on("error", reject);
       },
     );
+    // A request destroyed before it has a socket reports nothing until the agent hands it one (the
+    // handshake may hang for long): give up on it here, at once.
+    const giveUp = (error: Error) => {
+      reject(error);
+      req.destroy(error);
+    };
+    const connectTimer = setTimeout(() => giveUp(new StateClientError("unreachable", `no TLS connection within ${connectMs} ms`)), Math.min(connectMs, MAX_TIMER_MS));
+    const onAbort = () => giveUp(new Error("aborted"));
+    signal.addEventListener("abort", onAbort, { once: true });
+    req.once("socket", () => clearTimeout(connectTimer));
+    req.once("close", () => {
+      clearTimeout(connectTimer);
+      signal.removeEventListener("abort", onAbort);
+    });
     req.on("error", (err: NodeJS.ErrnoException) => {
       reject(req.reusedSocket && (err.code === "ECONNRESET" || err.code === "EPIPE") ? new StaleSocketError(err.code) : err);
     });

@@ -4,6 +4,8 @@ import type { DesiredState, HostCheckResult, HostCheckTarget, PeerLocation, Tunn
 
 /** Makes strongSwan (charon, over VICI) carry exactly the desired tunnels. */
 export interface IpsecDriver {
+  /** Throws, naming the bad field, when `peers` cannot be applied; changes nothing (checked before any part of an answer is applied). */
+  validate(peers: PeerLocation[], self: { hostId: string; publicAddress?: string; privateAddress?: string }): void;
   /** Loads/unloads connections and PSKs so charon matches `peers`; initiates where this side initiates. Idempotent. */
   apply(peers: PeerLocation[], self: { hostId: string; publicAddress?: string; privateAddress?: string }): Promise<void>;
   /** Current tunnel state per peer location, kept up to date from charon's events. */
@@ -24,11 +26,23 @@ export interface RouteProvider {
   apply(cidrs: string[], opts: { previous: string[]; removeRoutes: boolean }): Promise<void>;
   /** CIDRs currently pointing at this host, as far as the provider knows. */
   applied(): string[];
+  /**
+   * `shared`: a route table the location's hosts share (cloud route tables, the lab's router). The
+   * active host points the routes at itself, written only on the strength of a fresh answer: a
+   * standby leaves them to the new active host, and nothing is restored between answers.
+   * `own`: this host's own routes (kernel table, routes file). Only the active host may hold them:
+   * a standby withdraws them, and someone else's change is put back (drift check).
+   */
+  readonly table: "shared" | "own";
+  /** Drift check of an `own` table: whether every CIDR of `cidrs` (the last apply's) still points here. */
+  inPlace?(cidrs: string[]): Promise<boolean>;
 }
 
 /** The agent's own firewall chain: UDP 500/4500 and TCP 9790 only from `allow`. */
 export interface Firewall {
   apply(allow: string[]): Promise<void>;
+  /** Drift check: whether the chain and its jump are still exactly as apply(allow) left them. */
+  inPlace(allow: string[]): Promise<boolean>;
   /** Removes every rule it added, and nothing else. */
   remove(): Promise<void>;
 }
@@ -37,6 +51,8 @@ export interface Firewall {
 export interface MssClamp {
   /** Clamps TCP SYNs to and from `cidrs` to fit `mtu`; replaces what was there atomically. Idempotent. */
   apply(mtu: number, cidrs: string[]): Promise<void>;
+  /** Drift check: whether the chain and its jumps are still exactly as apply(mtu, cidrs) left them. */
+  inPlace(mtu: number, cidrs: string[]): Promise<boolean>;
   /** Removes every rule it added (jumps and chain), and nothing else. */
   remove(): Promise<void>;
 }
@@ -45,7 +61,7 @@ export interface MssClamp {
 export interface HostChecker {
   setTargets(targets: HostCheckTarget[], key: string, timing: DesiredState["timing"]): void;
   results(): HostCheckResult[];
-  /** Called when a target flips between reachable and unreachable (urgent report). */
+  /** Called when a target flips between reachable and unreachable, or its failures reach DOWN_AFTER_FAILURES (urgent report). */
   onChange(listener: () => void): void;
   close(): Promise<void>;
 }

@@ -35,6 +35,7 @@ class RecordingSession extends ViciSession {
 }
 
 const logLines: string[] = [];
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const log = createLogger("debug", (line) => logLines.push(line));
 
 function driverFor(host: LabHost, session?: ViciSession): StrongswanDriver {
@@ -75,7 +76,6 @@ describe.skipIf(!requireRoot())("StrongswanDriver against real charons (needs ro
     b = driverFor(lab.b);
     c = driverFor(lab.c);
     a.onChange(() => changes.push(a.tunnels()[0]?.state ?? "none"));
-    await Promise.all([a.ready(), b.ready(), c.ready()]);
   });
 
   afterAll(async () => {
@@ -111,6 +111,30 @@ describe.skipIf(!requireRoot())("StrongswanDriver against real charons (needs ro
     expect(recorded.loads).toEqual(["load-shared sitelink-west", "load-conn sitelink-west"]);
   });
 
+  it("a standby joining or moving in the peer location leaves the initiator's tunnel alone", async () => {
+    const vici = new ViciSession(lab.a.charon.viciSocket);
+    try {
+      const ids = async () => (await vici.listSas()).map((sa) => (sa["sitelink-west"] as { uniqueid: string }).uniqueid);
+      const before = await ids();
+      expect(before).toHaveLength(1);
+      const loads = recorded.loads.length;
+      changes.length = 0;
+      const west = westSeenFromEast(lab, lab.b);
+      const d = { id: "d", publicAddress: "198.18.0.9" };
+      await a.apply([{ ...west, hosts: [...west.hosts, d] }], selfOf(lab.a)); // d joins as a standby
+      await a.apply([{ ...west, hosts: [west.hosts[0]!, { id: "c", publicAddress: "198.18.0.8" }, d] }], selfOf(lab.a)); // c moved
+      // charon restarts an initiator whose connection is reloaded (load-conn): nothing may be reloaded.
+      expect(recorded.loads.slice(loads)).toEqual([]);
+      await sleep(500); // a restart would show within milliseconds
+      expect(await ids()).toEqual(before);
+      expect(changes).toEqual([]);
+      await a.apply([west], selfOf(lab.a));
+      expect(recorded.loads.slice(loads)).toEqual([]);
+    } finally {
+      vici.close();
+    }
+  });
+
   it("after an agent restart it adopts the running tunnel without tearing it down, and drops leftovers", async () => {
     const vici = new ViciSession(lab.a.charon.viciSocket);
     try {
@@ -122,9 +146,8 @@ describe.skipIf(!requireRoot())("StrongswanDriver against real charons (needs ro
       recorded = sessionA();
       a = driverFor(lab.a, recorded);
       a.onChange(() => changes.push(a.tunnels()[0]?.state ?? "none"));
-      await a.ready();
       await a.apply([westSeenFromEast(lab, lab.b)], selfOf(lab.a));
-      expect(a.tunnels()[0]).toMatchObject({ state: "up", peerHost: "b" });
+      await expect.poll(() => a.tunnels()[0], { timeout: 5_000 }).toMatchObject({ state: "up", peerHost: "b" });
 
       expect(recorded.loads).toEqual(["load-shared sitelink-west", "unload-conn sitelink-north", "load-conn sitelink-west"]);
       expect(await vici.getConns()).toEqual(["sitelink-west"]);
@@ -135,7 +158,7 @@ describe.skipIf(!requireRoot())("StrongswanDriver against real charons (needs ro
     }
   });
 
-  it("never touches an operator's own connection, and restores its own after swanctl dropped them", async () => {
+  it("never touches an operator's own connection, and restores its own by itself after swanctl dropped them", async () => {
     const file = join(lab.a.charon.dir, "operator.conf");
     writeFileSync(
       file,
@@ -155,10 +178,11 @@ secrets { ike-operator { secret = operator-own-secret-0123456789 } }
     try {
       // swanctl --load-all unloads every connection and secret not in its files: ours too.
       expect(await vici.getConns()).toEqual(["operator-vpn"]);
-      await a.apply([westSeenFromEast(lab, lab.b)], selfOf(lab.a));
-      expect((await vici.getConns()).sort()).toEqual(["operator-vpn", "sitelink-west"]);
+      // No apply from the test (no new desired state): the driver's periodic check puts them back.
+      await expect.poll(async () => (await vici.getConns()).sort(), { timeout: 10_000 }).toEqual(["operator-vpn", "sitelink-west"]);
       expect((await vici.getShared()).sort()).toEqual(["ike-operator", "sitelink-west"]);
       await expect.poll(() => a.tunnels()[0]?.state, { timeout: 10_000 }).toBe("up");
+      expect(logLines.some((line) => line.includes("charon lost sitelink connections or secrets"))).toBe(true);
 
       await a.apply([], selfOf(lab.a));
       expect(await vici.getConns()).toEqual(["operator-vpn"]);
@@ -313,6 +337,37 @@ secrets { ike-operator { secret = operator-own-secret-0123456789 } }
       await expect.poll(async () => (await sas()).map((sa) => sa["remote-host"]), { timeout: 10_000 }).toEqual([lab.c.publicAddress]);
       await expect.poll(() => a.tunnels()[0], { timeout: 10_000 }).toMatchObject({ state: "up", peerHost: "c" });
       await expect.poll(() => pingSite(lab, lab.a, lab.c), { timeout: 5_000 }).toBe(true);
+    } finally {
+      vici.close();
+    }
+  });
+
+  it("as responder, keeps the tunnel when a standby joins the peer location, and admits a new active host at once", async () => {
+    lab.b.charon = await startCharon(lab.sandbox, lab.b.ns); // it died in the previous step
+    await expect.poll(() => b.apply([], selfOf(lab.b)).then(() => true, () => false), { timeout: 10_000 }).toBe(true);
+    const cOnly = { ...westSeenFromEast(lab, lab.c), hosts: [{ id: lab.c.id, publicAddress: lab.c.publicAddress }], initiator: false };
+    const westAsInitiator = { ...eastSeenFromWest(lab), initiator: true };
+    await a.apply([cOnly], selfOf(lab.a));
+    await expect.poll(() => a.tunnels()[0], { timeout: 10_000 }).toMatchObject({ state: "up", peerHost: "c" });
+    const vici = new ViciSession(lab.a.charon.viciSocket);
+    try {
+      const ids = async () => (await vici.listSas()).map((sa) => (sa["sitelink-west"] as { uniqueid: string }).uniqueid);
+      await expect.poll(ids, { timeout: 10_000 }).toHaveLength(1);
+      const before = await ids();
+      const loads = recorded.loads.length;
+      changes.length = 0;
+      // b joins west as a standby: the responder's connection now admits it too (a reload, which
+      // charon does without touching a responder's SAs).
+      await a.apply([{ ...cOnly, hosts: [...cOnly.hosts, { id: lab.b.id, publicAddress: lab.b.publicAddress }] }], selfOf(lab.a));
+      expect(recorded.loads.slice(loads)).toEqual(["load-shared sitelink-west", "load-conn sitelink-west"]);
+      await sleep(500);
+      expect(await ids()).toEqual(before);
+      expect(changes).toEqual([]);
+      // West fails over to b before a hears of it from the state service: b's IKE is admitted at once.
+      await c.apply([], selfOf(lab.c));
+      await b.apply([westAsInitiator], selfOf(lab.b));
+      await expect.poll(() => a.tunnels()[0], { timeout: 10_000 }).toMatchObject({ state: "up", peerHost: "b" });
+      await expect.poll(() => pingSite(lab, lab.a, lab.b), { timeout: 5_000 }).toBe(true);
     } finally {
       vici.close();
     }

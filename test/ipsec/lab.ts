@@ -27,7 +27,7 @@ export interface IpsecLab {
   cleanup(): Promise<void>;
 }
 
-export const PROPOSALS = { ike: ["aes128-sha256-x25519"], esp: ["aes128gcm128-x25519"] };
+export const PROPOSALS: Pick<PeerLocation, "ike" | "esp"> = { ike: ["aes128-sha256-x25519"], esp: ["aes128gcm128-x25519"] };
 
 export async function createIpsecLab(label: string): Promise<IpsecLab> {
   const sandbox = await NetnsSandbox.create(label);

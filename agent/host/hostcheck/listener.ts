@@ -4,7 +4,7 @@
 // prober that the peer's kernel and agent are both alive. Garbage, oversized lines and silent
 // clients are cut off; nothing a client sends can make it throw.
 import { createServer, type AddressInfo, type Server, type Socket } from "node:net";
-import { HOST_CHECK_PORT } from "../config";
+import { DEFAULT_HOST_CHECK_PORT } from "../../protocol";
 import type { Logger } from "../log";
 import { assertHostId, encodeAnswer, MAX_LINE_BYTES, parseChallenge } from "./protocol";
 
@@ -27,7 +27,7 @@ export interface HostCheckListenerOptions {
 export class HostCheckListener {
   private server: Server | undefined;
   private readonly sockets = new Set<Socket>();
-  private options: HostCheckListenerOptions;
+  private readonly options: HostCheckListenerOptions;
 
   constructor(options: HostCheckListenerOptions) {
     assertHostId(options.hostId);
@@ -39,7 +39,7 @@ export class HostCheckListener {
     if (this.server) throw new Error("host check listener already started");
     const server = createServer({ allowHalfOpen: false }, (socket) => this.serve(socket));
     server.maxConnections = this.options.maxConnections ?? 256;
-    const port = this.options.port ?? HOST_CHECK_PORT;
+    const port = this.options.port ?? DEFAULT_HOST_CHECK_PORT;
     await new Promise<void>((resolve, reject) => {
       server.once("error", (error) => reject(new Error(`host check: cannot listen on ${this.options.host ?? "*"}:${port}: ${error.message}`)));
       server.listen({ port, host: this.options.host }, () => resolve());
@@ -52,17 +52,6 @@ export class HostCheckListener {
   /** Answers with a new key from now on (no restart needed; connections in flight use the new key). */
   setKey(key: string | undefined): void {
     this.options.key = key;
-  }
-
-  /** Stops and starts again, e.g. on a new port or bind address from the config. */
-  async restart(changes: Partial<Pick<HostCheckListenerOptions, "port" | "host" | "key">> = {}): Promise<AddressInfo> {
-    await this.close();
-    this.options = { ...this.options, ...changes };
-    return this.start();
-  }
-
-  address(): AddressInfo | undefined {
-    return (this.server?.address() as AddressInfo | null) ?? undefined;
   }
 
   async close(): Promise<void> {

@@ -1,6 +1,7 @@
 // The IpsecDriver over strongSwan's VICI: renders the desired connections and PSKs, loads only
 // what changed (by digest), unloads only its own (`sitelink-` prefixed) names, hands the tunnel to
-// a peer location's new active host, and reports tunnel state from charon's events.
+// a peer location's new active host, reports tunnel state from charon's events, and puts its own
+// connections and secrets back when someone else removed them (checked every 2 s).
 import { networkInterfaces } from "node:os";
 import type { PeerLocation, TunnelReport } from "../../protocol";
 import { errorMessage, type Logger } from "../log";
@@ -9,7 +10,7 @@ import { ViciCommandError } from "../vici/connection";
 import { ViciSubscription } from "../vici/events";
 import type { ViciSection } from "../vici/message";
 import { ViciSession } from "../vici/session";
-import { NAME_PREFIX, renderIpsec, type RenderedConn, type SelfAddresses } from "./render";
+import { NAME_PREFIX, renderIpsec, type RenderedConfig, type RenderedConn, type SelfAddresses } from "./render";
 import { TunnelTracker } from "./tunnels";
 
 export const TUNNEL_EVENTS = ["ike-updown", "child-updown", "ike-rekey", "child-rekey"] as const;
@@ -22,11 +23,15 @@ export interface StrongswanDriverOptions {
   /** The command session (tests pass one that counts calls); default: a new one on viciSocket. */
   session?: ViciSession;
   now?: () => number;
-  /** How often an initiator whose tunnel is down initiates again (charon gives up once a peer refused it). @default 2000 */
-  retryMs?: number;
+  /**
+   * How often the driver checks charon: that its connections and secrets are still loaded (an
+   * operator's `swanctl --load-all` unloads them; two VICI name listings, cheap), and that each
+   * initiator's tunnel is up (charon gives up on a peer that refused it). @default 2000
+   */
+  checkMs?: number;
 }
 
-export const DEFAULT_RETRY_MS = 2_000;
+const DEFAULT_CHECK_MS = 2_000;
 
 export function hasLocalAddress(address: string): boolean {
   return Object.values(networkInterfaces()).some((list) => list?.some((info) => info.address === address));
@@ -42,20 +47,19 @@ export class StrongswanDriver implements IpsecDriver {
   private conns = new Map<string, string>();
   private secrets = new Map<string, string>();
   private applying: Promise<void> = Promise.resolve();
-  private readonly firstSync: Promise<void>;
-  private synced!: () => void;
   /** The last desired state, re-applied when charon comes back (a restarted charon has nothing loaded). */
   private last: { peers: PeerLocation[]; self: SelfAddresses } | undefined;
   private charonLost = false;
-  /** Connections of the last successful apply. */
-  private desired: RenderedConn[] = [];
-  private readonly retryTimer: NodeJS.Timeout;
+  /** The last error of the periodic check (logged once, not every round). */
+  private checkError: string | undefined;
+  /** What the last successful apply loaded. */
+  private desired: RenderedConfig = { conns: [], secrets: [], skipped: [] };
+  private readonly checkTimer: NodeJS.Timeout;
 
   private constructor(private readonly opts: StrongswanDriverOptions) {
     this.session = opts.session ?? new ViciSession(opts.viciSocket);
     this.tracker = new TunnelTracker(opts.now);
     this.isLocalAddress = opts.isLocalAddress ?? hasLocalAddress;
-    this.firstSync = new Promise((resolve) => (this.synced = resolve));
     this.subscription = ViciSubscription.start(opts.viciSocket, [...TUNNEL_EVENTS], (event, message) => this.onEvent(event, message), {
       onConnect: () => void this.reconnected(),
       onDisconnect: (error) => {
@@ -68,8 +72,8 @@ export class StrongswanDriver implements IpsecDriver {
         this.notifyIf(this.tracker.resync([]));
       },
     });
-    this.retryTimer = setInterval(() => void this.retryDown(), opts.retryMs ?? DEFAULT_RETRY_MS);
-    this.retryTimer.unref();
+    this.checkTimer = setInterval(() => void this.check(), opts.checkMs ?? DEFAULT_CHECK_MS);
+    this.checkTimer.unref();
   }
 
   /** Starts the driver; it keeps retrying in the background when charon is not up yet. */
@@ -77,9 +81,8 @@ export class StrongswanDriver implements IpsecDriver {
     return new StrongswanDriver(opts);
   }
 
-  /** Resolves once charon's events are subscribed and its SAs listed for the first time. */
-  ready(): Promise<void> {
-    return this.firstSync;
+  validate(peers: PeerLocation[], self: SelfAddresses): void {
+    renderIpsec(peers, self, { isLocalAddress: this.isLocalAddress });
   }
 
   apply(peers: PeerLocation[], self: SelfAddresses): Promise<void> {
@@ -99,7 +102,7 @@ export class StrongswanDriver implements IpsecDriver {
 
   /** Stops watching charon. Tunnels stay as they are: the data plane never depends on the agent. */
   async close(): Promise<void> {
-    clearInterval(this.retryTimer);
+    clearInterval(this.checkTimer);
     await this.applying;
     this.subscription.close();
     this.session.close();
@@ -143,24 +146,44 @@ export class StrongswanDriver implements IpsecDriver {
     }
 
     this.notifyIf(this.tracker.watch(desired.conns));
-    this.desired = desired.conns;
+    this.desired = desired;
     for (const conn of desired.conns) await this.followActiveHost(conn, started.has(conn.name));
   }
 
   /**
-   * charon retries a peer that does not answer (keyingtries = 0), but not one that refused us,
-   * e.g. a new active host whose own agent had not loaded the connection yet: try again.
+   * The periodic check. Someone else may have unloaded our connections or secrets (`swanctl
+   * --load-all` unloads everything not in its files): load them again, without waiting for a new
+   * desired state. And charon retries a peer that does not answer (keyingtries = 0), but not one
+   * that refused us, e.g. a new active host whose own agent had not loaded the connection yet:
+   * initiate again.
    */
-  private retryDown(): Promise<void> {
+  private check(): Promise<void> {
     const run = this.applying.then(async () => {
-      if (this.charonLost) return; // it re-applies everything when it comes back
-      for (const conn of this.desired) {
+      if (this.charonLost || !this.last) return; // it re-applies everything when charon comes back
+      const conns = new Set(await this.session.getConns());
+      const secrets = new Set(await this.session.getShared());
+      const missing = [...this.desired.conns.map((c) => c.name).filter((n) => !conns.has(n)), ...this.desired.secrets.map((s) => s.id).filter((i) => !secrets.has(i))];
+      if (missing.length > 0) {
+        this.opts.log.warn("ipsec: charon lost sitelink connections or secrets (unloaded by someone else?): loading them again", { missing });
+        await this.applyNow(this.last.peers, this.last.self);
+        return;
+      }
+      for (const conn of this.desired.conns) {
         if (!conn.initiator || !this.tracker.isDown(conn.name)) continue;
         this.opts.log.debug("ipsec: tunnel down, initiating again", { conn: conn.name });
         await this.initiateUnlessUnderWay(conn.name, []);
       }
     });
-    this.applying = run.catch((error) => this.opts.log.warn("ipsec: retrying a tunnel failed", { error: errorMessage(error) }));
+    this.applying = run.then(
+      () => {
+        this.checkError = undefined;
+      },
+      (error) => {
+        const message = errorMessage(error);
+        (message === this.checkError ? this.opts.log.debug : this.opts.log.warn)("ipsec: checking charon failed", { error: message });
+        this.checkError = message;
+      },
+    );
     return this.applying;
   }
 
@@ -228,7 +251,6 @@ export class StrongswanDriver implements IpsecDriver {
     } catch (error) {
       this.opts.log.warn("ipsec: listing SAs failed", { error: errorMessage(error) });
     }
-    this.synced();
   }
 
   private onEvent(event: string, message: ViciSection): void {

@@ -25,7 +25,7 @@ const onlyPrivateIsLocal = { isLocalAddress: (address: string) => address === "1
 const publicIsLocal = { isLocalAddress: (address: string) => address === "198.18.0.1" };
 
 describe("renderIpsec", () => {
-  it("renders one prefixed IKEv2 connection per peer location, the active host first", () => {
+  it("renders one prefixed IKEv2 connection per peer location; the initiator names only the active host", () => {
     const { conns } = renderIpsec([west()], self, publicIsLocal);
     expect(conns).toHaveLength(1);
     const conn = conns[0]!;
@@ -34,7 +34,7 @@ describe("renderIpsec", () => {
     expect(conn.config).toEqual({
       version: 2,
       local_addrs: ["198.18.0.1"],
-      remote_addrs: ["198.18.0.3", "198.18.0.2"],
+      remote_addrs: ["198.18.0.3"],
       proposals: ["aes128-sha256-x25519", "aes256-sha256-x25519"],
       mobike: false,
       encap: false,
@@ -61,10 +61,11 @@ describe("renderIpsec", () => {
     ]);
   });
 
-  it("lets only the initiator start; the responder waits for any peer host and forgets a dead one", () => {
+  it("lets only the initiator start; the responder waits for any peer host, active first, and forgets a dead one", () => {
     const config = renderIpsec([west({ initiator: false })], self, publicIsLocal).conns[0]!.config;
     expect((config.children as never)["sitelink-west"]).toMatchObject({ start_action: "none", dpd_action: "clear", close_action: "none" });
     expect(config.remote).toEqual({ auth: "psk", id: "%any" });
+    expect(config.remote_addrs).toEqual(["198.18.0.3", "198.18.0.2"]);
   });
 
   it("binds IKE to the private address behind 1:1 NAT but keeps the public address as identity", () => {
@@ -75,9 +76,11 @@ describe("renderIpsec", () => {
     expect(neither.config.local_addrs).toEqual(["%any"]);
   });
 
-  it("loads one PSK per peer location, owned by this host's and every peer host's identity", () => {
-    const { secrets } = renderIpsec([west()], self, publicIsLocal);
-    expect(secrets).toEqual([{ id: "sitelink-west", owners: ["198.18.0.1", "198.18.0.3", "198.18.0.2"], data: PSK, digest: expect.any(String) }]);
+  it("loads one PSK per peer location, owned by this host's identity and the peer hosts it admits", () => {
+    const responder = renderIpsec([west({ initiator: false })], self, publicIsLocal).secrets;
+    expect(responder).toEqual([{ id: "sitelink-west", owners: ["198.18.0.1", "198.18.0.3", "198.18.0.2"], data: PSK, digest: expect.any(String) }]);
+    const initiator = renderIpsec([west()], self, publicIsLocal).secrets;
+    expect(initiator).toEqual([{ id: "sitelink-west", owners: ["198.18.0.1", "198.18.0.3"], data: PSK, digest: expect.any(String) }]);
   });
 
   it("changes the digest exactly when the connection changes", () => {
@@ -91,10 +94,22 @@ describe("renderIpsec", () => {
     expect(secretDigest(west({ psk: `${PSK}x` }))).not.toBe(secretDigest(west()));
   });
 
+  it("leaves the initiator's connection as it is when only the peer's standby hosts change", () => {
+    const digest = (peer: PeerLocation) => renderIpsec([peer], self, publicIsLocal).conns[0]!.digest;
+    const standbyAdded = (over: Partial<PeerLocation>) => west({ ...over, hosts: [...west().hosts, { id: "w3", publicAddress: "198.18.0.4" }] });
+    const moved = (over: Partial<PeerLocation>) => west({ ...over, hosts: [{ id: "w1", publicAddress: "198.18.0.9" }, west().hosts[1]!] });
+    expect(digest(standbyAdded({}))).toBe(digest(west()));
+    expect(digest(moved({}))).toBe(digest(west()));
+    // The responder must admit them: its connection changes (charon keeps a responder's SAs on reload).
+    expect(digest(standbyAdded({ initiator: false }))).not.toBe(digest(west({ initiator: false })));
+  });
+
   it("keeps the host order when the peer location has no active host", () => {
     const conn = renderIpsec([west({ activeHost: null })], self, publicIsLocal).conns[0]!;
-    expect(conn.config.remote_addrs).toEqual(["198.18.0.2", "198.18.0.3"]);
+    expect(conn.config.remote_addrs).toEqual(["198.18.0.2"]);
     expect(conn.activeAddress).toBeUndefined();
+    const responder = renderIpsec([west({ activeHost: null, initiator: false })], self, publicIsLocal).conns[0]!;
+    expect(responder.config.remote_addrs).toEqual(["198.18.0.2", "198.18.0.3"]);
   });
 
   it("skips a peer location none of whose hosts has a public address", () => {

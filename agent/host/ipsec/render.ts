@@ -125,9 +125,12 @@ export function renderIpsec(peers: PeerLocation[], self: SelfAddresses, opts: Re
       return;
     }
     const active = addressed.find((h) => h.id === peer.activeHost?.id);
-    // charon initiates to the first remote address: the active host goes first, the others
-    // follow so IKE from any of them (a new active host) is accepted at once.
-    const remote = [...(active ? [active] : []), ...addressed.filter((h) => h !== active)].map((h) => h.publicAddress);
+    // The responder admits IKE from every host of the peer location, so the peer's new active
+    // host is accepted at once. The initiator lists only the host it initiates to (the active
+    // one): charon restarts an initiator's SA whenever its load-conn config changes, so a standby
+    // joining or changing its address must leave the initiator's config as it was.
+    const all = [...(active ? [active] : []), ...addressed.filter((h) => h !== active)].map((h) => h.publicAddress);
+    const remote = peer.initiator ? all.slice(0, 1) : all;
     const name = connName(peer.location);
     const config: ViciInput = {
       version: 2,

@@ -1,16 +1,28 @@
 // `aws`: points the location's route tables at this host's network interface. Only the configured
 // route tables are ever read or written. Pulumi creates each route (and ignores its target); the
 // agent of the active host moves the target with ReplaceRoute, creating the route if it is missing.
-import type { EC2Client, Route } from "@aws-sdk/client-ec2";
-import { cidrProblem, parseCidr } from "../../../lib/net";
+import type { EC2Client, EC2ClientConfig, Route } from "@aws-sdk/client-ec2";
+import { parseCidr } from "../../../lib/net";
 import type { RouteProvider } from "../types";
-import { Failures } from "./failures";
+import { Failures, normalizeCidr } from "./failures";
 import { request, type Fetch } from "./http";
 
 /** Loaded on first use: the AWS SDK costs ~0.5 s of agent start-up, and only the active host needs it. */
 const sdk = () => require("@aws-sdk/client-ec2") as typeof import("@aws-sdk/client-ec2");
 
 export const IMDS_ENDPOINT = "http://169.254.169.254";
+/**
+ * Per attempt (the SDK makes up to 3): an EC2 endpoint that does not connect or answer must fail the
+ * call, not hang the apply (the next one would wait behind it forever).
+ */
+export const EC2_TIMEOUTS_MS = { connection: 3_000, request: 10_000 };
+
+/** An EC2 client with connection and request timeouts. */
+export function createEc2Client(config: EC2ClientConfig, timeoutsMs: { connection: number; request: number } = EC2_TIMEOUTS_MS): EC2Client {
+  // throwOnRequestTimeout: without it, a request past requestTimeout only logs a warning.
+  const requestHandler = { connectionTimeout: timeoutsMs.connection, requestTimeout: timeoutsMs.request, throwOnRequestTimeout: true };
+  return new (sdk().EC2Client)({ ...config, requestHandler });
+}
 const IMDS_TOKEN_TTL_SECONDS = "21600";
 
 export interface AwsIdentity {
@@ -44,6 +56,7 @@ export interface AwsRouteProviderOptions {
 
 export class AwsRouteProvider implements RouteProvider {
   readonly name = "aws" as const;
+  readonly table = "shared" as const;
   private identity: AwsIdentity | undefined;
   private client: EC2Client | undefined;
   private current = new Set<string>();
@@ -53,7 +66,7 @@ export class AwsRouteProvider implements RouteProvider {
 
   async apply(cidrs: string[], opts: { previous: string[]; removeRoutes: boolean }): Promise<void> {
     const failures = new Failures(this.name);
-    const desired = failures.validCidrs(cidrs).map(normalize);
+    const desired = failures.validCidrs(cidrs).map(normalizeCidr);
     let ready: { identity: AwsIdentity; ec2: EC2Client };
     try {
       ready = await this.connect();
@@ -76,7 +89,7 @@ export class AwsRouteProvider implements RouteProvider {
       }
       if (ok) applied.add(cidr);
     }
-    const stale = [...new Set([...opts.previous.map(normalize), ...this.current, ...this.pendingRemoval])].filter((cidr) => !desired.includes(cidr));
+    const stale = [...new Set([...opts.previous.map(normalizeCidr), ...this.current, ...this.pendingRemoval])].filter((cidr) => !desired.includes(cidr));
     this.pendingRemoval = new Set();
     if (opts.removeRoutes && stale.length > 0) await this.removeOwn(ec2, stale, identity.networkInterfaceId, failures);
     this.current = applied;
@@ -89,7 +102,7 @@ export class AwsRouteProvider implements RouteProvider {
 
   private async connect(): Promise<{ identity: AwsIdentity; ec2: EC2Client }> {
     this.identity ??= await readImdsIdentity(this.options.imdsEndpoint, this.options.fetch);
-    this.client ??= this.options.ec2 ?? new (sdk().EC2Client)({ region: this.options.region ?? this.identity.region });
+    this.client ??= this.options.ec2 ?? createEc2Client({ region: this.options.region ?? this.identity.region });
     return { identity: this.identity, ec2: this.client };
   }
 
@@ -136,12 +149,7 @@ function destination(cidr: string): { DestinationCidrBlock: string } | { Destina
 
 function routeDestination(route: Route): string | undefined {
   const text = route.DestinationCidrBlock ?? route.DestinationIpv6CidrBlock;
-  return text ? normalize(text) : undefined;
-}
-
-/** The canonical form of a CIDR (IPv6 spellings vary), or the text itself when it is not one. */
-function normalize(cidr: string): string {
-  return cidrProblem(cidr) ? cidr : parseCidr(cidr).text;
+  return text ? normalizeCidr(text) : undefined;
 }
 
 function errorName(error: unknown): string | undefined {

@@ -1,6 +1,6 @@
 // One error for everything that went wrong in one apply, naming the provider and each CIDR/table,
 // so the agent can report it (routes.error) and the rest of the CIDRs still get applied.
-import { cidrProblem } from "../../../lib/net";
+import { cidrProblem, parseCidr } from "../../../lib/net";
 import { errorMessage } from "../log";
 
 export class RouteApplyError extends Error {
@@ -35,4 +35,9 @@ export class Failures {
   throwIfAny(): void {
     if (this.list.length > 0) throw new RouteApplyError(this.provider, this.list);
   }
+}
+
+/** The canonical form of a CIDR (IPv6 spellings vary), or the text itself when it is not one. */
+export function normalizeCidr(cidr: string): string {
+  return cidrProblem(cidr) ? cidr : parseCidr(cidr).text;
 }

@@ -1,4 +1,4 @@
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -31,6 +31,19 @@ describe("file route provider", () => {
     await p.apply([], { previous: p.applied(), removeRoutes: false });
     expect(readFileSync(path, "utf8")).toBe("# sitelink routes of host h1: send these networks via 10.0.1.5\n");
     expect(p.applied()).toEqual([]);
+  });
+
+  it("is withdrawn by a standby, and inPlace notices a file someone changed or removed", async () => {
+    const path = join(dir, "routes");
+    const p = new FileRouteProvider(path, { hostId: "h1", privateAddress: "10.0.1.5" });
+    expect(p.table).toBe("own");
+    await p.apply(["10.2.0.0/16"]);
+    expect(await p.inPlace(["10.2.0.0/16"])).toBe(true);
+    expect(await p.inPlace([])).toBe(false);
+    writeFileSync(path, "10.9.0.0/16\n");
+    expect(await p.inPlace(["10.2.0.0/16"])).toBe(false);
+    rmSync(path);
+    expect(await p.inPlace(["10.2.0.0/16"])).toBe(false);
   });
 
   it("writes the valid CIDRs and names the bad one", async () => {

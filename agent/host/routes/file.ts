@@ -1,13 +1,15 @@
 // `file`: Pritunl's IPsec-router mode. The active host writes the CIDRs the site router must send
 // to it, one per line, under a header naming the address to send them to; the router (a script or
 // config management) reads the file. The file is wholly ours and always holds exactly the desired
-// set, so a standby host's file is empty.
+// set, so a standby host's file is empty (header only): it withdraws its routes on demotion.
+import { readFile } from "node:fs/promises";
 import { writeFileAtomic } from "../atomic-file";
 import type { RouteProvider } from "../types";
 import { Failures } from "./failures";
 
 export class FileRouteProvider implements RouteProvider {
   readonly name = "file" as const;
+  readonly table = "own" as const;
   private current: string[] = [];
 
   constructor(
@@ -21,12 +23,13 @@ export class FileRouteProvider implements RouteProvider {
     if (!via) failures.add(`cannot write ${this.path}`, new Error("this host's private address is unknown (set privateAddress in the agent config)"));
     const valid = failures.validCidrs(cidrs);
     if (via) {
-      const text = [`# sitelink routes of host ${this.self.hostId}: send these networks via ${via}`, ...valid, ""].join("\n");
       try {
-        await writeFileAtomic(this.path, text, 0o644);
+        await writeFileAtomic(this.path, this.render(via, valid), 0o644);
         this.current = valid;
       } catch (error) {
-        failures.add(`cannot write ${this.path}`, error);
+        // The packaged unit may write only under /etc/sitelink and /run (ReadWritePaths).
+        const hint = (error as NodeJS.ErrnoException).code === "EROFS" ? " (outside the agent unit's ReadWritePaths=/run /etc/sitelink?)" : "";
+        failures.add(`cannot write ${this.path}${hint}`, error);
       }
     }
     failures.throwIfAny();
@@ -34,5 +37,15 @@ export class FileRouteProvider implements RouteProvider {
 
   applied(): string[] {
     return [...this.current];
+  }
+
+  async inPlace(cidrs: string[]): Promise<boolean> {
+    const via = this.self.privateAddress;
+    const text = await readFile(this.path, "utf8").catch(() => undefined);
+    return via !== undefined && text === this.render(via, cidrs);
+  }
+
+  private render(via: string, cidrs: string[]): string {
+    return [`# sitelink routes of host ${this.self.hostId}: send these networks via ${via}`, ...cidrs, ""].join("\n");
   }
 }

@@ -29,6 +29,8 @@ class FakeGcp {
   routes: Route[] = [];
   /** Route names whose insert operation ends with an error. */
   failInsert = new Set<string>();
+  /** While set, operations.wait calls are held until it resolves. */
+  waitGate: Promise<void> | undefined;
   private operations = new Map<string, { error?: string; onDone?: () => void }>();
   private server: Server | undefined;
   url = "";
@@ -37,7 +39,8 @@ class FakeGcp {
     this.server = createServer((req, res) => {
       let body = "";
       req.on("data", (chunk) => (body += chunk));
-      req.on("end", () => {
+      req.on("end", async () => {
+        if (this.waitGate && req.url?.endsWith("/wait")) await this.waitGate;
         const [status, answer] = this.handle(req, body);
         res.writeHead(status, { "content-type": "application/json" }).end(typeof answer === "string" ? answer : JSON.stringify(answer));
       });
@@ -55,6 +58,7 @@ class FakeGcp {
     this.routes = [];
     this.failInsert.clear();
     this.operations.clear();
+    this.waitGate = undefined;
   }
 
   private handle(req: IncomingMessage, body: string): [number, unknown] {
@@ -148,10 +152,17 @@ describe("gcp route names", () => {
 });
 
 describe("gcp route provider", () => {
-  it("creates a route per CIDR pointing at this instance and waits for each operation", async () => {
+  it("creates a route per CIDR pointing at this instance, the CIDRs side by side, and waits for each operation", async () => {
+    let release!: () => void;
+    gcp.waitGate = new Promise((resolve) => (release = resolve));
     const p = provider();
-    await p.apply(["10.2.0.0/16", "10.3.0.0/16"], { previous: [], removeRoutes: false });
-    expect(gcp.calls).toEqual([LIST, insertCall("10.2.0.0/16"), waitCall(1), insertCall("10.3.0.0/16"), waitCall(2)]);
+    const applying = p.apply(["10.2.0.0/16", "10.3.0.0/16"], { previous: [], removeRoutes: false });
+    // Both inserts go out while the first operation is still being waited for.
+    await expect.poll(() => gcp.calls.filter((c) => c.startsWith(`POST ${ROUTES} `)).length).toBe(2);
+    release();
+    await applying;
+    expect([...gcp.calls].sort()).toEqual([LIST, insertCall("10.2.0.0/16"), insertCall("10.3.0.0/16"), waitCall(1), waitCall(2)].sort());
+    expect(gcp.calls[0]).toBe(LIST);
     expect(p.applied()).toEqual(["10.2.0.0/16", "10.3.0.0/16"]);
   });
 
@@ -186,11 +197,12 @@ describe("gcp route provider", () => {
     gcp.routes = [sitelinkRoute("10.2.0.0/16", OTHER_INSTANCE)];
     gcp.failInsert.add(mine("10.2.0.0/16"));
     const p = provider();
-    await expect(p.apply(["10.2.0.0/16", "10.3.0.0/16"], { previous: [], removeRoutes: false })).rejects.toThrow(
-      `route provider gcp: cannot point 10.2.0.0/16 at link-h1 (route ${mine("10.2.0.0/16")}): operation op-1 failed: QUOTA_EXCEEDED Quota 'ROUTES' exceeded.`,
+    const error = (await p.apply(["10.2.0.0/16", "10.3.0.0/16"], { previous: [], removeRoutes: false }).catch((e: Error) => e)) as Error;
+    expect(error.message).toMatch(
+      new RegExp(`^route provider gcp: cannot point 10\\.2\\.0\\.0/16 at link-h1 \\(route ${mine("10.2.0.0/16")}\\): operation op-\\d failed: QUOTA_EXCEEDED Quota 'ROUTES' exceeded\\.$`),
     );
-    expect(gcp.calls).toEqual([LIST, insertCall("10.2.0.0/16"), waitCall(1), insertCall("10.3.0.0/16"), waitCall(2)]);
-    expect(gcp.routes.map((r) => r.name)).toEqual([theirs("10.2.0.0/16"), mine("10.3.0.0/16")]);
+    expect([...gcp.calls].sort()).toEqual([LIST, insertCall("10.2.0.0/16"), insertCall("10.3.0.0/16"), waitCall(1), waitCall(2)].sort());
+    expect(gcp.routes.map((r) => r.name).sort()).toEqual([theirs("10.2.0.0/16"), mine("10.3.0.0/16")].sort());
     expect(p.applied()).toEqual(["10.3.0.0/16"]);
   });
 

@@ -14,6 +14,8 @@ export const GCP_COMPUTE_URL = "https://compute.googleapis.com/compute/v1";
 const SELF_LINK_BASE = "https://www.googleapis.com/compute/v1/";
 const NAME_PREFIX = "sitelink-";
 const DESCRIPTION_MARKER = "sitelink:";
+/** Route operations in flight at once: enough for every CIDR of a site, gentle on the API's rate limits. */
+const CONCURRENT_OPERATIONS = 8;
 /** operations.wait answers after at most ~2 minutes even when the operation still runs. */
 const WAIT_CALL_TIMEOUT_MS = 130_000;
 
@@ -67,6 +69,7 @@ export function gcpRouteName(cidr: string, networkPath: string, instancePath: st
 
 export class GcpRouteProvider implements RouteProvider {
   readonly name = "gcp" as const;
+  readonly table = "shared" as const;
   private identity: GcpIdentity | undefined;
   private token: { value: string; expires: number } | undefined;
   private current = new Set<string>();
@@ -96,35 +99,33 @@ export class GcpRouteProvider implements RouteProvider {
     }
     const network = this.networkPath(identity.project);
     const instance = `projects/${identity.project}/zones/${identity.zone}/instances/${identity.instance}`;
-    const applied = new Set<string>();
-    for (const cidr of desired) {
+    // CIDRs are independent, so their operations run side by side (a few seconds each on GCP);
+    // within one CIDR it stays make before break: the older routes go only once ours is DONE.
+    const pointed = await inBatches(desired, async (cidr) => {
       const mine = gcpRouteName(cidr, network, instance);
-      try {
-        const forCidr = owned.filter((route) => route.destRange === cidr);
-        if (!forCidr.some((route) => route.name === mine)) {
-          await this.insertRoute(identity.project, { name: mine, network: SELF_LINK_BASE + network, destRange: cidr, priority: this.options.priority, nextHopInstance: SELF_LINK_BASE + instance, description: `${DESCRIPTION_MARKER} ${cidr} via host ${this.options.hostId}` });
-        }
-        for (const old of forCidr) {
-          if (old.name !== mine && resourcePath(old.nextHopInstance) !== instance) await this.deleteRoute(identity.project, old.name);
-        }
-        applied.add(cidr);
-      } catch (error) {
-        failures.add(`cannot point ${cidr} at ${identity.instance} (route ${mine})`, error);
+      const forCidr = owned.filter((route) => route.destRange === cidr);
+      if (!forCidr.some((route) => route.name === mine)) {
+        await this.insertRoute(identity.project, { name: mine, network: SELF_LINK_BASE + network, destRange: cidr, priority: this.options.priority, nextHopInstance: SELF_LINK_BASE + instance, description: `${DESCRIPTION_MARKER} ${cidr} via host ${this.options.hostId}` });
       }
-    }
+      const older = forCidr.filter((old) => old.name !== mine && resourcePath(old.nextHopInstance) !== instance);
+      await Promise.all(older.map((old) => this.deleteRoute(identity.project, old.name)));
+    });
+    const applied = new Set<string>();
+    pointed.forEach((outcome, i) => {
+      const cidr = desired[i]!;
+      if (outcome.status === "fulfilled") applied.add(cidr);
+      else failures.add(`cannot point ${cidr} at ${identity.instance} (route ${gcpRouteName(cidr, network, instance)})`, outcome.reason);
+    });
     const stale = [...new Set([...opts.previous, ...this.current, ...this.pendingRemoval])].filter((cidr) => !desired.includes(cidr));
     this.pendingRemoval = new Set();
     if (opts.removeRoutes) {
-      for (const cidr of stale) {
-        const mine = gcpRouteName(cidr, network, instance);
-        if (!owned.some((route) => route.name === mine)) continue;
-        try {
-          await this.deleteRoute(identity.project, mine);
-        } catch (error) {
-          this.pendingRemoval.add(cidr);
-          failures.add(`cannot delete route ${mine} for ${cidr}`, error);
-        }
-      }
+      const own = stale.filter((cidr) => owned.some((route) => route.name === gcpRouteName(cidr, network, instance)));
+      const removed = await inBatches(own, (cidr) => this.deleteRoute(identity.project, gcpRouteName(cidr, network, instance)));
+      removed.forEach((outcome, i) => {
+        if (outcome.status === "fulfilled") return;
+        this.pendingRemoval.add(own[i]!);
+        failures.add(`cannot delete route ${gcpRouteName(own[i]!, network, instance)} for ${own[i]}`, outcome.reason);
+      });
     }
     this.current = applied;
     failures.throwIfAny();
@@ -223,4 +224,13 @@ export class GcpRouteProvider implements RouteProvider {
     const errors = operation.error?.errors ?? [];
     if (errors.length > 0) throw new Error(`operation ${operation.name} failed: ${errors.map((e) => `${e.code ?? "ERROR"} ${e.message ?? ""}`.trim()).join(", ")}`);
   }
+}
+
+/** Runs `task` for every item, CONCURRENT_OPERATIONS at a time; the outcomes in item order. */
+async function inBatches<T>(items: T[], task: (item: T) => Promise<void>): Promise<PromiseSettledResult<void>[]> {
+  const outcomes: PromiseSettledResult<void>[] = [];
+  for (let i = 0; i < items.length; i += CONCURRENT_OPERATIONS) {
+    outcomes.push(...(await Promise.allSettled(items.slice(i, i + CONCURRENT_OPERATIONS).map(task))));
+  }
+  return outcomes;
 }

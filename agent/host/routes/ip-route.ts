@@ -1,13 +1,24 @@
 // Routes through `ip route`: the host's own table (kernel provider) or the router namespace that
-// plays the cloud route table in the lab (lab provider). Deletion names the same next hop, so the
-// kernel removes a route only while it still points where we pointed it.
+// plays the cloud route table in the lab (lab provider). Every route it adds carries its own routing
+// protocol id (`proto 83`), so it finds its routes again after a restart or when checking for drift,
+// and deletion (`ip route del CIDR <next hop> proto 83`) removes a route only while it is still ours
+// and still points where we pointed it.
 import { CommandError, runCommand, type CommandRunner } from "./command";
-import { Failures } from "./failures";
+import { Failures, normalizeCidr } from "./failures";
 import type { RouteProvider } from "../types";
+
+/** rtnetlink protocol id of sitelink's routes (not among the ids iproute2 reserves or names). */
+export const ROUTE_PROTO = "83";
 
 export interface IpRouteNextHop {
   device?: string;
   via?: string;
+}
+
+interface IpRoute {
+  dst?: string;
+  gateway?: string;
+  dev?: string;
 }
 
 export class IpRouteProvider implements RouteProvider {
@@ -17,6 +28,7 @@ export class IpRouteProvider implements RouteProvider {
 
   constructor(
     readonly name: "kernel" | "lab",
+    readonly table: "shared" | "own",
     /** Leading `ip` options, e.g. ["-n", namespace]. */
     private readonly ipOptions: string[],
     private readonly nextHop: IpRouteNextHop,
@@ -26,6 +38,7 @@ export class IpRouteProvider implements RouteProvider {
   async apply(cidrs: string[], opts: { previous: string[]; removeRoutes: boolean }): Promise<void> {
     const failures = new Failures(this.name);
     const desired = failures.validCidrs(cidrs);
+    const wanted = new Set(desired.map(normalizeCidr));
     const applied = new Set<string>();
     for (const cidr of desired) {
       try {
@@ -35,10 +48,16 @@ export class IpRouteProvider implements RouteProvider {
         failures.add(`cannot point ${cidr} here`, error);
       }
     }
-    const stale = new Set([...opts.previous, ...this.current, ...this.pendingRemoval].filter((cidr) => !desired.includes(cidr)));
-    this.pendingRemoval = new Set();
     if (opts.removeRoutes) {
-      for (const cidr of stale) {
+      // Our routes still in the table count too: after a restart, nothing else remembers them.
+      const owned = await this.owned([...desired, ...opts.previous]).catch((error: unknown) => {
+        failures.add("cannot list this host's routes", error);
+        return [];
+      });
+      const stale = new Map([...opts.previous, ...this.current, ...this.pendingRemoval, ...owned].map((cidr) => [normalizeCidr(cidr), cidr]));
+      this.pendingRemoval = new Set();
+      for (const [key, cidr] of stale) {
+        if (wanted.has(key)) continue;
         try {
           await this.ip("del", cidr);
         } catch (error) {
@@ -57,8 +76,35 @@ export class IpRouteProvider implements RouteProvider {
     return [...this.current];
   }
 
+  async inPlace(cidrs: string[]): Promise<boolean> {
+    const owned = new Set((await this.owned(cidrs)).map(normalizeCidr));
+    return cidrs.every((cidr) => owned.has(normalizeCidr(cidr)));
+  }
+
+  /**
+   * Our routes in the table: proto 83 and our next hop. IPv6 is listed only when a CIDR of `relevant`
+   * is IPv6 or the listing works (a host with IPv6 switched off may refuse it).
+   */
+  private async owned(relevant: string[]): Promise<string[]> {
+    const needV6 = relevant.some((cidr) => normalizeCidr(cidr).includes(":"));
+    const v4 = await this.list("-4");
+    const v6 = await this.list("-6").catch((error: unknown) => {
+      if (needV6) throw error;
+      return [];
+    });
+    return [...v4, ...v6];
+  }
+
+  private async list(family: "-4" | "-6"): Promise<string[]> {
+    const { stdout } = await this.run("ip", [...this.ipOptions, family, "-j", "route", "show", "proto", ROUTE_PROTO]);
+    const routes = JSON.parse(stdout || "[]") as IpRoute[];
+    return routes
+      .filter((r) => r.dst && (!this.nextHop.via || r.gateway === this.nextHop.via) && (!this.nextHop.device || r.dev === this.nextHop.device))
+      .map((r) => (r.dst!.includes("/") ? r.dst! : `${r.dst}/${family === "-4" ? 32 : 128}`));
+  }
+
   private ip(verb: "replace" | "del", cidr: string) {
     const hop = [...(this.nextHop.via ? ["via", this.nextHop.via] : []), ...(this.nextHop.device ? ["dev", this.nextHop.device] : [])];
-    return this.run("ip", [...this.ipOptions, "route", verb, cidr, ...hop]);
+    return this.run("ip", [...this.ipOptions, "route", verb, cidr, ...hop, "proto", ROUTE_PROTO]);
   }
 }

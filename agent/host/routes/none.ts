@@ -3,6 +3,7 @@ import type { RouteProvider } from "../types";
 
 export class NoneRouteProvider implements RouteProvider {
   readonly name = "none" as const;
+  readonly table = "shared" as const;
   async apply(): Promise<void> {}
   applied(): string[] {
     return [];

@@ -124,10 +124,6 @@ export class ViciConnection {
     return this.enqueue(() => this.registration(PacketType.EVENT_REGISTER, event, timeoutMs));
   }
 
-  unregister(event: string, timeoutMs: number = DEFAULT_TIMEOUT_MS): Promise<void> {
-    return this.enqueue(() => this.registration(PacketType.EVENT_UNREGISTER, event, timeoutMs));
-  }
-
   close(): void {
     this.socket.destroy();
     this.shutdown(new ViciConnectionError(`VICI connection to ${this.socketPath} closed by us`));

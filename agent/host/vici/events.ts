@@ -17,7 +17,6 @@ export class ViciSubscription {
   private retryTimer: NodeJS.Timeout | undefined;
   private delay: number;
   private stopped = false;
-  private firstConnect: { resolve(): void; promise: Promise<void> };
 
   private constructor(
     readonly socketPath: string,
@@ -26,9 +25,6 @@ export class ViciSubscription {
     private readonly opts: SubscriptionOptions,
   ) {
     this.delay = this.retry.min;
-    let resolve!: () => void;
-    const promise = new Promise<void>((r) => (resolve = r));
-    this.firstConnect = { resolve, promise };
   }
 
   /** Subscribes to `events`; keeps trying until close() when charon is not there yet. */
@@ -36,15 +32,6 @@ export class ViciSubscription {
     const subscription = new ViciSubscription(socketPath, events, listener, opts);
     void subscription.connect();
     return subscription;
-  }
-
-  /** Resolves once the events are registered for the first time. */
-  ready(): Promise<void> {
-    return this.firstConnect.promise;
-  }
-
-  get connected(): boolean {
-    return this.connection !== undefined && !this.connection.closed;
   }
 
   close(): void {
@@ -79,7 +66,6 @@ export class ViciSubscription {
       this.opts.onDisconnect?.(error ?? new Error("VICI event connection closed"));
       this.scheduleReconnect();
     });
-    this.firstConnect.resolve();
     this.opts.onConnect?.();
   }
 

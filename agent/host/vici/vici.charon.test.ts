@@ -78,8 +78,7 @@ describe.skipIf(!root)("VICI client against charon (needs root: network namespac
       retryMs: { min: 20, max: 200 },
     });
     try {
-      await subscription.ready();
-      expect(connects).toBe(1);
+      await expect.poll(() => connects, { timeout: 10_000 }).toBe(1);
       await charon.stop("SIGKILL");
       await expect(vici.version()).rejects.toThrow(/VICI/);
       charon = await startCharon(sandbox, ns);
