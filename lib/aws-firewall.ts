@@ -1,5 +1,5 @@
-// Security group rules as separate resources, one source each, so a peer joining or leaving the link
-// adds or removes exactly its own rules.
+// Security group rules as separate resources, one source each (a CIDR or a managed prefix list), so
+// a change of sources adds or removes exactly the rules it concerns.
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
 import { parseCidr } from "./net";
@@ -11,27 +11,36 @@ export const LINK_PORTS = [
   { label: "check", protocol: "tcp", port: 9790 },
 ] as const;
 
-export interface RuleSpec {
+/** Where a rule admits traffic from (ingress) or to (egress): a CIDR, or a managed prefix list. */
+export type RulePeer =
+  /** A plain CIDR (its family picks IPv4 or IPv6) or an Output of an IPv4 CIDR. */
+  | { cidr: string | pulumi.Output<string> }
+  | { prefixListId: pulumi.Input<string> };
+
+export type RuleSpec = RulePeer & {
   protocol: "tcp" | "udp" | "all";
   /** Absent for `all`. */
   port?: number;
-  /** A plain CIDR (its family picks IPv4 or IPv6) or an Output of an IPv4 CIDR. */
-  cidr: string | pulumi.Output<string>;
   description: string;
-}
+};
 
 /** An IPv4 address as a /32. */
 export function hostCidr(address: pulumi.Output<string>): pulumi.Output<string> {
   return address.apply((a) => `${a}/32`);
 }
 
+function peerArgs(peer: RulePeer) {
+  if ("prefixListId" in peer) return { prefixListId: peer.prefixListId };
+  const ipv6 = typeof peer.cidr === "string" && parseCidr(peer.cidr).family === 6;
+  return ipv6 ? { cidrIpv6: peer.cidr } : { cidrIpv4: peer.cidr };
+}
+
 function ruleArgs(securityGroupId: pulumi.Input<string>, rule: RuleSpec) {
-  const ipv6 = typeof rule.cidr === "string" && parseCidr(rule.cidr).family === 6;
   return {
     securityGroupId,
     ipProtocol: rule.protocol === "all" ? "-1" : rule.protocol,
     ...(rule.protocol === "all" ? {} : { fromPort: rule.port, toPort: rule.port }),
-    ...(ipv6 ? { cidrIpv6: rule.cidr } : { cidrIpv4: rule.cidr }),
+    ...peerArgs(rule),
     description: rule.description,
   };
 }

@@ -8,25 +8,34 @@ const govcloud = { partition: "aws-us-gov", region: "us-gov-west-1", accountId: 
 describe("IAM documents", () => {
   it("scope route changes to the location's route tables in the account's own partition", () => {
     expect(routeTableArn(govcloud, "rtb-0123456789abcdef0")).toBe("arn:aws-us-gov:ec2:us-gov-west-1:111122223333:route-table/rtb-0123456789abcdef0");
-    const policy = hostPolicy(govcloud, ["rtb-01234567"], "arn:aws-us-gov:ssm:us-gov-west-1:111122223333:parameter/sitelink/x");
+    const arn = (name: string) => `arn:aws-us-gov:ssm:us-gov-west-1:111122223333:parameter/sitelink/x/${name}`;
+    const policy = hostPolicy(govcloud, ["rtb-01234567"], { uri: arn("uri"), config: arn("config"), package: arn("package") });
     expect(policy.Statement[0]).toEqual({
       Sid: "OwnRouteTables",
       Effect: "Allow",
       Action: ["ec2:CreateRoute", "ec2:ReplaceRoute", "ec2:DeleteRoute"],
       Resource: ["arn:aws-us-gov:ec2:us-gov-west-1:111122223333:route-table/rtb-01234567"],
     });
-    expect(policy.Statement[3]).toMatchObject({
+    expect(policy.Statement[2]).toEqual({ Sid: "OwnParametersRead", Effect: "Allow", Action: "ssm:GetParameter", Resource: [arn("uri"), arn("config"), arn("package")] });
+    // Only the URI is a SecureString: the grant to decrypt names it alone.
+    expect(policy.Statement[3]).toEqual({
+      Sid: "OwnHostUriDecrypt",
+      Effect: "Allow",
+      Action: "kms:Decrypt",
       Resource: "arn:aws-us-gov:kms:us-gov-west-1:111122223333:key/*",
-      Condition: { StringEquals: { "kms:ViaService": "ssm.us-gov-west-1.amazonaws.com" } },
+      Condition: { StringEquals: { "kms:ViaService": "ssm.us-gov-west-1.amazonaws.com", "kms:EncryptionContext:PARAMETER_ARN": [arn("uri")] } },
     });
   });
 
-  it("lets the state service read only its own parameters", () => {
-    const arns = ["arn:aws:ssm:us-east-1:1:parameter/a", "arn:aws:ssm:us-east-1:1:parameter/b"];
-    const policy = statePolicy({ partition: "aws", region: "us-east-1", accountId: "1" }, arns);
-    expect(policy.Statement.map((s) => s.Action)).toEqual(["ssm:GetParameter", "kms:Decrypt"]);
-    expect(policy.Statement[0]!.Resource).toEqual(arns);
-    expect((policy.Statement[1]!.Condition as { StringEquals: Record<string, unknown> }).StringEquals["kms:EncryptionContext:PARAMETER_ARN"]).toEqual(arns);
+  it("lets the state service read only its own parameters, and decrypt only its secure ones", () => {
+    const arn = (name: string) => `arn:aws:ssm:us-east-1:1:parameter/${name}`;
+    const policy = statePolicy({ partition: "aws", region: "us-east-1", accountId: "1" }, { read: [arn("a"), arn("b"), arn("c")], secure: [arn("c")] });
+    expect(policy.Statement.map((s) => [s.Sid, s.Action])).toEqual([
+      ["StateFilesRead", "ssm:GetParameter"],
+      ["StateKeysDecrypt", "kms:Decrypt"],
+    ]);
+    expect(policy.Statement[0]!.Resource).toEqual([arn("a"), arn("b"), arn("c")]);
+    expect((policy.Statement[1]!.Condition as { StringEquals: Record<string, unknown> }).StringEquals["kms:EncryptionContext:PARAMETER_ARN"]).toEqual([arn("c")]);
   });
 });
 

@@ -27,36 +27,46 @@ export function routeTableArn(account: AwsAccount, routeTableId: string): string
   return `arn:${account.partition}:ec2:${account.region}:${account.accountId}:route-table/${routeTableId}`;
 }
 
-/** Read (and decrypt) exactly these parameters; the KMS grant holds only through SSM and for them. */
-export function parameterStatements(account: AwsAccount, parameterArns: string[], sid: string): Record<string, unknown>[] {
-  return [
-    { Sid: `${sid}Read`, Effect: "Allow", Action: "ssm:GetParameter", Resource: parameterArns },
-    {
-      Sid: `${sid}Decrypt`,
-      Effect: "Allow",
-      Action: "kms:Decrypt",
-      Resource: `arn:${account.partition}:kms:${account.region}:${account.accountId}:key/*`,
-      // Both keys must match; a list of values matches any of them.
-      Condition: {
-        StringEquals: { "kms:ViaService": `ssm.${account.region}.amazonaws.com`, "kms:EncryptionContext:PARAMETER_ARN": parameterArns },
-      },
-    },
-  ];
+/** Read exactly these parameters. */
+function readParameters(sid: string, parameterArns: string[]): Record<string, unknown> {
+  return { Sid: `${sid}Read`, Effect: "Allow", Action: "ssm:GetParameter", Resource: parameterArns };
 }
 
-/** A link host: change routes of its own location's route tables, read its own host URI. */
-export function hostPolicy(account: AwsAccount, routeTableIds: string[], uriParameterArn: string): PolicyDocument {
+/** Decrypt exactly these SecureString parameters: the KMS grant holds only through SSM and for them. */
+function decryptParameters(sid: string, account: AwsAccount, parameterArns: string[]): Record<string, unknown> {
+  return {
+    Sid: `${sid}Decrypt`,
+    Effect: "Allow",
+    Action: "kms:Decrypt",
+    Resource: `arn:${account.partition}:kms:${account.region}:${account.accountId}:key/*`,
+    // Both keys must match; a list of values matches any of them.
+    Condition: {
+      StringEquals: { "kms:ViaService": `ssm.${account.region}.amazonaws.com`, "kms:EncryptionContext:PARAMETER_ARN": parameterArns },
+    },
+  };
+}
+
+/** The parameters of a link host: its URI (SecureString), its agent config and package spec (String). */
+export interface HostParameterArns {
+  uri: string;
+  config: string;
+  package: string;
+}
+
+/** A link host: change routes of its own location's route tables, read its own parameters, decrypt its own URI. */
+export function hostPolicy(account: AwsAccount, routeTableIds: string[], parameters: HostParameterArns): PolicyDocument {
   return {
     Version: "2012-10-17",
     Statement: [
       { Sid: "OwnRouteTables", Effect: "Allow", Action: [...ROUTE_ACTIONS], Resource: routeTableIds.map((id) => routeTableArn(account, id)) },
       { Sid: "Describe", Effect: "Allow", Action: [...DESCRIBE_ACTIONS], Resource: "*" },
-      ...parameterStatements(account, [uriParameterArn], "OwnHostUri"),
+      readParameters("OwnParameters", [parameters.uri, parameters.config, parameters.package]),
+      decryptParameters("OwnHostUri", account, [parameters.uri]),
     ],
   };
 }
 
-/** The state service host: read its own parameters (topology, TLS, master key), nothing else. */
-export function statePolicy(account: AwsAccount, parameterArns: string[]): PolicyDocument {
-  return { Version: "2012-10-17", Statement: parameterStatements(account, parameterArns, "StateFiles") };
+/** The state service host: read its own parameters (package, topology, TLS, master key), decrypt its secure ones, nothing else. */
+export function statePolicy(account: AwsAccount, parameters: { read: string[]; secure: string[] }): PolicyDocument {
+  return { Version: "2012-10-17", Statement: [readParameters("StateFiles", parameters.read), decryptParameters("StateKeys", account, parameters.secure)] };
 }

@@ -5,7 +5,7 @@ import * as pulumi from "@pulumi/pulumi";
 import { EC2_ASSUME_ROLE_POLICY, hostPolicy, type AwsAccount } from "./aws-iam";
 import { cidrSlug, egressRule, hostCidr, ingressRule, LINK_PORTS } from "./aws-firewall";
 import { awsAccountOf, ubuntuAmi } from "./aws-lookup";
-import { renderAgentBootstrap } from "./bootstrap";
+import { renderAgentBootstrap, renderAgentConfig, type NodeSource } from "./bootstrap";
 import { initialActive, Location, type LinkContext, type LinkHost } from "./location";
 import { parseCidr } from "./net";
 import { hostId, hostSpecs, throwIfInvalid, validateAwsLocationArgs, type LocationSpec } from "./validate";
@@ -36,10 +36,14 @@ export interface AwsLocationArgs {
   /** A public subnet of that VPC (a route to an internet gateway) for the link hosts (subnet-…). */
   subnetId: pulumi.Input<string>;
   /**
-   * Route tables that get an entry for every route of the connected locations (rtb-…); the only
-   * route tables the hosts may change.
+   * Route tables that get an entry for every remote route of the connected locations (rtb-…); the
+   * only route tables the hosts may change. Each route is named after its table, never after its
+   * position, so adding, removing or reordering tables leaves the routes of the others alone:
+   * - a list of plain ids (`["rtb-0a1…", "rtb-0b2…"]`): the id names the routes;
+   * - a record of your own stable keys (letters, digits, `_`) when ids are Outputs:
+   *   `{ public: publicTable.id, private: privateTable.id }`; the key names the routes, so keep it.
    */
-  routeTableIds: pulumi.Input<string>[];
+  routeTableIds: string[] | Record<string, pulumi.Input<string>>;
   /** CIDRs of this location reachable through the link. */
   routes: string[];
   /**
@@ -63,9 +67,21 @@ export interface AwsLocationArgs {
    * @default no key pair
    */
   keyName?: pulumi.Input<string>;
+  /**
+   * Where hosts (and a state service here) get Node.js ≥ 20 when their image has none: `nodesource`
+   * adds NodeSource's signed apt repository (Node.js 22); `preinstalled` adds none and stops the
+   * bootstrap with a clear error unless the image has it. An image with Node.js ≥ 20 is used as is either way.
+   * @default "nodesource"
+   */
+  nodeSource?: NodeSource;
 }
 
-export const AWS_LOCATION_DEFAULTS = { instanceType: "t3.small" } as const;
+export const AWS_LOCATION_DEFAULTS = { instanceType: "t3.small", nodeSource: "nodesource" } as const;
+
+/** `routeTableIds` as [key naming the routes, id] pairs. */
+export function routeTableEntries(ids: AwsLocationArgs["routeTableIds"]): [string, pulumi.Input<string>][] {
+  return Array.isArray(ids) ? ids.map((id) => [id, id]) : Object.entries(ids);
+}
 
 /** The resources of one link host. */
 export interface AwsHostResources {
@@ -74,7 +90,12 @@ export interface AwsHostResources {
   eip: aws.ec2.Eip;
   role?: aws.iam.Role;
   instance?: aws.ec2.Instance;
+  /** The host URI (SecureString). */
   uriParameter?: aws.ssm.Parameter;
+  /** The agent config, its /etc/sitelink/agent.json (String; no secret). */
+  configParameter?: aws.ssm.Parameter;
+  /** The spec of the sitelink package the host installs (String). */
+  packageParameter?: aws.ssm.Parameter;
 }
 
 export class AwsLocation extends Location {
@@ -82,6 +103,8 @@ export class AwsLocation extends Location {
   /** Filled when a Link takes this location. */
   readonly hosts: AwsHostResources[] = [];
   securityGroup?: aws.ec2.SecurityGroup;
+  /** The public addresses (/32) of the connected locations' hosts, the source of the link-port rules. */
+  peerPrefixList?: aws.ec2.ManagedPrefixList;
   /** The route table entries (remote CIDR → this location's first active host). */
   readonly routeEntries: aws.ec2.Route[] = [];
   readonly vpcId: pulumi.Input<string>;
@@ -95,6 +118,10 @@ export class AwsLocation extends Location {
     this.vpcId = args.vpcId;
     this.subnetId = args.subnetId;
     this.spec = { name, cloud: "aws", routes: [...args.routes], hosts: hostSpecs(args) };
+  }
+
+  get nodeSource(): NodeSource {
+    return this.args.nodeSource ?? AWS_LOCATION_DEFAULTS.nodeSource;
   }
 
   /** The AWS provider this location's resources use (the state service placed here uses it too). */
@@ -148,18 +175,35 @@ export class AwsLocation extends Location {
     this.createFirewall(ctx, sg.id);
     const instanceType = this.args.instanceType ?? AWS_LOCATION_DEFAULTS.instanceType;
     const ami = this.args.ami ?? ubuntuAmi(this, instanceType);
-    const ipv6 = [...this.spec.routes, ...ctx.remoteRoutes].some((r) => parseCidr(r).family === 6);
-    for (const h of this.hosts) this.createHost(ctx, h, { account, instanceType, ami, ipv6 });
+    for (const h of this.hosts) this.createHost(ctx, h, { account, instanceType, ami });
     this.createRoutes(ctx);
     this.registerOutputs({ securityGroupId: sg.id, hosts: this.hosts.map((h) => ({ id: h.host.id, instanceId: h.instance?.id })) });
+  }
+
+  override cloudRoutes(): pulumi.Resource[] {
+    return this.routeEntries;
   }
 
   private createFirewall(ctx: LinkContext, sgId: pulumi.Output<string>) {
     const name = this.spec.name;
     const opts = { parent: this };
-    for (const peer of ctx.peerHosts) {
+    if (ctx.peerHosts.length > 0) {
+      // One list per location (prefix lists are regional, like the location's provider) and three
+      // rules, however many peers. Its size counts against the group's rule quota: exactly the peers.
+      const peers = new aws.ec2.ManagedPrefixList(
+        `${name}-peers`,
+        {
+          name: `sitelink-${ctx.link}-${name}-peers`,
+          addressFamily: "IPv4",
+          maxEntries: ctx.peerHosts.length,
+          entries: ctx.peerHosts.map((peer) => ({ cidr: hostCidr(peer.publicAddress), description: `link host ${peer.id}` })),
+          tags: { Name: `sitelink-${ctx.link}-${name}-peers` },
+        },
+        opts,
+      );
+      this.peerPrefixList = peers;
       for (const p of LINK_PORTS) {
-        ingressRule(`${name}-in-${p.label}-${peer.id}`, sgId, { protocol: p.protocol, port: p.port, cidr: hostCidr(peer.publicAddress), description: `${p.label} from link host ${peer.id}` }, opts);
+        ingressRule(`${name}-in-${p.label}`, sgId, { protocol: p.protocol, port: p.port, prefixListId: peers.id, description: `${p.label} from the link hosts of the connected locations` }, opts);
       }
     }
     for (const own of this.hosts) {
@@ -187,42 +231,52 @@ export class AwsLocation extends Location {
   private createHost(
     ctx: LinkContext,
     h: AwsHostResources,
-    o: { account: pulumi.Output<AwsAccount>; instanceType: string; ami: pulumi.Input<string>; ipv6: boolean },
+    o: { account: pulumi.Output<AwsAccount>; instanceType: string; ami: pulumi.Input<string> },
   ) {
     const name = `${this.spec.name}-${h.host.name}`;
     const opts = { parent: this };
-    const parameterName = `/sitelink/${ctx.link}/${this.spec.name}/${h.host.name}/uri`;
+    const prefix = `/sitelink/${ctx.link}/${this.spec.name}/${h.host.name}`;
+    const names = { uri: `${prefix}/uri`, config: `${prefix}/config`, package: `${prefix}/package` };
     h.uriParameter = new aws.ssm.Parameter(
       `${name}-uri`,
-      { name: parameterName, type: "SecureString", value: ctx.hostUri(h.host.id), description: `sitelink host URI of ${h.host.id}` },
+      { name: names.uri, type: "SecureString", value: ctx.hostUri(h.host.id), description: `sitelink host URI of ${h.host.id}` },
       opts,
     );
-    h.role = new aws.iam.Role(`${name}-role`, { assumeRolePolicy: JSON.stringify(EC2_ASSUME_ROLE_POLICY), description: `sitelink host ${h.host.id}` }, opts);
-    const routeTableIds = pulumi.all(this.args.routeTableIds);
-    const policy = new aws.iam.RolePolicy(
-      `${name}-policy`,
+    const routeTableIds = pulumi.all(routeTableEntries(this.args.routeTableIds).map(([, id]) => id));
+    // What the host's refresh timer keeps it in step with: a change here reaches the running host
+    // (config rewritten, agent restarted gracefully) without touching the instance.
+    h.configParameter = new aws.ssm.Parameter(
+      `${name}-config`,
       {
-        role: h.role.id,
-        policy: pulumi.all([o.account, routeTableIds, h.uriParameter.arn]).apply(([account, ids, arn]) => JSON.stringify(hostPolicy(account, ids, arn))),
-      },
-      opts,
-    );
-    const profile = new aws.iam.InstanceProfile(`${name}-profile`, { role: h.role.name }, opts);
-    const userData = pulumi
-      .all([o.account, routeTableIds, h.host.publicAddress, h.host.privateAddress])
-      .apply(([account, ids, publicAddress, privateAddress]) =>
-        renderAgentBootstrap({
-          agentPackage: ctx.agentPackage,
-          ipv6: o.ipv6,
-          config: {
-            uriSources: [{ kind: "aws-ssm", parameter: parameterName, region: account.region }],
+        name: names.config,
+        type: "String",
+        value: pulumi.all([o.account, routeTableIds, h.host.publicAddress, h.host.privateAddress]).apply(([account, ids, publicAddress, privateAddress]) =>
+          renderAgentConfig({
+            uriSources: [{ kind: "aws-ssm", parameter: names.uri, region: account.region }],
             provider: "aws",
             aws: { routeTableIds: ids, region: account.region },
             publicAddress,
             privateAddress,
-          },
-        }),
-      );
+          }),
+        ),
+        description: `sitelink agent config of ${h.host.id}`,
+      },
+      opts,
+    );
+    h.packageParameter = new aws.ssm.Parameter(`${name}-package`, { name: names.package, type: "String", value: ctx.agentPackage, description: `sitelink package of ${h.host.id}` }, opts);
+    h.role = new aws.iam.Role(`${name}-role`, { assumeRolePolicy: JSON.stringify(EC2_ASSUME_ROLE_POLICY), description: `sitelink host ${h.host.id}` }, opts);
+    const arns = pulumi.all([h.uriParameter.arn, h.configParameter.arn, h.packageParameter.arn]);
+    const policy = new aws.iam.RolePolicy(
+      `${name}-policy`,
+      {
+        role: h.role.id,
+        policy: pulumi.all([o.account, routeTableIds, arns]).apply(([account, ids, [uri, config, pkg]]) => JSON.stringify(hostPolicy(account, ids, { uri, config, package: pkg }))),
+      },
+      opts,
+    );
+    const profile = new aws.iam.InstanceProfile(`${name}-profile`, { role: h.role.name }, opts);
+    // The stable bootstrap: only the region and the parameter names, which never change for this host.
+    const userData = o.account.apply((account) => renderAgentBootstrap({ region: account.region, parameters: { package: names.package, config: names.config }, nodeSource: this.nodeSource }));
     h.instance = new aws.ec2.Instance(
       name,
       {
@@ -240,23 +294,27 @@ export class AwsLocation extends Location {
         ...opts,
         // Its ENI can be attached to one instance only: the old one must go first (failover covers the gap).
         deleteBeforeReplace: true,
-        // A newer Ubuntu image must not replace a running host; pass `ami` to choose when.
-        ignoreChanges: this.args.ami === undefined ? ["ami"] : [],
-        // First boot needs the internet (packages) through its Elastic IP, and the agent reads its
-        // URI at start: address, grant and parameter must all be in place.
-        dependsOn: [h.eip, policy, h.uriParameter],
+        // A user-data change would stop and start every host at once and still not apply (cloud-init
+        // runs it once): config and package travel through the parameters instead, and a new
+        // bootstrap reaches a host when it is replaced. A newer Ubuntu image must not replace a
+        // running host either; pass `ami` to choose when.
+        ignoreChanges: ["userData", ...(this.args.ami === undefined ? ["ami"] : [])],
+        // First boot needs the internet (packages) through its Elastic IP, and reads its parameters:
+        // address, grant and parameters must all be in place.
+        dependsOn: [h.eip, policy, h.uriParameter, h.configParameter, h.packageParameter],
       },
     );
   }
 
   private createRoutes(ctx: LinkContext) {
     const target = initialActive(this.hosts.map((h) => ({ ...h.host, eni: h.networkInterface })));
-    this.args.routeTableIds.forEach((routeTableId, i) => {
+    for (const [key, routeTableId] of routeTableEntries(this.args.routeTableIds)) {
       for (const route of ctx.remoteRoutes) {
         const ipv6 = parseCidr(route).family === 6;
         this.routeEntries.push(
           new aws.ec2.Route(
-            `${this.spec.name}-route-${i}-${cidrSlug(route)}`,
+            // Named by the table's key, never its position: removing another table renames nothing.
+            `${this.spec.name}-route-${key}-${cidrSlug(route)}`,
             {
               routeTableId,
               ...(ipv6 ? { destinationIpv6CidrBlock: route } : { destinationCidrBlock: route }),
@@ -267,6 +325,6 @@ export class AwsLocation extends Location {
           ),
         );
       }
-    });
+    }
   }
 }

@@ -1,13 +1,35 @@
-// The rendered bootstrap scripts: valid bash, clean under shellcheck, and — run in a temporary root
-// with stubbed system commands — writing exactly the files the hosts need.
+// The rendered boot scripts: valid bash, clean under shellcheck, and — run in a temporary root with
+// stubbed apt-get, snap, node, curl, gpg, npm, aws, gcloud and systemctl (tar, install and mktemp
+// are real) — running exactly the commands and writing exactly the files the hosts need, then
+// keeping package and files in step with what Pulumi keeps in the cloud.
 import { execFileSync, spawnSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { agentConfigSchema } from "../agent/host/config";
+import { DEFAULT_STATUS_PATH } from "../agent/host/status";
 import { expectCleanBash } from "../test/support/shell";
-import { CHARON_TUNING, HOST_PACKAGES, renderAgentBootstrap, renderGcpAgentBootstrap, renderGcpStateBootstrap, renderStateBootstrap, STATE_FILES } from "./bootstrap";
+import {
+  AGENT_FILES,
+  BETTER_SQLITE3_VERSION,
+  CHARON_TUNING,
+  GCP_AGENT_ATTRIBUTES,
+  HOST_PACKAGES,
+  INSTALL_FILES,
+  PACKAGED_BUNDLE,
+  PACKAGED_UNITS,
+  REFRESH_RANDOM_DELAY_SECONDS,
+  REFRESH_SECONDS,
+  renderAgentBootstrap,
+  renderAgentConfig,
+  renderGcpAgentBootstrap,
+  renderGcpStateBootstrap,
+  renderStateBootstrap,
+  SITELINK_BIN,
+  SITELINK_DIR,
+  STATE_FILES,
+} from "./bootstrap";
 
 const REPO = resolve(__dirname, "..");
 const dirs: string[] = [];
@@ -19,249 +41,430 @@ function tempDir(): string {
   return dir;
 }
 
-const agentOptions = {
-  agentPackage: "sitelink@1.2.3",
-  ipv6: false,
-  config: {
-    uriSources: [{ kind: "aws-ssm" as const, parameter: "/sitelink/corp/east/a/uri", region: "us-east-1" }],
-    provider: "aws" as const,
-    aws: { routeTableIds: ["rtb-0123456789abcdef0"], region: "us-east-1" },
-    publicAddress: "203.0.113.10",
-  },
+const agentConfig = {
+  uriSources: [{ kind: "aws-ssm" as const, parameter: "/sitelink/corp/east/a/uri", region: "us-east-1" }],
+  provider: "aws" as const,
+  aws: { routeTableIds: ["rtb-0123456789abcdef0"], region: "us-east-1" },
+  publicAddress: "203.0.113.10",
+  privateAddress: "10.0.0.10",
 };
 
+const agentOptions = { region: "us-east-1", parameters: { package: "/sitelink/corp/east/a/package", config: "/sitelink/corp/east/a/config" } };
+
 const stateOptions = {
-  agentPackage: "https://example.com/sitelink-1.2.3.tgz?x=1&y=2",
   region: "us-west-2",
   volumeId: "vol-0123456789abcdef0",
   port: 9443,
-  parameters: { topology: "/sitelink/corp/state/topology", tlsCert: "/sitelink/corp/state/tls-cert", masterKey: "/sitelink/corp/state/master-key", tlsKey: "/sitelink/corp/state/tls-key" },
+  parameters: {
+    package: "/sitelink/corp/state/package",
+    topology: "/sitelink/corp/state/topology",
+    tlsCert: "/sitelink/corp/state/tls-cert",
+    masterKey: "/sitelink/corp/state/master-key",
+    tlsKey: "/sitelink/corp/state/tls-key",
+  },
 };
 
-/** Writes stub commands that log their argv to $STUB_LOG; `bodies` gives some a behaviour. */
-function stubs(bodies: Record<string, string>): { bin: string; log: string } {
+/** What the stores hold: one file per item name (`/` as `_`). */
+class Store {
+  readonly dir = tempDir();
+  set(name: string, value: string): this {
+    writeFileSync(join(this.dir, name.replaceAll("/", "_")), value);
+    return this;
+  }
+  unset(name: string): void {
+    rmSync(join(this.dir, name.replaceAll("/", "_")));
+  }
+}
+
+/**
+ * Stub commands that log their argv to $STUB_LOG. npm packs a tarball laid out like the real one
+ * (the repository's units, a bundle naming the spec it was packed from; `sitelink@broken` fails),
+ * and `npm install --prefix P` leaves P/node_modules/NAME; the cloud CLIs print what `store` holds.
+ */
+function stubs(store: Store, bodies: Record<string, string> = {}): { bin: string; log: string } {
   const dir = tempDir();
   const bin = join(dir, "bin");
   mkdirSync(bin);
   const log = join(dir, "calls.log");
   writeFileSync(log, "");
-  for (const [name, body] of Object.entries(bodies)) {
+  const value = (nameExpr: string, missing: number) => `cat "${store.dir}/$(echo "${nameExpr}" | tr / _)" || exit ${missing}`;
+  const defaults: Record<string, string> = {
+    "apt-get": "",
+    snap: "",
+    sysctl: "",
+    systemctl: "",
+    node: "echo v18.19.1",
+    // -fsSL -o FILE URL: NodeSource's armored key; otherwise the metadata server: the attribute the URL names.
+    curl: `if [ "$2" = -o ]; then echo "ARMORED KEY" > "$3"; else url=\${*: -1}; ${value("${url##*/}", 22)}; fi`,
+    // --batch --yes --dearmor -o OUT IN
+    gpg: `echo "BINARY KEY" > "$5"`,
+    npm: [
+      'spec=${*: -1}',
+      'if [ "$1" = pack ]; then',
+      '  if [ "$spec" = sitelink@broken ]; then echo "npm error 404 $spec" >&2; exit 1; fi',
+      '  d=$(mktemp -d); mkdir -p "$d/package/dist" "$d/package/agent/host" "$d/package/agent/state"',
+      `  printf '#!/usr/bin/env node\\n// %s\\n' "$spec" > "$d/package/${PACKAGED_BUNDLE}"`,
+      `  cp "${REPO}/${PACKAGED_UNITS.agent}" "$d/package/${PACKAGED_UNITS.agent}"; cp "${REPO}/${PACKAGED_UNITS.state}" "$d/package/${PACKAGED_UNITS.state}"`,
+      '  tar -czf sitelink-9.9.9.tgz -C "$d" package; rm -rf "$d"',
+      'elif [ "$1" = install ]; then mkdir -p "$3/node_modules/${spec%@*}"; fi',
+    ].join("\n"),
+    // aws ssm get-parameter --region R --name N …
+    aws: `${value("$6", 254)}; echo`,
+    // gcloud secrets versions access latest --project P --secret NAME (no newline, as gcloud prints it)
+    gcloud: value("$8", 1),
+    sleep: "",
+  };
+  for (const [name, body] of Object.entries({ ...defaults, ...bodies })) {
     writeFileSync(join(bin, name), `#!/bin/bash\necho "${name} $*" >> "$STUB_LOG"\n${body}\n`, { mode: 0o755 });
   }
   return { bin, log };
 }
 
-/** A global npm root whose `sitelink` package is this repository (so the packaged units are the real ones). */
-function npmRoot(): string {
+function run(script: string, root: string, s: { bin: string; log: string }, args: string[] = []) {
+  writeFileSync(s.log, "");
+  const file = join(tempDir(), "script.sh");
+  writeFileSync(file, script, { mode: 0o755 });
+  const result = spawnSync("bash", [file, ...args], {
+    env: { PATH: `${s.bin}:/usr/bin:/bin:/usr/sbin:/sbin`, SITELINK_ROOT: root, STUB_LOG: s.log },
+    encoding: "utf8",
+  });
+  return { ...result, calls: readFileSync(s.log, "utf8").trim().split("\n").filter(Boolean) };
+}
+
+/** A root with the directories an Ubuntu image has. */
+function ubuntuRoot(): string {
   const root = tempDir();
-  symlinkSync(REPO, join(root, "sitelink"));
+  for (const d of ["etc/sysctl.d", "etc/systemd/system", "etc/apt/sources.list.d", "dev"]) mkdirSync(join(root, d), { recursive: true });
+  writeFileSync(join(root, "etc/fstab"), "LABEL=cloudimg-rootfs / ext4 defaults 0 1\n");
   return root;
 }
 
-function run(script: string, root: string, s: { bin: string; log: string }, env: Record<string, string> = {}) {
-  const file = join(tempDir(), "user-data.sh");
-  writeFileSync(file, script, { mode: 0o755 });
-  const result = spawnSync("bash", [file], {
-    env: { PATH: `${s.bin}:/usr/bin:/bin:/usr/sbin:/sbin`, SITELINK_ROOT: root, STUB_LOG: s.log, ...env },
-    encoding: "utf8",
-  });
-  return { ...result, calls: readFileSync(s.log, "utf8").trim().split("\n") };
+/** The content a script writes to `path` (its heredoc). */
+function writtenFile(script: string, path: string): string {
+  const escaped = path.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&");
+  const match = new RegExp(`cat > "\\$root${escaped}\\.tmp" <<'SITELINK_EOF'\\n([\\s\\S]*?)\\nSITELINK_EOF`).exec(script);
+  if (!match) throw new Error(`the script writes no ${path}`);
+  return match[1]!;
 }
 
-/** The fetch script a state bootstrap writes (its heredoc body). */
-const installedFetchScript = (script: string) =>
-  /cat > "\$root\/usr\/local\/lib\/sitelink\/fetch-state-files.tmp" <<'SITELINK_EOF'\n([\s\S]*?)\nSITELINK_EOF/.exec(script)![1]!;
-
 const mode = (path: string) => (statSync(path).mode & 0o7777).toString(8);
+const read = (root: string, path: string) => readFileSync(join(root, path), "utf8");
+/** Files left in a directory (temporary files would show here). */
+const list = (root: string, path: string) => readdirSync(join(root, path)).sort();
 
-describe("agent bootstrap", () => {
+const NODESOURCE_CALLS = (root: string) => [
+  "apt-get update -q",
+  "apt-get install -y -q ca-certificates curl gnupg",
+  `curl -fsSL -o ${root}/etc/apt/keyrings/nodesource.gpg.asc https://deb.nodesource.com/gpgkey/nodesource-repo.gpg.key`,
+  `gpg --batch --yes --dearmor -o ${root}/etc/apt/keyrings/nodesource.gpg ${root}/etc/apt/keyrings/nodesource.gpg.asc`,
+  "apt-get update -q",
+  "apt-get install -y -q nodejs",
+];
+
+/** The state host's one native dependency, at this library's own version, next to sitelink.js. */
+const installBetterSqlite = (root: string) =>
+  `npm install --prefix ${root}/usr/local/lib/sitelink --no-save --no-package-lock --omit=dev --no-fund --no-audit --loglevel=error better-sqlite3@${BETTER_SQLITE3_VERSION}`;
+
+const ssm = (region: string, name: string) => `aws ssm get-parameter --region ${region} --name ${name} --with-decryption --query Parameter.Value --output text`;
+
+describe("AWS link host bootstrap", () => {
   const script = renderAgentBootstrap(agentOptions);
+  const refresh = writtenFile(script, AGENT_FILES.refreshScript);
+  const config = renderAgentConfig(agentConfig);
+  const store = () => new Store().set(agentOptions.parameters.package, "sitelink@1.2.3").set(agentOptions.parameters.config, config);
 
-  it("is valid bash and clean under shellcheck", () => {
-    expectCleanBash(script);
+  it("is valid bash and clean under shellcheck, and so are the installer and refresh script it writes", () => {
+    for (const text of [script, refresh, writtenFile(script, INSTALL_FILES.installer)]) expectCleanBash(text);
   });
 
-  it("installs the packages, writes the config 0600, enables forwarding and the packaged unit", () => {
-    const root = tempDir();
-    mkdirSync(join(root, "etc/sysctl.d"), { recursive: true });
-    mkdirSync(join(root, "etc/systemd/system"), { recursive: true });
-    const s = stubs({ "apt-get": "", sysctl: "", systemctl: "", npm: `if [ "$1" = root ]; then echo ${npmRoot()}; fi` });
-    const result = run(script, root, s);
+  it("on stock Ubuntu 24.04 (Node 18): Node.js 22 from NodeSource, the agent from its package tarball alone, its config from Parameter Store", () => {
+    const root = ubuntuRoot();
+    const result = run(script, root, stubs(store()));
     expect(result.stderr).toBe("");
     expect(result.status).toBe(0);
     expect(result.calls).toEqual([
       "apt-get update -q",
       `apt-get install -y -q ${HOST_PACKAGES.join(" ")}`,
-      "npm install --global --no-fund --no-audit sitelink@1.2.3",
+      "snap install aws-cli --classic",
+      "node --version",
+      ...NODESOURCE_CALLS(root),
       `sysctl --load ${root}/etc/sysctl.d/90-sitelink.conf`,
-      "npm root --global",
+      ssm("us-east-1", "/sitelink/corp/east/a/package"),
+      // Only the tarball: no `npm install`, so none of the library's dependencies (the Pulumi SDKs).
+      "npm pack --loglevel=error sitelink@1.2.3",
+      "systemctl daemon-reload",
+      ssm("us-east-1", "/sitelink/corp/east/a/config"),
+      "systemctl try-restart sitelink-agent.service",
       "systemctl daemon-reload",
       "systemctl enable --now strongswan-starter.service",
       "systemctl enable --now sitelink-agent.service",
+      "systemctl enable --now sitelink-agent-refresh.timer",
     ]);
-    expect(readFileSync(join(root, "etc/sysctl.d/90-sitelink.conf"), "utf8")).toBe("net.ipv4.ip_forward = 1\n");
-    expect(readFileSync(join(root, "etc/strongswan.d/sitelink.conf"), "utf8")).toBe(`${CHARON_TUNING}\n`);
-    expect(mode(join(root, "etc/strongswan.d/sitelink.conf"))).toBe("644");
-    const configFile = join(root, "etc/sitelink/agent.json");
+    // NodeSource's repository, pinned to its own key.
+    expect(read(root, "etc/apt/sources.list.d/nodesource.list")).toBe("deb [signed-by=/etc/apt/keyrings/nodesource.gpg] https://deb.nodesource.com/node_22.x nodistro main\n");
+    expect(read(root, "etc/apt/keyrings/nodesource.gpg")).toBe("BINARY KEY\n");
+    expect(mode(join(root, "etc/apt/keyrings/nodesource.gpg"))).toBe("644");
+    expect(list(root, "etc/apt/keyrings")).toEqual(["nodesource.gpg"]);
+    // The bundle and the units in SITELINK_DIR, the command linked to the bundle, the agent's unit installed from there.
+    expect(read(root, `${SITELINK_DIR}/sitelink.js`)).toBe("#!/usr/bin/env node\n// sitelink@1.2.3\n");
+    expect(mode(join(root, `${SITELINK_DIR}/sitelink.js`))).toBe("755");
+    expect(lstatSync(join(root, SITELINK_BIN)).isSymbolicLink()).toBe(true);
+    expect(readlinkSync(join(root, SITELINK_BIN))).toBe("/usr/local/lib/sitelink/sitelink.js");
+    expect(read(root, "etc/systemd/system/sitelink-agent.service")).toBe(read(REPO, PACKAGED_UNITS.agent));
+    expect(list(root, SITELINK_DIR)).toEqual(["install-sitelink", "package-spec", "refresh-agent", "sitelink-agent.service", "sitelink-state.service", "sitelink.js"]);
+    expect(read(root, INSTALL_FILES.packageSpec)).toBe("sitelink@1.2.3\n");
+    // The config is the parameter's value, 0600 in a 0700 directory.
     expect(mode(join(root, "etc/sitelink"))).toBe("700");
-    expect(mode(configFile)).toBe("600");
-    const config = JSON.parse(readFileSync(configFile, "utf8"));
-    expect(config).toEqual(agentConfigSchema.parse(agentOptions.config));
-    expect(config.uris).toEqual([]);
-    // One source of truth: the unit installed is the one the package ships.
-    expect(readFileSync(join(root, "etc/systemd/system/sitelink-agent.service"), "utf8")).toBe(readFileSync(join(REPO, "agent/host/sitelink-agent.service"), "utf8"));
+    expect(mode(join(root, AGENT_FILES.config))).toBe("600");
+    expect(read(root, AGENT_FILES.config)).toBe(`${config}\n`);
+    expect(list(root, "etc/sitelink")).toEqual(["agent.json"]);
+    expect(read(root, "etc/sysctl.d/90-sitelink.conf")).toBe("net.ipv4.ip_forward = 1\nnet.ipv6.conf.all.forwarding = 1\nnet.ipv6.conf.all.accept_ra = 2\n");
+    expect(read(root, "etc/strongswan.d/sitelink.conf")).toBe(`${CHARON_TUNING}\n`);
+    expect(read(root, AGENT_FILES.refreshScript)).toBe(`${refresh}\n`);
+    expect(read(root, "etc/systemd/system/sitelink-agent-refresh.service")).toBe(
+      "[Unit]\nDescription=sitelink: refresh the sitelink agent's package and config from Parameter Store\nAfter=network-online.target\nWants=network-online.target\n\n[Service]\nType=oneshot\nEnvironment=HOME=/root\nExecStart=/usr/local/lib/sitelink/refresh-agent\n",
+    );
+    expect(read(root, "etc/systemd/system/sitelink-agent-refresh.timer")).toBe(
+      "[Unit]\nDescription=sitelink: refresh the sitelink agent's package and config\n\n[Timer]\nOnBootSec=0\nOnUnitActiveSec=30s\nRandomizedDelaySec=30s\nAccuracySec=1s\n\n[Install]\nWantedBy=timers.target\n",
+    );
+    // A link host has no native module and nothing else from npm.
+    expect(existsSync(join(root, SITELINK_DIR, "node_modules"))).toBe(false);
+  });
+
+  it("uses the host's own Node.js when it is 20 or newer: no repository added", () => {
+    const root = ubuntuRoot();
+    const result = run(script, root, stubs(store(), { node: "echo v22.11.0" }));
+    expect(result.status).toBe(0);
+    expect(result.calls.filter((c) => /^(curl|gpg)|nodejs|ca-certificates/.test(c))).toEqual([]);
+    expect(existsSync(join(root, "etc/apt/sources.list.d/nodesource.list"))).toBe(false);
+  });
+
+  it("with nodeSource preinstalled, stops with a clear error on an image without Node.js >= 20, adding no repository", () => {
+    const root = ubuntuRoot();
+    const preinstalled = renderAgentBootstrap({ ...agentOptions, nodeSource: "preinstalled" });
+    expectCleanBash(preinstalled);
+    const result = run(preinstalled, root, stubs(store(), { node: "exit 127" }));
+    expect(result.status).toBe(1);
+    expect(result.stderr).toBe("sitelink: this host needs Node.js >= 20 and has none; nodeSource preinstalled adds no repository\n");
+    expect(result.calls.filter((c) => /^(curl|gpg|npm|aws)/.test(c))).toEqual([]);
+    expect(run(preinstalled, ubuntuRoot(), stubs(store(), { node: "echo v20.0.0" })).status).toBe(0);
   });
 
   it("retries network steps, and gives up after ten attempts", () => {
-    const root = tempDir();
-    mkdirSync(join(root, "etc/sysctl.d"), { recursive: true });
-    mkdirSync(join(root, "etc/systemd/system"), { recursive: true });
     const counter = join(tempDir(), "count");
     // apt-get update fails twice (a mirror not reachable yet), then works.
     const flaky = `n=$(cat ${counter} 2>/dev/null || echo 0); echo $((n + 1)) > ${counter}; if [ "$1" = update ] && [ "$n" -lt 2 ]; then exit 100; fi`;
-    const s = stubs({ "apt-get": flaky, sleep: "", sysctl: "", systemctl: "", npm: `if [ "$1" = root ]; then echo ${npmRoot()}; fi` });
-    const result = run(script, root, s);
+    const result = run(script, ubuntuRoot(), stubs(store(), { "apt-get": flaky, node: "echo v22.0.0" }));
     expect(result.status).toBe(0);
     expect(result.calls.slice(0, 5)).toEqual(["apt-get update -q", "sleep 6", "apt-get update -q", "sleep 6", "apt-get update -q"]);
     expect(result.stderr).toBe("sitelink: attempt 1 of 'apt-get update -q' failed\nsitelink: attempt 2 of 'apt-get update -q' failed\n");
 
-    const down = stubs({ "apt-get": "exit 100", sleep: "" });
-    const failed = run(script, tempDir(), down);
+    const failed = run(script, ubuntuRoot(), stubs(store(), { "apt-get": "exit 100" }));
     expect(failed.status).toBe(1);
     expect(failed.calls.filter((c) => c.startsWith("apt-get"))).toHaveLength(10);
     expect(failed.calls.some((c) => c.startsWith("npm"))).toBe(false);
   });
 
-  it("forwards IPv6 only when asked", () => {
-    expect(renderAgentBootstrap({ ...agentOptions, ipv6: true })).toContain("net.ipv4.ip_forward = 1\nnet.ipv6.conf.all.forwarding = 1\nnet.ipv6.conf.all.accept_ra = 2\n");
-    expect(script).not.toContain("ipv6");
+  it("refresh: nothing happens while the parameters are unchanged; a new config is written and the agent restarted", () => {
+    const root = ubuntuRoot();
+    const values = store();
+    const s = stubs(values, { node: "echo v22.0.0" });
+    expect(run(script, root, s).status).toBe(0);
+    const configIno = statSync(join(root, AGENT_FILES.config)).ino;
+
+    let result = run(refresh, root, s);
+    expect(result.stderr).toBe("");
+    expect(result.status).toBe(0);
+    expect(result.calls).toEqual([ssm("us-east-1", "/sitelink/corp/east/a/package"), ssm("us-east-1", "/sitelink/corp/east/a/config")]);
+    expect(statSync(join(root, AGENT_FILES.config)).ino).toBe(configIno);
+
+    const next = renderAgentConfig({ ...agentConfig, aws: { routeTableIds: ["rtb-0123456789abcdef0", "rtb-0fedcba9876543210"], region: "us-east-1" } });
+    values.set(agentOptions.parameters.config, next);
+    result = run(refresh, root, s);
+    expect(result.status).toBe(0);
+    expect(result.calls).toEqual([ssm("us-east-1", "/sitelink/corp/east/a/package"), ssm("us-east-1", "/sitelink/corp/east/a/config"), "systemctl try-restart sitelink-agent.service"]);
+    expect(read(root, AGENT_FILES.config)).toBe(`${next}\n`);
+    expect(mode(join(root, AGENT_FILES.config))).toBe("600");
+    expect(read(root, `${SITELINK_DIR}/sitelink.js`)).toContain("sitelink@1.2.3");
   });
 
-  it("refuses a config that carries a host URI or fails the agent's schema", () => {
-    expect(() => renderAgentBootstrap({ ...agentOptions, config: { ...agentOptions.config, uris: ["sitelink://x:secret@h?fp=00"] } })).toThrow(
-      "config.uris: a bootstrap must not carry host URIs (they hold the host secret); use uriSources",
-    );
-    expect(() => renderAgentBootstrap({ ...agentOptions, config: { ...agentOptions.config, aws: { routeTableIds: ["nope"] } } })).toThrow("must be a route table id (rtb-…)");
+  it("refresh: an active host restarts its agent only after a whole refresh window, so its standbys go first", () => {
+    const root = ubuntuRoot();
+    const values = store();
+    const s = stubs(values, { node: "echo v22.0.0" });
+    expect(run(script, root, s).status).toBe(0);
+    const status = join(root, DEFAULT_STATUS_PATH);
+    mkdirSync(dirname(status), { recursive: true });
+    const restart = (role: "active" | "standby", routeTable: string) => {
+      writeFileSync(status, `${JSON.stringify({ hostId: "a", role, generation: 3 }, null, 2)}\n`);
+      values.set(agentOptions.parameters.config, renderAgentConfig({ ...agentConfig, aws: { routeTableIds: [routeTable], region: "us-east-1" } }));
+      const result = run(refresh, root, s);
+      expect(result.status).toBe(0);
+      return result.calls.filter((c) => !c.startsWith("aws "));
+    };
+    expect(restart("standby", "rtb-0fedcba9876543210")).toEqual(["systemctl try-restart sitelink-agent.service"]);
+    expect(restart("active", "rtb-0123456789abcdef0")).toEqual([`sleep ${REFRESH_SECONDS + REFRESH_RANDOM_DELAY_SECONDS}`, "systemctl try-restart sitelink-agent.service"]);
+  });
+
+  it("refresh: a new package spec is installed, then recorded; a failed install keeps the old one and is tried again", () => {
+    const root = ubuntuRoot();
+    const values = store();
+    const s = stubs(values, { node: "echo v22.0.0" });
+    expect(run(script, root, s).status).toBe(0);
+
+    values.set(agentOptions.parameters.package, "sitelink@1.2.4");
+    let result = run(refresh, root, s);
+    expect(result.status).toBe(0);
+    expect(result.calls).toEqual([
+      ssm("us-east-1", "/sitelink/corp/east/a/package"),
+      "npm pack --loglevel=error sitelink@1.2.4",
+      "systemctl daemon-reload",
+      ssm("us-east-1", "/sitelink/corp/east/a/config"),
+      "systemctl try-restart sitelink-agent.service",
+    ]);
+    expect(read(root, `${SITELINK_DIR}/sitelink.js`)).toBe("#!/usr/bin/env node\n// sitelink@1.2.4\n");
+    expect(read(root, INSTALL_FILES.packageSpec)).toBe("sitelink@1.2.4\n");
+
+    values.set(agentOptions.parameters.package, "sitelink@broken");
+    for (let attempt = 0; attempt < 2; attempt++) {
+      result = run(refresh, root, s);
+      expect(result.status).not.toBe(0);
+      expect(result.stderr).toContain("npm error 404 sitelink@broken");
+      // Tried again on every run, never restarting the agent nor recording the spec it could not install.
+      expect(result.calls).toEqual([ssm("us-east-1", "/sitelink/corp/east/a/package"), "npm pack --loglevel=error sitelink@broken"]);
+    }
+    expect(read(root, INSTALL_FILES.packageSpec)).toBe("sitelink@1.2.4\n");
+    expect(read(root, `${SITELINK_DIR}/sitelink.js`)).toContain("sitelink@1.2.4");
+    expect(list(root, SITELINK_DIR)).toEqual(["install-sitelink", "package-spec", "refresh-agent", "sitelink-agent.service", "sitelink-state.service", "sitelink.js"]);
+  });
+
+  it("refresh: a parameter it cannot read leaves the file as it was and no temporary file", () => {
+    const root = ubuntuRoot();
+    const values = store();
+    const s = stubs(values, { node: "echo v22.0.0" });
+    expect(run(script, root, s).status).toBe(0);
+    values.unset(agentOptions.parameters.config);
+    const result = run(refresh, root, s);
+    expect(result.status).not.toBe(0);
+    expect(result.stderr).toContain("sitelink: cannot read parameter /sitelink/corp/east/a/config");
+    expect(read(root, AGENT_FILES.config)).toBe(`${config}\n`);
+    expect(list(root, "etc/sitelink")).toEqual(["agent.json"]);
   });
 });
 
-describe("GCP startup script", () => {
-  const gcpOptions = {
-    agentPackage: "sitelink@1.2.3",
-    ipv6: false,
-    uriSecretVersion: "projects/proj-1/secrets/sitelink-g-a-0123abcd-uri/versions/latest",
-    network: "https://www.googleapis.com/compute/v1/projects/proj-1/global/networks/net-a",
-    project: "proj-1",
+describe("agent config", () => {
+  it("is the agent's own schema with defaults written out, and never carries a host URI", () => {
+    expect(JSON.parse(renderAgentConfig(agentConfig))).toEqual(agentConfigSchema.parse(agentConfig));
+    expect(() => renderAgentConfig({ ...agentConfig, uris: ["sitelink://x:secret@h?fp=00"] })).toThrow(
+      "config.uris: a cloud host's config must not carry host URIs (they hold the host secret); use uriSources",
+    );
+    expect(() => renderAgentConfig({ ...agentConfig, aws: { routeTableIds: ["nope"] } })).toThrow("must be a route table id (rtb-…)");
+  });
+});
+
+describe("GCP link host startup script", () => {
+  const script = renderGcpAgentBootstrap();
+  const config = renderAgentConfig({
+    uriSources: [{ kind: "gcp-secret-manager", name: "projects/proj-1/secrets/sitelink-g-a-0123abcd-uri/versions/latest" }],
+    provider: "gcp",
+    gcp: { network: "https://www.googleapis.com/compute/v1/projects/proj-1/global/networks/net-a", project: "proj-1" },
     publicAddress: "198.51.100.7",
     privateAddress: "10.0.0.7",
-  };
-  const script = renderGcpAgentBootstrap(gcpOptions);
+  });
+  const metadata = (name: string) => `curl -fsS -H Metadata-Flavor: Google http://metadata.google.internal/computeMetadata/v1/instance/attributes/${name}`;
 
-  it("is valid bash and clean under shellcheck", () => {
+  it("is valid bash and clean under shellcheck, and so is its refresh script", () => {
     expectCleanBash(script);
+    expectCleanBash(writtenFile(script, AGENT_FILES.refreshScript));
   });
 
-  it("installs what the AWS bootstrap installs and configures the agent for Secret Manager and GCP routes, the same at every boot", () => {
-    const root = tempDir();
-    mkdirSync(join(root, "etc/sysctl.d"), { recursive: true });
-    mkdirSync(join(root, "etc/systemd/system"), { recursive: true });
-    const s = stubs({ "apt-get": "", sysctl: "", systemctl: "", npm: `if [ "$1" = root ]; then echo ${npmRoot()}; fi` });
-    const expectedCalls = [
-      "apt-get update -q",
-      `apt-get install -y -q ${HOST_PACKAGES.join(" ")}`,
-      "npm install --global --no-fund --no-audit sitelink@1.2.3",
-      `sysctl --load ${root}/etc/sysctl.d/90-sitelink.conf`,
-      "npm root --global",
-      "systemctl daemon-reload",
-      "systemctl enable --now strongswan-starter.service",
-      "systemctl enable --now sitelink-agent.service",
-    ];
-    const files = () =>
-      ["etc/sysctl.d/90-sitelink.conf", "etc/strongswan.d/sitelink.conf", "etc/sitelink/agent.json", "etc/systemd/system/sitelink-agent.service"].map((f) => [f, readFileSync(join(root, f), "utf8"), mode(join(root, f))]);
+  it("holds nothing of its host: every host of every location gets the same script", () => {
+    expect(renderGcpAgentBootstrap({ nodeSource: "nodesource" })).toBe(script);
+    expect(script).not.toMatch(/\d+\.\d+\.\d+\.\d+|projects\//);
+  });
+
+  it("reads package and config from the instance's metadata, the same at every boot", () => {
+    const root = ubuntuRoot();
+    const values = new Store().set(GCP_AGENT_ATTRIBUTES.package, "sitelink@1.2.3").set(GCP_AGENT_ATTRIBUTES.config, config);
+    const s = stubs(values, { node: "echo v22.0.0" });
     const first = run(script, root, s);
     expect(first.stderr).toBe("");
     expect(first.status).toBe(0);
-    expect(first.calls).toEqual(expectedCalls);
-    expect(readFileSync(join(root, "etc/strongswan.d/sitelink.conf"), "utf8")).toBe(`${CHARON_TUNING}\n`);
-    const config = JSON.parse(readFileSync(join(root, "etc/sitelink/agent.json"), "utf8"));
-    expect(config).toEqual(
-      agentConfigSchema.parse({
-        uriSources: [{ kind: "gcp-secret-manager", name: gcpOptions.uriSecretVersion }],
-        provider: "gcp",
-        gcp: { network: gcpOptions.network, project: "proj-1" },
-        publicAddress: "198.51.100.7",
-        privateAddress: "10.0.0.7",
-      }),
-    );
-    expect(mode(join(root, "etc/sitelink/agent.json"))).toBe("600");
-    // GCE runs the startup script at every boot: a second run changes nothing.
+    const boot = ["apt-get update -q", `apt-get install -y -q ${HOST_PACKAGES.join(" ")}`, "node --version", `sysctl --load ${root}/etc/sysctl.d/90-sitelink.conf`];
+    const start = ["systemctl daemon-reload", "systemctl enable --now strongswan-starter.service", "systemctl enable --now sitelink-agent.service", "systemctl enable --now sitelink-agent-refresh.timer"];
+    expect(first.calls).toEqual([
+      ...boot,
+      metadata("sitelink-agent-package"),
+      "npm pack --loglevel=error sitelink@1.2.3",
+      "systemctl daemon-reload",
+      metadata("sitelink-agent-config"),
+      "systemctl try-restart sitelink-agent.service",
+      ...start,
+    ]);
+    // The attribute's exact value (the metadata server adds no newline).
+    expect(read(root, AGENT_FILES.config)).toBe(config);
+    expect(mode(join(root, AGENT_FILES.config))).toBe("600");
+    expect(read(root, "etc/systemd/system/sitelink-agent-refresh.service")).toContain("Description=sitelink: refresh the sitelink agent's package and config from instance metadata\n");
+    // GCE runs the startup script at every boot: nothing changed, nothing reinstalled or restarted.
+    const files = () => [AGENT_FILES.config, `${SITELINK_DIR}/sitelink.js`, "etc/systemd/system/sitelink-agent.service"].map((f) => [f, read(root, f), statSync(join(root, f)).ino]);
     const before = files();
-    writeFileSync(s.log, "");
     const second = run(script, root, s);
     expect(second.status).toBe(0);
-    expect(second.calls).toEqual(expectedCalls);
+    expect(second.calls).toEqual([...boot, metadata("sitelink-agent-package"), metadata("sitelink-agent-config"), ...start]);
     expect(files()).toEqual(before);
-  });
-
-  it("refuses a secret version that is not a full Secret Manager version name", () => {
-    expect(() => renderGcpAgentBootstrap({ ...gcpOptions, uriSecretVersion: "sitelink-uri" })).toThrow("must be projects/P/secrets/S/versions/V");
   });
 });
 
 describe("state service bootstrap", () => {
   const script = renderStateBootstrap(stateOptions);
-  const fetchScript = installedFetchScript(script);
+  const fetchScript = writtenFile(script, STATE_FILES.fetchScript);
+  const p = stateOptions.parameters;
+  const store = () => new Store().set(p.package, "https://example.com/sitelink-1.2.3.tgz?x=1&y=2").set(p.topology, '{"version":1}').set(p.tlsCert, "CERT").set(p.tlsKey, "KEY").set(p.masterKey, "MASTER");
+  const disk = { systemctl: "", mountpoint: "exit 1", mount: "", "mkfs.ext4": "", blkid: `if [ "$1" = -s ]; then echo 1111-2222; else exit 2; fi`, node: "echo v22.11.0" };
+  const fetchCalls = ["package", "master-key", "tls-key", "tls-cert"].map((n) => ssm("us-west-2", `/sitelink/corp/state/${n}`));
 
-  it("is valid bash and clean under shellcheck, and so is the script it installs", () => {
-    for (const text of [script, fetchScript]) expectCleanBash(text);
+  it("is valid bash and clean under shellcheck, and so are the installer and fetch script it writes", () => {
+    for (const text of [script, fetchScript, writtenFile(script, INSTALL_FILES.installer)]) expectCleanBash(text);
   });
 
-  it("formats and mounts the data volume once, installs the fetcher, its timer and the service drop-in", () => {
-    const root = tempDir();
-    for (const d of ["etc/systemd/system", "dev"]) mkdirSync(join(root, d), { recursive: true });
-    writeFileSync(join(root, "etc/fstab"), "LABEL=cloudimg-rootfs / ext4 defaults 0 1\n");
+  it("formats and mounts the data volume once, installs the service with better-sqlite3, the fetcher, its timer and the drop-in", () => {
+    const root = ubuntuRoot();
     // A block device node the stubs never open (blkid, mkfs and mount are stubs).
     execFileSync("mknod", [join(root, "dev/xvdf"), "b", "7", "250"]);
-    const s = stubs({
-      "apt-get": "",
-      snap: "",
-      systemctl: "",
-      mountpoint: "exit 1",
-      mount: "",
-      "mkfs.ext4": "",
-      // No filesystem yet (exit 2), then its UUID.
-      blkid: `if [ "$1" = -s ]; then echo 1111-2222; else exit 2; fi`,
-      npm: `if [ "$1" = root ]; then echo ${npmRoot()}; fi`,
-    });
+    const s = stubs(store(), disk);
     const result = run(script, root, s);
     expect(result.stderr).toBe("");
     expect(result.status).toBe(0);
     const device = join(root, "dev/xvdf");
     expect(result.calls).toEqual([
-      "apt-get update -q",
-      "apt-get install -y -q nodejs npm",
       "snap install aws-cli --classic",
-      "npm install --global --no-fund --no-audit https://example.com/sitelink-1.2.3.tgz?x=1&y=2",
+      "node --version",
       `blkid ${device}`,
       `mkfs.ext4 -q -L sitelink-data ${device}`,
       `blkid -s UUID -o value ${device}`,
       `mountpoint -q ${root}/var/lib/private/sitelink-state`,
       `mount ${root}/var/lib/private/sitelink-state`,
-      "npm root --global",
+      fetchCalls[0],
+      "npm pack --loglevel=error https://example.com/sitelink-1.2.3.tgz?x=1&y=2",
+      installBetterSqlite(root),
       "systemctl daemon-reload",
-      "systemctl start sitelink-state-files.service",
+      ...fetchCalls.slice(1),
+      "systemctl try-restart sitelink-state.service",
+      ssm("us-west-2", "/sitelink/corp/state/topology"),
+      "systemctl daemon-reload",
       "systemctl enable --now sitelink-state-files.timer",
       "systemctl enable --now sitelink-state.service",
     ]);
-    expect(readFileSync(join(root, "etc/fstab"), "utf8")).toBe(
-      "LABEL=cloudimg-rootfs / ext4 defaults 0 1\nUUID=1111-2222 /var/lib/private/sitelink-state ext4 defaults,nofail 0 2\n",
-    );
+    expect(read(root, "etc/fstab")).toBe("LABEL=cloudimg-rootfs / ext4 defaults 0 1\nUUID=1111-2222 /var/lib/private/sitelink-state ext4 defaults,nofail 0 2\n");
     expect(mode(join(root, "var/lib/private"))).toBe("700");
     expect(mode(join(root, STATE_FILES.credentials))).toBe("700");
     expect(mode(join(root, STATE_FILES.fetchScript))).toBe("755");
-    expect(readFileSync(join(root, STATE_FILES.fetchScript), "utf8")).toBe(`${fetchScript}\n`);
-    expect(readFileSync(join(root, "etc/systemd/system/sitelink-state.service"), "utf8")).toBe(readFileSync(join(REPO, "agent/state/sitelink-state.service"), "utf8"));
-    expect(readFileSync(join(root, "etc/systemd/system/sitelink-state.service.d/10-sitelink-aws.conf"), "utf8")).toBe(
+    expect(read(root, STATE_FILES.fetchScript)).toBe(`${fetchScript}\n`);
+    expect(existsSync(join(root, SITELINK_DIR, "node_modules/better-sqlite3"))).toBe(true);
+    expect(read(root, `${SITELINK_DIR}/sitelink.js`)).toContain("https://example.com/sitelink-1.2.3.tgz?x=1&y=2");
+    expect(read(root, "etc/systemd/system/sitelink-state.service")).toBe(read(REPO, PACKAGED_UNITS.state));
+    expect(existsSync(join(root, "etc/systemd/system/sitelink-agent.service"))).toBe(false);
+    expect(read(root, "etc/systemd/system/sitelink-state.service.d/10-sitelink-aws.conf")).toBe(
       [
         "[Unit]",
         "Wants=sitelink-state-files.service",
@@ -278,157 +481,167 @@ describe("state service bootstrap", () => {
         "",
       ].join("\n"),
     );
-    expect(readFileSync(join(root, "etc/systemd/system/sitelink-state-files.timer"), "utf8")).toContain("OnUnitActiveSec=30s\n");
+    // One host: no random delay needed.
+    expect(read(root, "etc/systemd/system/sitelink-state-files.timer")).toBe(
+      "[Unit]\nDescription=sitelink: refresh the state service's package and files\n\n[Timer]\nOnBootSec=0\nOnUnitActiveSec=30s\nAccuracySec=1s\n\n[Install]\nWantedBy=timers.target\n",
+    );
 
     // A second boot (new instance, same volume): the filesystem is kept and fstab not duplicated.
-    writeFileSync(s.log, "");
-    const again = run(script, root, { ...s, bin: stubs({ "apt-get": "", snap: "", systemctl: "", mountpoint: "", mount: "", "mkfs.ext4": "", blkid: "echo found", npm: `if [ "$1" = root ]; then echo ${npmRoot()}; fi` }).bin });
+    const again = run(script, root, stubs(store(), { ...disk, mountpoint: "", blkid: "echo found" }));
     expect(again.status).toBe(0);
     expect(again.calls.filter((c) => /^(mkfs|mount )/.test(c))).toEqual([]);
-    expect(readFileSync(join(root, "etc/fstab"), "utf8").match(/sitelink-state/g)).toHaveLength(1);
+    expect(read(root, "etc/fstab").match(/sitelink-state/g)).toHaveLength(1);
   });
 
   it("never formats a volume it cannot probe", () => {
-    const root = tempDir();
-    mkdirSync(join(root, "dev"), { recursive: true });
+    const root = ubuntuRoot();
     execFileSync("mknod", [join(root, "dev/xvdf"), "b", "7", "250"]);
-    const s = stubs({ "apt-get": "", snap: "", npm: "", "mkfs.ext4": "", blkid: "exit 4" });
-    const result = run(script, root, s);
+    const result = run(script, root, stubs(store(), { ...disk, blkid: "exit 4" }));
     expect(result.status).toBe(1);
     expect(result.stderr).toBe(`sitelink: cannot probe ${join(root, "dev/xvdf")} (blkid exit 4)\n`);
     expect(result.calls.some((c) => c.startsWith("mkfs"))).toBe(false);
   });
 
   it("fails clearly when the data volume never appears", () => {
-    const root = tempDir();
-    const s = stubs({ "apt-get": "", snap: "", npm: "", sleep: "" });
-    const result = run(script, root, s);
+    const result = run(script, ubuntuRoot(), stubs(store(), disk));
     expect(result.status).toBe(1);
     expect(result.stderr).toBe("sitelink: data volume vol0123456789abcdef0 never appeared\n");
   });
 
-  it("keeps the files in step with Parameter Store: rewrites only changes, restarts only for new keys", () => {
-    const root = tempDir();
-    mkdirSync(join(root, STATE_FILES.credentials), { recursive: true });
-    const values = tempDir();
-    const set = (name: string, value: string) => writeFileSync(join(values, name.replaceAll("/", "_")), value);
-    set(stateOptions.parameters.topology, '{"version":1}');
-    set(stateOptions.parameters.tlsCert, "CERT");
-    set(stateOptions.parameters.tlsKey, "KEY");
-    set(stateOptions.parameters.masterKey, "MASTER");
-    // aws ssm get-parameter --region R --name N …: prints the value stored for N.
-    const s = stubs({ aws: `name=$6; cat "${values}/$(echo "$name" | tr / _)" || exit 254; echo`, systemctl: "" });
-    const runFetch = () => {
-      writeFileSync(s.log, "");
-      return run(fetchScript, root, s);
-    };
-    let result = runFetch();
-    expect(result.stderr).toBe("");
-    expect(result.status).toBe(0);
-    expect(result.calls[0]).toBe("aws ssm get-parameter --region us-west-2 --name /sitelink/corp/state/master-key --with-decryption --query Parameter.Value --output text");
-    expect(result.calls.at(-2)).toBe("systemctl try-restart sitelink-state.service");
-    expect(readFileSync(join(root, STATE_FILES.masterKey), "utf8")).toBe("MASTER\n");
-    expect(readFileSync(join(root, STATE_FILES.topology), "utf8")).toBe('{"version":1}\n');
+  it("keeps package and files in step with Parameter Store: rewrites only changes, restarts only for new keys or a new package", () => {
+    const root = ubuntuRoot();
+    execFileSync("mknod", [join(root, "dev/xvdf"), "b", "7", "250"]);
+    const values = store();
+    const s = stubs(values, disk);
+    expect(run(script, root, s).status).toBe(0);
+    expect(read(root, STATE_FILES.masterKey)).toBe("MASTER\n");
+    expect(read(root, STATE_FILES.topology)).toBe('{"version":1}\n');
     expect([STATE_FILES.masterKey, STATE_FILES.tlsKey, STATE_FILES.tlsCert, STATE_FILES.topology].map((f) => mode(join(root, f)))).toEqual(["600", "600", "600", "644"]);
+    const topologyCall = ssm("us-west-2", "/sitelink/corp/state/topology");
 
+    // A new topology: rewritten (a new file, which the service notices), no restart.
     const before = statSync(join(root, STATE_FILES.topology)).ino;
-    set(stateOptions.parameters.topology, '{"version":1,"new":true}');
-    result = runFetch();
-    expect(result.calls.filter((c) => c.startsWith("systemctl"))).toEqual([]);
-    expect(readFileSync(join(root, STATE_FILES.topology), "utf8")).toBe('{"version":1,"new":true}\n');
+    values.set(p.topology, '{"version":1,"new":true}');
+    let result = run(fetchScript, root, s);
+    expect(result.stderr).toBe("");
+    expect(result.calls).toEqual([...fetchCalls, topologyCall]);
+    expect(read(root, STATE_FILES.topology)).toBe('{"version":1,"new":true}\n');
     expect(statSync(join(root, STATE_FILES.topology)).ino).not.toBe(before);
 
+    // Nothing new: nothing rewritten.
     const unchanged = statSync(join(root, STATE_FILES.topology)).ino;
-    result = runFetch();
+    result = run(fetchScript, root, s);
+    expect(result.calls).toEqual([...fetchCalls, topologyCall]);
     expect(statSync(join(root, STATE_FILES.topology)).ino).toBe(unchanged);
 
+    // A new package: installed with its native module, then the service restarted.
+    values.set(p.package, "sitelink@1.2.4");
+    result = run(fetchScript, root, s);
+    expect(result.calls).toEqual([
+      fetchCalls[0],
+      "npm pack --loglevel=error sitelink@1.2.4",
+      installBetterSqlite(root),
+      "systemctl daemon-reload",
+      ...fetchCalls.slice(1),
+      "systemctl try-restart sitelink-state.service",
+      topologyCall,
+    ]);
+
     // A failed read leaves the old file and no temp file behind.
-    rmSync(join(values, stateOptions.parameters.topology.replaceAll("/", "_")));
-    result = runFetch();
+    values.unset(p.topology);
+    result = run(fetchScript, root, s);
     expect(result.status).not.toBe(0);
     expect(result.stderr).toContain("sitelink: cannot read parameter /sitelink/corp/state/topology");
-    expect(readFileSync(join(root, STATE_FILES.topology), "utf8")).toBe('{"version":1,"new":true}\n');
-    expect(execFileSync("ls", [join(root, "etc/sitelink")], { encoding: "utf8" }).split("\n").filter(Boolean)).toEqual(["credentials", "topology.json"]);
+    expect(read(root, STATE_FILES.topology)).toBe('{"version":1,"new":true}\n');
+    expect(list(root, "etc/sitelink")).toEqual(["credentials", "topology.json"]);
   });
 });
 
 describe("GCP state service startup script", () => {
   const gcpState = {
-    agentPackage: "sitelink@1.2.3",
     project: "proj-1",
-    secrets: { topology: "sl-state-topology", tlsCert: "sl-state-tls-cert", tlsKey: "sl-state-tls-key", masterKey: "sl-state-master-key" },
+    secrets: { package: "sl-state-package", topology: "sl-state-topology", tlsCert: "sl-state-tls-cert", tlsKey: "sl-state-tls-key", masterKey: "sl-state-master-key" },
     diskDeviceName: "sitelink-state",
     port: 9443,
   };
   const script = renderGcpStateBootstrap(gcpState);
-  const fetchScript = installedFetchScript(script);
+  const fetchScript = writtenFile(script, STATE_FILES.fetchScript);
+  const secret = (name: string) => `gcloud secrets versions access latest --project proj-1 --secret ${name}`;
+  const store = () =>
+    Object.entries({ "sl-state-package": "sitelink@1.2.3", "sl-state-topology": "{}", "sl-state-tls-cert": "CERT", "sl-state-tls-key": "KEY", "sl-state-master-key": "MASTER" }).reduce((s, [k, v]) => s.set(k, v), new Store());
+  const disk = { mountpoint: "exit 1", mount: "", "mkfs.ext4": "", blkid: `if [ "$1" = -s ]; then echo 3333-4444; else exit 2; fi`, node: "echo v22.0.0" };
 
   it("is valid bash and clean under shellcheck, and so is the script it installs", () => {
     for (const text of [script, fetchScript]) expectCleanBash(text);
   });
 
-  it("mounts the persistent disk by its device name, installs the gcloud fetcher and the GCP drop-in", () => {
-    const root = tempDir();
-    for (const d of ["etc/systemd/system", "dev/disk/by-id"]) mkdirSync(join(root, d), { recursive: true });
+  it("mounts the persistent disk by its device name, reads the package and files from Secret Manager, installs the GCP drop-in", () => {
+    const root = ubuntuRoot();
+    mkdirSync(join(root, "dev/disk/by-id"), { recursive: true });
     writeFileSync(join(root, "etc/fstab"), "");
     execFileSync("mknod", [join(root, "dev/disk/by-id/google-sitelink-state"), "b", "7", "251"]);
-    const s = stubs({
-      "apt-get": "",
-      snap: "",
-      systemctl: "",
-      mountpoint: "exit 1",
-      mount: "",
-      "mkfs.ext4": "",
-      blkid: `if [ "$1" = -s ]; then echo 3333-4444; else exit 2; fi`,
-      npm: `if [ "$1" = root ]; then echo ${npmRoot()}; fi`,
-    });
-    const result = run(script, root, s);
+    const result = run(script, root, stubs(store(), disk));
     expect(result.stderr).toBe("");
     expect(result.status).toBe(0);
     const device = join(root, "dev/disk/by-id/google-sitelink-state");
-    expect(result.calls.slice(0, 7)).toEqual([
-      "apt-get update -q",
-      "apt-get install -y -q nodejs npm",
+    expect(result.calls.slice(0, 10)).toEqual([
       "snap install google-cloud-cli --classic",
-      "npm install --global --no-fund --no-audit sitelink@1.2.3",
+      "node --version",
       `blkid ${device}`,
       `mkfs.ext4 -q -L sitelink-data ${device}`,
       `blkid -s UUID -o value ${device}`,
+      `mountpoint -q ${root}/var/lib/private/sitelink-state`,
+      `mount ${root}/var/lib/private/sitelink-state`,
+      secret("sl-state-package"),
+      "npm pack --loglevel=error sitelink@1.2.3",
+      installBetterSqlite(root),
     ]);
-    expect(readFileSync(join(root, "etc/fstab"), "utf8")).toBe("UUID=3333-4444 /var/lib/private/sitelink-state ext4 defaults,nofail 0 2\n");
-    expect(readFileSync(join(root, "etc/systemd/system/sitelink-state.service.d/10-sitelink-gcp.conf"), "utf8")).toContain("ExecStart=/usr/local/bin/sitelink state serve --topology /etc/sitelink/topology.json --data /var/lib/sitelink-state --tls-cert %d/tls.crt --tls-key %d/tls.key --master-key-file %d/master.key --listen 0.0.0.0:9443\n");
-    expect(readFileSync(join(root, "etc/systemd/system/sitelink-state-files.service"), "utf8")).toContain("Description=sitelink: refresh the state service's files from Secret Manager\n");
+    expect(read(root, "etc/fstab")).toBe("UUID=3333-4444 /var/lib/private/sitelink-state ext4 defaults,nofail 0 2\n");
+    expect(read(root, "etc/systemd/system/sitelink-state.service.d/10-sitelink-gcp.conf")).toContain(
+      "ExecStart=/usr/local/bin/sitelink state serve --topology /etc/sitelink/topology.json --data /var/lib/sitelink-state --tls-cert %d/tls.crt --tls-key %d/tls.key --master-key-file %d/master.key --listen 0.0.0.0:9443\n",
+    );
+    expect(read(root, "etc/systemd/system/sitelink-state-files.service")).toContain("Description=sitelink: refresh the state service's package and files from Secret Manager\n");
+    // gcloud prints the value without a newline: the file holds exactly the secret's value.
+    expect(read(root, STATE_FILES.masterKey)).toBe("MASTER");
   });
 
   it("fails clearly when the disk never appears", () => {
-    const s = stubs({ "apt-get": "", snap: "", npm: "", sleep: "" });
-    const result = run(script, tempDir(), s);
+    const result = run(script, ubuntuRoot(), stubs(store(), disk));
     expect(result.status).toBe(1);
     expect(result.stderr).toBe("sitelink: data disk sitelink-state never appeared\n");
   });
 
   it("reads the latest version of each secret, restarting the service only for new keys", () => {
-    const root = tempDir();
-    mkdirSync(join(root, STATE_FILES.credentials), { recursive: true });
-    const values = tempDir();
-    for (const [name, value] of Object.entries({ "sl-state-topology": "{}", "sl-state-tls-cert": "CERT", "sl-state-tls-key": "KEY", "sl-state-master-key": "MASTER" })) writeFileSync(join(values, name), value);
-    // gcloud secrets versions access latest --project P --secret NAME: prints the stored value (no newline, as gcloud does).
-    const s = stubs({ gcloud: `cat "${values}/$8" || exit 1`, systemctl: "" });
+    const root = ubuntuRoot();
+    mkdirSync(join(root, "dev/disk/by-id"), { recursive: true });
+    execFileSync("mknod", [join(root, "dev/disk/by-id/google-sitelink-state"), "b", "7", "251"]);
+    const values = store();
+    const s = stubs(values, disk);
+    expect(run(script, root, s).status).toBe(0);
+    values.set("sl-state-topology", '{"new":true}');
     let result = run(fetchScript, root, s);
-    expect(result.stderr).toBe("");
-    expect(result.status).toBe(0);
-    expect(result.calls[0]).toBe("gcloud secrets versions access latest --project proj-1 --secret sl-state-master-key");
-    expect(result.calls.filter((c) => c.startsWith("systemctl"))).toEqual(["systemctl try-restart sitelink-state.service"]);
-    expect(readFileSync(join(root, STATE_FILES.masterKey), "utf8")).toBe("MASTER");
-    expect(readFileSync(join(root, STATE_FILES.topology), "utf8")).toBe("{}");
-    writeFileSync(s.log, "");
-    writeFileSync(join(values, "sl-state-topology"), '{"new":true}');
+    expect(result.calls).toEqual(["package", "master-key", "tls-key", "tls-cert", "topology"].map((n) => secret(`sl-state-${n}`)));
+    expect(read(root, STATE_FILES.topology)).toBe('{"new":true}');
+    values.set("sl-state-tls-key", "KEY2");
     result = run(fetchScript, root, s);
-    expect(result.calls.filter((c) => c.startsWith("systemctl"))).toEqual([]);
-    expect(readFileSync(join(root, STATE_FILES.topology), "utf8")).toBe('{"new":true}');
-    rmSync(join(values, "sl-state-tls-key"));
+    expect(result.calls.filter((c) => c.startsWith("systemctl"))).toEqual(["systemctl try-restart sitelink-state.service"]);
+    values.unset("sl-state-tls-key");
     result = run(fetchScript, root, s);
     expect(result.status).not.toBe(0);
     expect(result.stderr).toContain("sitelink: cannot read secret sl-state-tls-key");
+  });
+});
+
+describe("what the installer takes from the package", () => {
+  const pkg = JSON.parse(read(REPO, "package.json")) as { files: string[]; dependencies: Record<string, string>; engines: { node: string } };
+
+  it("is shipped by the npm `files` list: the bundle and both units", () => {
+    const shipped = (path: string) => pkg.files.some((f) => path === f || path.startsWith(`${f}/`));
+    for (const path of [PACKAGED_BUNDLE, ...Object.values(PACKAGED_UNITS)]) expect(shipped(path), path).toBe(true);
+  });
+
+  it("installs the better-sqlite3 this library pins exactly, and a Node.js the package's engines accept", () => {
+    expect(pkg.dependencies["better-sqlite3"]).toBe(BETTER_SQLITE3_VERSION);
+    expect(pkg.engines.node).toBe(">=20");
   });
 });

@@ -4,12 +4,11 @@
 import * as gcp from "@pulumi/gcp";
 import * as pulumi from "@pulumi/pulumi";
 import type { AwsHostArgs } from "./aws-location";
-import { renderGcpAgentBootstrap } from "./bootstrap";
+import { GCP_AGENT_ATTRIBUTES, renderAgentConfig, renderGcpAgentBootstrap, type NodeSource } from "./bootstrap";
 import { cidrsByFamily, hostSources, ingressFirewall, type IngressRule } from "./gcp-firewall";
 import { CLOUD_PLATFORM_SCOPE, GCP_ROUTE_PERMISSIONS, SECRET_ACCESSOR_ROLE, serviceAccountMember } from "./gcp-iam";
 import { GCP_ACCOUNT_ID_MAX, gcpName, gcpRoleId } from "./gcp-names";
 import { Location, type LinkContext, type LinkHost } from "./location";
-import { parseCidr } from "./net";
 import { gcpRegionOf, hostId, hostSpecs, throwIfInvalid, validateGcpLocationArgs, type LocationSpec } from "./validate";
 
 /** A host of a GCP location: the same settings as on AWS. */
@@ -44,12 +43,18 @@ export interface GcpLocationArgs {
    * @default "projects/ubuntu-os-cloud/global/images/family/ubuntu-2404-lts-amd64"
    */
   image?: pulumi.Input<string>;
+  /**
+   * Where hosts (and a state service here) get Node.js ≥ 20 when their image has none (see AwsLocationArgs.nodeSource).
+   * @default "nodesource"
+   */
+  nodeSource?: NodeSource;
 }
 
 export const GCP_LOCATION_DEFAULTS = {
   machineType: "e2-small",
   image: "projects/ubuntu-os-cloud/global/images/family/ubuntu-2404-lts-amd64",
   bootDiskType: "pd-balanced",
+  nodeSource: "nodesource",
 } as const;
 
 /** The ports link hosts need from their peers, as GCP firewall `allows`. */
@@ -95,6 +100,10 @@ export class GcpLocation extends Location {
   /** The project given in the args, if any (resources without one use the provider's). */
   get projectArg(): string | undefined {
     return this.args.project;
+  }
+
+  get nodeSource(): NodeSource {
+    return this.args.nodeSource ?? GCP_LOCATION_DEFAULTS.nodeSource;
   }
 
   /** The GCP provider this location's resources use (the state service placed here uses it too). */
@@ -155,8 +164,7 @@ export class GcpLocation extends Location {
       },
       { parent: this },
     );
-    const ipv6 = [...this.spec.routes, ...ctx.remoteRoutes].some((r) => parseCidr(r).family === 6);
-    for (const h of this.hosts) this.createHost(ctx, h, { project, tag, ipv6, role: this.routeRole });
+    for (const h of this.hosts) this.createHost(ctx, h, { project, tag, role: this.routeRole });
     this.registerOutputs({ networkTag: tag, hosts: this.hosts.map((h) => ({ id: h.host.id, instanceId: h.instance?.id })) });
   }
 
@@ -181,7 +189,7 @@ export class GcpLocation extends Location {
     }
   }
 
-  private createHost(ctx: LinkContext, h: GcpHostResources, o: { project: pulumi.Output<string>; tag: string; ipv6: boolean; role: gcp.projects.IAMCustomRole }) {
+  private createHost(ctx: LinkContext, h: GcpHostResources, o: { project: pulumi.Output<string>; tag: string; role: gcp.projects.IAMCustomRole }) {
     const name = `${this.spec.name}-${h.host.name}`;
     const opts = { parent: this };
     const id = h.host.id;
@@ -205,20 +213,18 @@ export class GcpLocation extends Location {
     );
     // Routes have no per-network IAM: the project is the narrowest scope GCP offers.
     const routes = new gcp.projects.IAMMember(`${name}-routes`, { project: o.project, role: o.role.name, member }, opts);
-    const script = pulumi
-      .all([o.project, this.args.network, h.host.publicAddress, h.host.privateAddress])
-      .apply(([project, network, publicAddress, privateAddress]) =>
-        renderGcpAgentBootstrap({
-          agentPackage: ctx.agentPackage,
-          ipv6: o.ipv6,
-          // `latest`: a new URI (new state service address) reaches the host at its next start.
-          uriSecretVersion: `projects/${project}/secrets/${secretId}/versions/latest`,
-          network,
-          project,
-          publicAddress,
-          privateAddress,
-        }),
-      );
+    // The agent config travels as a metadata attribute, which changes in place: the host's refresh
+    // timer rewrites agent.json and restarts the agent. No secret in it: the URI is read from Secret Manager.
+    const config = pulumi.all([o.project, this.args.network, h.host.publicAddress, h.host.privateAddress]).apply(([project, network, publicAddress, privateAddress]) =>
+      renderAgentConfig({
+        // `latest`: a new URI (new state service address) reaches the host at its next agent start.
+        uriSources: [{ kind: "gcp-secret-manager", name: `projects/${project}/secrets/${secretId}/versions/latest` }],
+        provider: "gcp",
+        gcp: { network, project },
+        publicAddress,
+        privateAddress,
+      }),
+    );
     h.instance = new gcp.compute.Instance(
       name,
       {
@@ -233,8 +239,15 @@ export class GcpLocation extends Location {
         serviceAccount: { email: h.serviceAccount.email, scopes: [CLOUD_PLATFORM_SCOPE] },
         shieldedInstanceConfig: { enableSecureBoot: true, enableVtpm: true, enableIntegrityMonitoring: true },
         tags: [o.tag],
-        // In-place metadata, not `metadataStartupScript` (which replaces the instance on change).
-        metadata: { "startup-script": script, "enable-oslogin": "TRUE", "block-project-ssh-keys": "TRUE" },
+        // In-place metadata, not `metadataStartupScript` (which replaces the instance on change). The
+        // startup script is the same for every host; package and config are the host's own attributes.
+        metadata: {
+          "startup-script": renderGcpAgentBootstrap({ nodeSource: this.nodeSource }),
+          [GCP_AGENT_ATTRIBUTES.package]: ctx.agentPackage,
+          [GCP_AGENT_ATTRIBUTES.config]: config,
+          "enable-oslogin": "TRUE",
+          "block-project-ssh-keys": "TRUE",
+        },
         allowStoppingForUpdate: true,
         labels: { "sitelink-link": ctx.link },
       },

@@ -1,7 +1,8 @@
 // The state service of a link on a small instance of one of its GCP locations (never on a link
 // host): the GCP twin of StateService. Keys and certificate are made here and reach the instance
-// only through Secret Manager, readable by its own service account alone; the topology travels the
-// same way, so a new document never replaces the instance; the state lives on its own persistent disk.
+// only through Secret Manager, readable by its own service account alone; the topology and the
+// package spec travel the same way, so a new document or version never replaces the instance; the
+// state lives on its own persistent disk.
 import * as gcp from "@pulumi/gcp";
 import * as pulumi from "@pulumi/pulumi";
 import { renderGcpStateBootstrap } from "./bootstrap";
@@ -11,7 +12,7 @@ import { GCP_LOCATION_DEFAULTS, type GcpLocation } from "./gcp-location";
 import { GCP_ACCOUNT_ID_MAX, gcpName } from "./gcp-names";
 import type { LinkHost } from "./location";
 import { certificateFingerprint, STATE_SERVICE_DEFAULTS, stateCredentials } from "./state-service";
-import { gcpRegionOf } from "./validate";
+import { gcpRegionOf, throwIfInvalid, validateGcpStateServiceArgs } from "./validate";
 
 export interface GcpStateServiceArgs {
   /** The link the service serves. */
@@ -22,6 +23,11 @@ export interface GcpStateServiceArgs {
   hosts: LinkHost[];
   /** The topology document (JSON), delivered through Secret Manager. */
   topology: pulumi.Input<string>;
+  /**
+   * What must exist before a topology is published (see StateServiceArgs.topologyDependsOn).
+   * @default nothing
+   */
+  topologyDependsOn?: pulumi.Input<pulumi.Resource[]>;
   /** npm spec or tarball URL of the sitelink package. */
   agentPackage: string;
   /**
@@ -65,6 +71,7 @@ export class GcpStateService extends pulumi.ComponentResource {
   readonly disk: gcp.compute.Disk;
 
   constructor(name: string, args: GcpStateServiceArgs, opts?: pulumi.ComponentResourceOptions) {
+    throwIfInvalid(`GcpStateService "${name}"`, validateGcpStateServiceArgs(args));
     super("sitelink:index:GcpStateService", name, {}, opts);
     const parent = { parent: this };
     const named = { parent: this, deleteBeforeReplace: true };
@@ -93,14 +100,15 @@ export class GcpStateService extends pulumi.ComponentResource {
 
     const account = new gcp.serviceaccount.Account(`${name}-sa`, { accountId: gcpName(["sl", args.link, "state"], `${args.link}/state`, GCP_ACCOUNT_ID_MAX), displayName: `sitelink state service of ${args.link}`, project }, named);
     const member = account.email.apply(serviceAccountMember);
-    const files = { topology: args.topology, tlsCert: cert.certPem, tlsKey: tlsKey.privateKeyPem, masterKey: this.masterKey };
-    const secretIds = { topology: `${base}-topology`, tlsCert: `${base}-tls-cert`, tlsKey: `${base}-tls-key`, masterKey: `${base}-master-key` };
+    const files = { package: args.agentPackage, topology: args.topology, tlsCert: cert.certPem, tlsKey: tlsKey.privateKeyPem, masterKey: this.masterKey };
+    const secretIds = { package: `${base}-package`, topology: `${base}-topology`, tlsCert: `${base}-tls-cert`, tlsKey: `${base}-tls-key`, masterKey: `${base}-master-key` };
     const grants: pulumi.Resource[] = [];
     for (const [file, data] of Object.entries(files) as [keyof typeof files, pulumi.Input<string>][]) {
       const label = secretIds[file].slice(base.length + 1);
       const secret = new gcp.secretmanager.Secret(`${name}-${label}`, { secretId: secretIds[file], project, replication: { auto: {} }, labels: { "sitelink-link": args.link } }, named);
+      const dependsOn = file === "topology" ? (args.topologyDependsOn ?? []) : [];
       grants.push(
-        new gcp.secretmanager.SecretVersion(`${name}-${label}-version`, { secret: secret.id, secretData: data }, parent),
+        new gcp.secretmanager.SecretVersion(`${name}-${label}-version`, { secret: secret.id, secretData: data }, { ...parent, dependsOn }),
         new gcp.secretmanager.SecretIamMember(`${name}-${label}-access`, { project: secret.project, secretId: secret.secretId, role: SECRET_ACCESSOR_ROLE, member }, parent),
       );
     }
@@ -112,7 +120,7 @@ export class GcpStateService extends pulumi.ComponentResource {
       named,
     );
     const script = location.project().apply((p) =>
-      renderGcpStateBootstrap({ agentPackage: args.agentPackage, project: p, secrets: secretIds, diskDeviceName: GCP_STATE_SERVICE_DEFAULTS.diskDeviceName, port }),
+      renderGcpStateBootstrap({ project: p, secrets: secretIds, diskDeviceName: GCP_STATE_SERVICE_DEFAULTS.diskDeviceName, port, nodeSource: location.nodeSource }),
     );
     this.instance = new gcp.compute.Instance(
       name,

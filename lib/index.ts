@@ -5,10 +5,10 @@ export { GcpLocation, GCP_LOCATION_DEFAULTS, type GcpLocationArgs, type GcpHostA
 export { GcpStateService, GCP_STATE_SERVICE_DEFAULTS, type GcpStateServiceArgs } from "./gcp-state-service";
 export { StateService, STATE_SERVICE_DEFAULTS, certificateFingerprint, type StateServiceArgs } from "./state-service";
 export { Location, type LinkContext, type LinkHost } from "./location";
-export { ArgsError, validateAwsLocationArgs, validateGcpLocationArgs, validateLinkArgs, type ArgIssue } from "./validate";
-export { renderAgentBootstrap, renderGcpAgentBootstrap, renderGcpStateBootstrap, renderStateBootstrap } from "./bootstrap";
+export { ArgsError, validateAwsLocationArgs, validateGcpLocationArgs, validateGcpStateServiceArgs, validateLinkArgs, validateStateServiceArgs, type ArgIssue } from "./validate";
+export { renderAgentBootstrap, renderAgentConfig, renderGcpAgentBootstrap, renderGcpStateBootstrap, renderStateBootstrap, type NodeSource } from "./bootstrap";
 export * as topology from "./topology";
-export { SshLocation, SSH_LOCATION_DEFAULTS, type SshLocationArgs, type SshHostArgs, type SshConnectionArgs, type SshRouteMode } from "./ssh-location";
+export { SshLocation, SSH_LOCATION_DEFAULTS, type SshLocationArgs, type SshHostArgs, type SshConnectionArgs, type SshEndpointArgs, type SshRouteMode } from "./ssh-location";
 export { ManualLocation, type ManualLocationArgs } from "./manual-location";
 export { type ExistingHostArgs } from "./ssh-hosts";
 export { validateSshLocationArgs, validateManualLocationArgs } from "./ssh-validate";

@@ -75,11 +75,12 @@ export interface LinkArgs {
   cipher?: Partial<Cipher>;
   /**
    * Heartbeat and host-check timing, in seconds.
-   * @default { heartbeat: 1, probeInterval: 0.25, probeTimeout: 0.4, crashConfirm: 1.2 }
+   * @default { heartbeat: 1, probeInterval: 0.25, probeTimeout: 0.4, crashConfirm: 1.5 } (crashConfirm when left out: heartbeat + 0.5, or 2 × probeTimeout + probeInterval if longer)
    */
   timing?: Partial<Timing>;
   /**
-   * npm spec or tarball URL of the sitelink package the hosts install.
+   * npm spec, tarball URL or path of the sitelink package the hosts install. Only its tarball is
+   * fetched (`npm pack`), never its dependencies. A change reaches running hosts within a minute.
    * @default "sitelink@<this library's version>"
    */
   agentPackage?: string;
@@ -141,7 +142,11 @@ export class Link extends pulumi.ComponentResource {
     const allHosts = [...hostsByLocation.values()].flat();
     this.topology = renderTopology(name, args, hostsByLocation);
 
-    const { state, service } = this.stateAccess(name, args, allHosts, agentPackage, adminCidrs);
+    // The routes Pulumi creates exist before a topology naming their locations is published:
+    // known once every location has joined, below.
+    let routesCreated!: (routes: pulumi.Resource[]) => void;
+    const topologyDependsOn = new Promise<pulumi.Resource[]>((resolve) => (routesCreated = resolve));
+    const { state, service } = this.stateAccess(name, args, { hosts: allHosts, agentPackage, adminCidrs, topologyDependsOn });
     if (service instanceof GcpStateService) this.gcpStateService = service;
     else this.stateService = service;
     this.stateUrl = state.url;
@@ -165,6 +170,7 @@ export class Link extends pulumi.ComponentResource {
         adminCidrs,
       });
     }
+    routesCreated(args.locations.flatMap((l) => l.cloudRoutes()));
 
     this.hosts = pulumi.all(allHosts.map((h) => pulumi.all([h.publicAddress, h.privateAddress]))).apply((addresses) =>
       allHosts.map((h, i): LinkHostStatus => {
@@ -184,11 +190,15 @@ export class Link extends pulumi.ComponentResource {
   }
 
   /** The link's own state service (when it runs one), and how hosts reach whichever it uses. */
-  private stateAccess(name: string, args: LinkArgs, hosts: LinkHost[], agentPackage: string, adminCidrs: string[]): { state: StateAccess; service?: StateService | GcpStateService } {
+  private stateAccess(
+    name: string,
+    args: LinkArgs,
+    shared: { hosts: LinkHost[]; agentPackage: string; adminCidrs: string[]; topologyDependsOn: Promise<pulumi.Resource[]> },
+  ): { state: StateAccess; service?: StateService | GcpStateService } {
     const settings = args.stateService;
     if ("location" in settings) {
       const location = args.locations.find((l) => l.spec.name === settings.location);
-      const common = { link: name, hosts, topology: this.topology, agentPackage, adminCidrs, port: settings.port, volumeSize: settings.volumeSize };
+      const common = { link: name, ...shared, topology: this.topology, port: settings.port, volumeSize: settings.volumeSize };
       let service: StateService | GcpStateService;
       if (location instanceof GcpLocation) {
         service = new GcpStateService(`${name}-state`, { ...common, location, machineType: settings.machineType, image: settings.image }, { parent: this, provider: location.provider });
@@ -260,6 +270,7 @@ function renderTopology(name: string, args: LinkArgs, hostsByLocation: Map<strin
   const hosts = [...hostsByLocation.values()].flat();
   return pulumi.all(hosts.map((h) => pulumi.all([h.publicAddress, h.privateAddress]))).apply((addresses) => {
     const byId = new Map(hosts.map((h, i): [string, [string, string]] => [h.id, addresses[i]!]));
-    return JSON.stringify(topologyDocument(name, args, hostsByLocation, byId), null, 2);
+    // Compact: it travels in a parameter of at most 8 KB.
+    return JSON.stringify(topologyDocument(name, args, hostsByLocation, byId));
   });
 }

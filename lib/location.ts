@@ -1,5 +1,5 @@
 // The cloud-agnostic side of a location: what a Link needs from it and hands to it.
-// AwsLocation implements it; GcpLocation and SshLocation will too.
+// AwsLocation, GcpLocation, SshLocation and ManualLocation implement it.
 import * as pulumi from "@pulumi/pulumi";
 import type { LocationLike, LocationSpec } from "./validate";
 
@@ -59,6 +59,14 @@ export abstract class Location extends pulumi.ComponentResource implements Locat
 
   /** Phase 2: firewall, identities, secrets, hosts and routes. */
   abstract join(ctx: LinkContext): void;
+
+  /**
+   * The cloud routes this location's resources create once it joined. An agent creates a missing
+   * route itself, so the Link publishes a topology naming new locations only after these exist.
+   */
+  cloudRoutes(): pulumi.Resource[] {
+    return [];
+  }
 }
 
 /** The host that starts active: highest priority, then the lowest id (the state service's order). */

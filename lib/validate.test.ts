@@ -1,6 +1,6 @@
 // Every validation rule of the components' arguments, with its exact message and field path.
 import { describe, expect, it } from "vitest";
-import { ArgsError, hostId, hostSpecs, throwIfInvalid, validateAwsLocationArgs, validateLinkArgs, type LocationLike } from "./validate";
+import { ArgsError, hostId, hostSpecs, throwIfInvalid, validateAwsLocationArgs, validateGcpStateServiceArgs, validateLinkArgs, validateStateServiceArgs, type LocationLike } from "./validate";
 
 const VPC = "vpc-0123456789abcdef0";
 const SUBNET = "subnet-01234567";
@@ -17,7 +17,29 @@ describe("validateAwsLocationArgs", () => {
   it("accepts good args, Outputs and Promises for the pass-through ids", () => {
     expect(validateAwsLocationArgs("east", good)).toEqual([]);
     const output = { apply: () => undefined };
-    expect(validateAwsLocationArgs("east", { ...good, vpcId: output, subnetId: Promise.resolve("x"), routeTableIds: [output, RTB], ami: output })).toEqual([]);
+    expect(validateAwsLocationArgs("east", { ...good, vpcId: output, subnetId: Promise.resolve("x"), routeTableIds: { private: output, public: RTB }, ami: output, nodeSource: "preinstalled" })).toEqual([]);
+  });
+
+  it("takes route tables as plain ids or as a record of keys, never an Output in the list (it could not name its routes)", () => {
+    const output = { apply: () => undefined };
+    expect(validateAwsLocationArgs("east", { ...good, routeTableIds: [RTB, output] })).toEqual([
+      {
+        path: "routeTableIds[1]",
+        message: "an Output cannot name routes (its value is unknown when they are declared): pass routeTableIds as a record of stable keys, e.g. { private: table.id }",
+      },
+    ]);
+    expect(validateAwsLocationArgs("east", { ...good, routeTableIds: { "pri-vate": RTB, public: "rtb-x", again: RTB, ok_1: output } })).toEqual([
+      { path: "routeTableIds.pri-vate", message: "must be a key of 1-63 letters, digits or _ (it names the routes of this table)" },
+      { path: "routeTableIds.public", message: "must be a route table id (rtb-…)" },
+      { path: "routeTableIds.again", message: `duplicate route table id "${RTB}"` },
+    ]);
+    expect(validateAwsLocationArgs("east", { ...good, routeTableIds: {} })).toEqual([{ path: "routeTableIds", message: "at least one route table id is needed" }]);
+    for (const bad of [RTB, output, undefined]) {
+      expect(validateAwsLocationArgs("east", { ...good, routeTableIds: bad })).toEqual([
+        { path: "routeTableIds", message: "must be a list of route table ids (rtb-…) or a record of keys to ids ({ private: table.id })" },
+      ]);
+    }
+    expect(validateAwsLocationArgs("east", { ...good, nodeSource: "apt" })).toEqual([{ path: "nodeSource", message: 'Invalid option: expected one of "nodesource"|"preinstalled"' }]);
   });
 
   it("reports every problem at once, each naming its field", () => {
@@ -152,5 +174,31 @@ describe("ArgsError", () => {
     );
     expect(new ArgsError("X", [{ path: "a.b", message: "bad" }, { path: "", message: "worse" }]).message).toBe("invalid arguments for X:\n  a.b: bad\n  (args): worse");
     expect(() => throwIfInvalid("X", [])).not.toThrow();
+  });
+});
+
+describe("validateStateServiceArgs and validateGcpStateServiceArgs", () => {
+  const aws = location("east", ["10.0.0.0/16"]);
+  const gcp: LocationLike = { spec: { ...aws.spec, cloud: "gcp" } };
+  const common = { link: "corp", hosts: [{ id: "corp.east.a" }], topology: "{}", agentPackage: "sitelink@1.0.0" };
+
+  it("accepts what the Link passes, with or without the optional settings", () => {
+    expect(validateStateServiceArgs({ ...common, location: aws })).toEqual([]);
+    expect(validateStateServiceArgs({ ...common, location: aws, adminCidrs: ["192.0.2.0/24"], instanceType: "t3.micro", port: 9443, volumeSize: 8, ami: undefined, topologyDependsOn: Promise.resolve([]) })).toEqual([]);
+    expect(validateGcpStateServiceArgs({ ...common, location: gcp, machineType: "e2-micro", image: "projects/p/global/images/i" })).toEqual([]);
+  });
+
+  it("reports every problem, naming the field, and refuses the other cloud's location and settings", () => {
+    expect(validateStateServiceArgs({ ...common, location: gcp, topology: 7, volumeSize: 0, machineType: "e2-micro" })).toEqual([
+      { path: "topology", message: "must be the topology document (JSON)" },
+      { path: "volumeSize", message: "must be at least 1 GiB" },
+      { path: "location", message: "must be an AwsLocation" },
+      { path: "", message: 'Unrecognized key: "machineType"' },
+    ]);
+    expect(validateGcpStateServiceArgs({ ...common, location: aws, ami: "ami-12345678" })).toEqual([
+      { path: "location", message: "must be a GcpLocation" },
+      { path: "", message: 'Unrecognized key: "ami"' },
+    ]);
+    expect(validateGcpStateServiceArgs(undefined)).toEqual([{ path: "", message: "Invalid input: expected object, received undefined" }]);
   });
 });

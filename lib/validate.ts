@@ -3,6 +3,7 @@
 // not repeated here but taken from checkTopology (lib/topology.ts) with its paths mapped to args.
 import { z } from "zod";
 import { normalizeFingerprint } from "../agent/uri";
+import { NODE_SOURCES } from "./bootstrap";
 import { cidrProblem } from "./net";
 import { DEFAULTS, checkTopology, uniqueIssues, type TopologyInput } from "./topology";
 
@@ -66,16 +67,48 @@ export const inputString = (pattern: RegExp | undefined, what: string) =>
   });
 
 const instanceType = z.string().regex(/^[a-z][a-z0-9-]*\.[a-z0-9-]+$/, "must be an EC2 instance type such as t3.small");
+const nodeSource = z.enum(NODE_SOURCES);
+
+/** A key of the record form of `routeTableIds`: it names the routes of its table. */
+export const ROUTE_TABLE_KEY = /^[A-Za-z0-9_]{1,63}$/;
+
+const routeTableId = inputString(AWS_ID_PATTERNS.routeTable, "a route table id (rtb-…)");
+
+/**
+ * `routeTableIds`: plain ids (each names its own routes), or a record of stable keys to ids of any
+ * kind. An Output in the list is refused: its value is not known when the routes get their names.
+ */
+const routeTableIdsSchema = z.unknown().superRefine((value, ctx) => {
+  const issue = (path: (string | number)[], message: string) => ctx.addIssue({ code: "custom", path, message });
+  let entries: [string | number, unknown][];
+  if (Array.isArray(value)) entries = value.map((v, i) => [i, v]);
+  else if (isRecord(value) && !isDeferred(value)) entries = Object.entries(value);
+  else return issue([], "must be a list of route table ids (rtb-…) or a record of keys to ids ({ private: table.id })");
+  if (entries.length === 0) return issue([], "at least one route table id is needed");
+  const seen = new Set<unknown>();
+  for (const [key, id] of entries) {
+    if (typeof key === "string" && !ROUTE_TABLE_KEY.test(key)) issue([key], "must be a key of 1-63 letters, digits or _ (it names the routes of this table)");
+    if (typeof key === "number" && isDeferred(id)) {
+      issue([key], "an Output cannot name routes (its value is unknown when they are declared): pass routeTableIds as a record of stable keys, e.g. { private: table.id }");
+    } else if (!routeTableId.safeParse(id).success) {
+      issue([key], "must be a route table id (rtb-…)");
+    } else if (typeof id === "string" && seen.has(id)) {
+      issue([key], `duplicate route table id "${id}"`);
+    }
+    seen.add(id);
+  }
+});
 
 const awsLocationArgsSchema = z.object({
   vpcId: inputString(AWS_ID_PATTERNS.vpc, "a VPC id (vpc-…)"),
   subnetId: inputString(AWS_ID_PATTERNS.subnet, "a subnet id (subnet-…)"),
-  routeTableIds: z.array(inputString(AWS_ID_PATTERNS.routeTable, "a route table id (rtb-…)")).min(1, "at least one route table id is needed"),
+  routeTableIds: routeTableIdsSchema,
   routes: z.array(z.unknown()),
   hosts: z.array(z.unknown()).optional(),
   instanceType: instanceType.optional(),
   ami: inputString(AWS_ID_PATTERNS.ami, "an AMI id (ami-…)").optional(),
   keyName: inputString(undefined, "a key pair name").optional(),
+  nodeSource: nodeSource.optional(),
 });
 
 /** The hosts a location gets when `hosts` is not given. */
@@ -84,8 +117,6 @@ export const DEFAULT_HOSTS = [{ name: "a" }] as const;
 /** Checks AwsLocation arguments on their own (the Link checks what spans locations). */
 export function validateAwsLocationArgs(name: string, args: unknown): ArgIssue[] {
   const issues = zodIssues(awsLocationArgsSchema, args);
-  const routeTableIds = isRecord(args) && Array.isArray(args.routeTableIds) ? (args.routeTableIds as unknown[]) : [];
-  duplicates(routeTableIds).forEach((i) => issues.push({ path: `routeTableIds[${i}]`, message: `duplicate route table id "${String(routeTableIds[i])}"` }));
   issues.push(...locationTopologyIssues(name, args));
   return uniqueIssues(issues);
 }
@@ -119,6 +150,7 @@ const gcpLocationArgsSchema = z.object({
   hosts: z.array(z.unknown()).optional(),
   machineType: z.string().regex(GCP_PATTERNS.machineType, "must be a GCP machine type such as e2-small").optional(),
   image: inputString(undefined, "an image (self-link, family path or name)").optional(),
+  nodeSource: nodeSource.optional(),
 });
 
 /** The region of a GCP zone (`us-central1-a` → `us-central1`). */
@@ -145,15 +177,63 @@ export interface LocationLike {
   readonly linkName?: string;
 }
 
-const ownedStateSchema = z.strictObject({
-  location: z.string(),
+/** Settings of a state service instance, on its own (StateService, GcpStateService) or through the Link. */
+const stateSettings = {
   instanceType: instanceType.optional(),
   machineType: z.string().regex(GCP_PATTERNS.machineType, "must be a GCP machine type such as e2-micro").optional(),
   image: inputString(undefined, "an image (self-link, family path or name)").optional(),
   port: z.int().min(1).max(65535).optional(),
   volumeSize: z.int().min(1, "must be at least 1 GiB").max(16384).optional(),
   ami: inputString(AWS_ID_PATTERNS.ami, "an AMI id (ami-…)").optional(),
+};
+
+const ownedStateSchema = z.strictObject({ location: z.string(), ...stateSettings });
+
+const agentPackage = z.string().regex(/^[^\s'"`$\\]+$/, "must be an npm package spec or tarball URL without spaces or quotes");
+const adminCidrs = z.array(
+  z.string().superRefine((v, ctx) => {
+    const problem = cidrProblem(v);
+    if (problem) ctx.addIssue({ code: "custom", message: problem });
+  }),
+);
+
+const isLocationOf = (cloud: LocationSpec["cloud"]) => (v: unknown) => isRecord(v) && isRecord(v.spec) && v.spec.cloud === cloud;
+
+/** What StateService and GcpStateService take besides their cloud's own settings. */
+const stateServiceCommon = {
+  link: z.string().min(1, "must be the link's name"),
+  hosts: z.array(z.custom<unknown>((v) => isRecord(v) && typeof v.id === "string", { message: "must be a link host (from a location)" })),
+  topology: inputString(undefined, "the topology document (JSON)"),
+  agentPackage,
+  adminCidrs: adminCidrs.optional(),
+  port: stateSettings.port,
+  volumeSize: stateSettings.volumeSize,
+  topologyDependsOn: z.unknown().optional(),
+};
+
+const stateServiceArgsSchema = z.strictObject({
+  ...stateServiceCommon,
+  location: z.custom<unknown>(isLocationOf("aws"), { message: "must be an AwsLocation" }),
+  instanceType: stateSettings.instanceType,
+  ami: stateSettings.ami,
 });
+
+const gcpStateServiceArgsSchema = z.strictObject({
+  ...stateServiceCommon,
+  location: z.custom<unknown>(isLocationOf("gcp"), { message: "must be a GcpLocation" }),
+  machineType: stateSettings.machineType,
+  image: stateSettings.image,
+});
+
+/** Checks StateService arguments (the Link passes them; a program may create one itself). */
+export function validateStateServiceArgs(args: unknown): ArgIssue[] {
+  return zodIssues(stateServiceArgsSchema, args);
+}
+
+/** Checks GcpStateService arguments. */
+export function validateGcpStateServiceArgs(args: unknown): ArgIssue[] {
+  return zodIssues(gcpStateServiceArgsSchema, args);
+}
 
 const externalStateSchema = z.strictObject({
   url: z.string().refine(isStateUrl, "must be https://host[:port] (no path)"),
@@ -168,14 +248,8 @@ const linkArgsSchema = z.object({
   connections: z.unknown().optional(),
   cipher: z.unknown().optional(),
   timing: z.unknown().optional(),
-  agentPackage: z
-    .string()
-    .regex(/^[^\s'"`$\\]+$/, "must be an npm package spec or tarball URL without spaces or quotes")
-    .optional(),
-  adminCidrs: z.array(z.string().superRefine((v, ctx) => {
-    const problem = cidrProblem(v);
-    if (problem) ctx.addIssue({ code: "custom", message: problem });
-  })).optional(),
+  agentPackage: agentPackage.optional(),
+  adminCidrs: adminCidrs.optional(),
 });
 
 /** Checks Link arguments: its own fields, the topology rules across locations, and AWS specifics. */
@@ -296,17 +370,6 @@ export function zodIssues(schema: z.ZodType, value: unknown): ArgIssue[] {
 
 function formatArgPath(path: readonly PropertyKey[]): string {
   return path.map((key, i) => (typeof key === "number" ? `[${key}]` : i === 0 ? String(key) : `.${String(key)}`)).join("");
-}
-
-function duplicates(values: unknown[]): number[] {
-  const seen = new Set<string>();
-  const out: number[] = [];
-  values.forEach((v, i) => {
-    if (typeof v !== "string") return;
-    if (seen.has(v)) out.push(i);
-    seen.add(v);
-  });
-  return out;
 }
 
 function definedOnly<T extends Record<string, unknown>>(obj: T): Partial<T> {

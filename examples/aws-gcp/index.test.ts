@@ -32,15 +32,17 @@ describe("examples/aws-gcp", () => {
       const instance = one(`vpc-a-${h}`, "gcp:compute/instance:Instance");
       expect(instance.provider?.split("::")[3]).toBe("gcp");
       expect(instance.inputs).toMatchObject({ zone: "us-central1-a", canIpForward: true, networkInterfaces: [{ subnetwork: HOSTS_SUBNET }] });
-      const script = String((instance.inputs.metadata as Record<string, string>)["startup-script"]);
-      expect(script).toContain('"network": "https://www.googleapis.com/compute/v1/projects/seed-project-1/global/networks/vpc-a-network"');
-      expect(script).toContain('"project": "seed-project-1"');
+      const config = JSON.parse(String((instance.inputs.metadata as Record<string, string>)["sitelink-agent-config"]));
+      expect(config.gcp).toEqual({ network: "https://www.googleapis.com/compute/v1/projects/seed-project-1/global/networks/vpc-a-network", project: "seed-project-1", priority: 900 });
     }
     expect(resources.filter((r) => r.type === "gcp:compute/route:Route")).toEqual([]);
   });
 
   it("routes VPC-A's CIDR from both VPC-B route tables to VPC-B's priority-2 host, and runs the state service in VPC-A", async () => {
-    expect(named("vpc-b-route", "aws:ec2/route:Route").map((r) => r.inputs.destinationCidrBlock)).toEqual(["10.0.0.0/16", "10.0.0.0/16"]);
+    expect(named("vpc-b-route", "aws:ec2/route:Route").map((r) => [r.name, r.inputs.routeTableId, r.inputs.destinationCidrBlock])).toEqual([
+      ["vpc-b-route-public-10.0.0.0-16", one("vpc-b-public", "aws:ec2/routeTable:RouteTable").id, "10.0.0.0/16"],
+      ["vpc-b-route-private-10.0.0.0-16", one("vpc-b-private", "aws:ec2/routeTable:RouteTable").id, "10.0.0.0/16"],
+    ]);
     const hosts = await valueOf(program.linkHosts);
     expect(hosts.map((h) => [h.id, h.role])).toEqual([
       ["seed.vpc-a.a", "active"],

@@ -49,7 +49,8 @@ function awsVpcB() {
   new aws.ec2.RouteTableAssociation("vpc-b-private", { subnetId: privateSubnet.id, routeTableId: privateTable.id }, opts);
   return new sitelink.AwsLocation(
     "vpc-b",
-    { vpcId: vpc.id, subnetId: publicSubnet.id, routeTableIds: [publicTable.id, privateTable.id], routes: ["10.1.0.0/16"], hosts, keyName },
+    // Keys, not positions, name the routes in each table: adding or removing a table renames nothing.
+    { vpcId: vpc.id, subnetId: publicSubnet.id, routeTableIds: { public: publicTable.id, private: privateTable.id }, routes: ["10.1.0.0/16"], hosts, keyName },
     { provider },
   );
 }

@@ -32,7 +32,7 @@ function network(site: Site, provider: aws.Provider) {
   new aws.ec2.Route(`${site.name}-internet`, { routeTableId: publicTable.id, destinationCidrBlock: "0.0.0.0/0", gatewayId: igw.id }, opts);
   new aws.ec2.RouteTableAssociation(`${site.name}-public`, { subnetId: publicSubnet.id, routeTableId: publicTable.id }, opts);
   new aws.ec2.RouteTableAssociation(`${site.name}-private`, { subnetId: privateSubnet.id, routeTableId: privateTable.id }, opts);
-  return { vpc, publicSubnet, routeTables: [publicTable, privateTable] };
+  return { vpc, publicSubnet, publicTable, privateTable };
 }
 
 function location(site: Site) {
@@ -43,7 +43,8 @@ function location(site: Site) {
     {
       vpcId: net.vpc.id,
       subnetId: net.publicSubnet.id,
-      routeTableIds: net.routeTables.map((t) => t.id),
+      // Keys, not positions, name the routes in each table: adding or removing a table renames nothing.
+      routeTableIds: { public: net.publicTable.id, private: net.privateTable.id },
       routes: [site.cidr],
       // Two hosts: "a" is active while it is healthy, "b" takes over within a couple of seconds.
       hosts: [{ name: "a", priority: 2 }, { name: "b" }],

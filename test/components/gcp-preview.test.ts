@@ -23,12 +23,13 @@ describe("GCP preview with unknown cloud values", () => {
     for (let i = 0; i < 5; i++) await settle();
     process.off("unhandledRejection", onError);
     expect(errors).toEqual([]);
-    // As with known values: link 1, GCP state service 22 (+1 rule per link host: none, one rule holds all),
-    // the GCP location 13, the AWS location 18 (no state rule on AWS) + 3 peer rules + 1 route.
-    expect(resources.filter((r) => r.name === "gpv" || r.name.startsWith("gpv-"))).toHaveLength(1 + 22 + 13 + 18 + 4);
-    // The startup script needs the addresses, the peer rule every peer address: unknown for now.
+    // As with known values: link 1, GCP state service 25 (+1 rule per link host: none, one rule holds all),
+    // the GCP location 13, the AWS location 24 (no state rule on AWS) + 1 route.
+    expect(resources.filter((r) => r.name === "gpv" || r.name.startsWith("gpv-"))).toHaveLength(1 + 25 + 13 + 24 + 1);
+    // The startup script is known (the same for every host); the config attribute needs the addresses, the peer rule every peer address: unknown for now.
     const metadata = one("gpv-g-a", "gcp:compute/instance:Instance").inputs.metadata as Record<string, unknown>;
-    expect(pulumi.isUnknown(metadata["startup-script"])).toBe(true);
+    expect(metadata["startup-script"]).toBe(lib.renderGcpAgentBootstrap());
+    expect(pulumi.isUnknown(metadata["sitelink-agent-config"])).toBe(true);
     expect(metadata["enable-oslogin"]).toBe("TRUE");
     const peers = one("gpv-g-fw-link").inputs.sourceRanges as unknown[];
     expect(peers).toHaveLength(1);

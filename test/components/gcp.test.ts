@@ -7,7 +7,7 @@ import { agentConfigSchema } from "../../agent/host/config";
 import { deriveHostSecret } from "../../agent/signing";
 import { parseHostUri } from "../../agent/uri";
 import { parseTopology } from "../../lib/topology";
-import { GCP_PROJECT, MASTER_KEY_BASE64, captured, isSecretValue, named, one, options, optionsOf, plain, resources, settle, setupMocks, valueOf } from "./harness";
+import { GCP_PROJECT, MASTER_KEY_BASE64, captured, dependsOnUrns, isSecretValue, named, one, options, optionsOf, plain, resources, settle, setupMocks, valueOf } from "./harness";
 
 type Lib = typeof import("../../lib/index.js");
 type Gcp = typeof import("@pulumi/gcp");
@@ -46,6 +46,11 @@ function mixed(p: string, extra: Partial<import("../../lib/index").LinkArgs> = {
   const w = new lib.AwsLocation(`${p}-w`, { vpcId: VPC, subnetId: SUBNET, routeTableIds: [RTB], routes: ["10.1.0.0/16"] }, captured());
   const link = new lib.Link(p, { locations: [g, w], stateService: { location: `${p}-w` }, ...extra }, captured());
   return { g, w, link };
+}
+
+/** A metadata attribute of an instance. */
+function attribute(instance: string, key: string): string {
+  return String((one(instance, T.instance).inputs.metadata as Record<string, string>)[key]);
 }
 
 async function hostsOf(link: { hosts: pulumi.Output<{ id: string; publicAddress: string; privateAddress: string }[]> }) {
@@ -131,11 +136,15 @@ describe("GcpLocation in a mixed AWS + GCP link", () => {
     ]);
     // Every host carries the tag, and only it.
     for (const h of ["fw-g-a", "fw-g-b"]) expect(one(h, T.instance).inputs.tags).toEqual([tag]);
-    // The AWS side admits the GCP hosts' external addresses.
-    expect(named("fw-w-in-ike").map((r) => [r.name, r.inputs.cidrIpv4])).toEqual([
-      ["fw-w-in-ike-fw.fw-g.a", `${host("fw.fw-g.a").publicAddress}/32`],
-      ["fw-w-in-ike-fw.fw-g.b", `${host("fw.fw-g.b").publicAddress}/32`],
-    ]);
+    // The AWS side admits the GCP hosts' external addresses, through its peer prefix list.
+    expect(one("fw-w-peers", "aws:ec2/managedPrefixList:ManagedPrefixList").inputs).toMatchObject({
+      maxEntries: 2,
+      entries: [
+        { cidr: `${host("fw.fw-g.a").publicAddress}/32`, description: "link host fw.fw-g.a" },
+        { cidr: `${host("fw.fw-g.b").publicAddress}/32`, description: "link host fw.fw-g.b" },
+      ],
+    });
+    expect(one("fw-w-in-ike").inputs).toMatchObject({ ipProtocol: "udp", fromPort: 500, prefixListId: one("fw-w-peers").id });
   });
 
   it("opens SSH to the admin networks only, one rule per address family", async () => {
@@ -195,7 +204,13 @@ describe("GcpLocation in a mixed AWS + GCP link", () => {
       serviceAccount: { email: `sl-inst-g-a-${hash8("inst.inst-g.a")}@${GCP_PROJECT}.iam.gserviceaccount.com`, scopes: ["https://www.googleapis.com/auth/cloud-platform"] },
       shieldedInstanceConfig: { enableSecureBoot: true, enableVtpm: true, enableIntegrityMonitoring: true },
       tags: [g.networkTag],
-      metadata: { "startup-script": expect.any(String), "enable-oslogin": "TRUE", "block-project-ssh-keys": "TRUE" },
+      metadata: {
+        "startup-script": lib.renderGcpAgentBootstrap(),
+        "sitelink-agent-package": "sitelink@0.1.0",
+        "sitelink-agent-config": expect.any(String),
+        "enable-oslogin": "TRUE",
+        "block-project-ssh-keys": "TRUE",
+      },
       allowStoppingForUpdate: true,
       labels: { "sitelink-link": "inst" },
     });
@@ -211,27 +226,32 @@ describe("GcpLocation in a mixed AWS + GCP link", () => {
     expect(one("own-g-a", T.instance).inputs).toMatchObject({ project: "other-project-1", machineType: "n2-standard-2", bootDisk: { initializeParams: { image: "projects/my-images/global/images/sitelink-1" } } });
     expect(one("own-g-route-role", T.role).inputs.project).toBe("other-project-1");
     expect(one("own-g-fw-link", T.firewall).inputs.project).toBe("other-project-1");
-    expect(String((one("own-g-a", T.instance).inputs.metadata as Record<string, string>)["startup-script"])).toContain('"project": "other-project-1"');
+    expect(JSON.parse(attribute("own-g-a", "sitelink-agent-config")).gcp.project).toBe("other-project-1");
   });
 
-  it("renders a startup script reading the URI from its own secret, and keeps every secret out of plain inputs", async () => {
+  it("gives every host the same startup script, its config and package as metadata attributes, and keeps every secret out of plain inputs", async () => {
     const { link } = mixed("sec");
     const host = await hostsOf(link);
     await settle();
-    const script = String((one("sec-g-a", T.instance).inputs.metadata as Record<string, string>)["startup-script"]);
-    expect(script).toContain("apt-get install -y -q strongswan-charon strongswan-starter strongswan-swanctl libstrongswan-standard-plugins libcharon-extra-plugins nodejs npm");
-    expect(script).toContain("systemctl enable --now sitelink-agent.service");
-    const json = /cat > "\$root\/etc\/sitelink\/agent.json.tmp" <<'SITELINK_EOF'\n([\s\S]*?)\nSITELINK_EOF/.exec(script)![1]!;
+    // The startup script is the stable bootstrap, the same for every host (nothing of the host, the link or its version).
+    const scripts = ["sec-g-a", "sec-g-b"].map((h) => attribute(h, "startup-script"));
+    expect(scripts[0]).toBe(scripts[1]);
+    expect(scripts[0]).toBe(lib.renderGcpAgentBootstrap());
+    for (const changing of [host("sec.sec-g.a").publicAddress, "sitelink@", GCP_PROJECT]) expect(scripts[0]).not.toContain(changing);
     const secretId = `sitelink-sec-g-a-${hash8("sec.sec-g.a")}-uri`;
     expect(one("sec-g-a-uri", T.secret).inputs).toEqual({ secretId, replication: { auto: {} }, labels: { "sitelink-link": "sec" } });
-    expect(agentConfigSchema.parse(JSON.parse(json))).toMatchObject({
-      uris: [],
+    // The config attribute: exactly the agent's config, which metadata updates change in place.
+    const config = attribute("sec-g-a", "sitelink-agent-config");
+    const expected = agentConfigSchema.parse({
       uriSources: [{ kind: "gcp-secret-manager", name: `projects/${GCP_PROJECT}/secrets/${secretId}/versions/latest` }],
       provider: "gcp",
-      gcp: { network: "net-a", project: GCP_PROJECT, priority: 900 },
+      gcp: { network: "net-a", project: GCP_PROJECT },
       publicAddress: host("sec.sec-g.a").publicAddress,
       privateAddress: host("sec.sec-g.a").privateAddress,
     });
+    expect(config).toBe(JSON.stringify(expected, null, 2));
+    expect(expected.gcp!.priority).toBe(900);
+    expect(attribute("sec-g-a", "sitelink-agent-package")).toBe("sitelink@0.1.0");
     const version = one("sec-g-a-uri-version", T.version).inputs;
     expect(version.secret).toBe(`projects/${GCP_PROJECT}/secrets/${secretId}`);
     expect(isSecretValue(version.secretData)).toBe(true);
@@ -239,7 +259,10 @@ describe("GcpLocation in a mixed AWS + GCP link", () => {
     const hostSecret = deriveHostSecret(Buffer.from(MASTER_KEY_BASE64, "base64"), "sec.sec-g.a");
     expect(uri).toEqual({ hostId: "sec.sec-g.a", secret: hostSecret, endpoints: [{ host: new URL(await valueOf(link.stateUrl)).hostname, port: 9443 }], fingerprints: [await valueOf(link.fingerprint)] });
     const everythingPlain = JSON.stringify(named("sec").map((r) => plain(r.inputs)));
-    for (const secret of [MASTER_KEY_BASE64, hostSecret, "sitelink://"]) expect(everythingPlain).not.toContain(secret);
+    for (const secret of [MASTER_KEY_BASE64, hostSecret, "sitelink://"]) {
+      expect(everythingPlain).not.toContain(secret);
+      expect(config).not.toContain(secret);
+    }
   });
 
   it("puts both clouds' hosts in the topology, and points the AWS routes at its active host", async () => {
@@ -307,10 +330,11 @@ describe("GcpLocation in a mixed AWS + GCP link", () => {
     }
     await settle();
     const totals = sizes.map((n) => resources.filter((r) => r.name.startsWith(`lin${n}-`) || r.name === `lin${n}`).length);
-    // Fixed: link 1 + state service 19 + the AWS location 19. Per GCP location (one host): component,
-    // 2 addresses, 3 firewalls, role, account, secret, version, access, project member, instance = 13,
-    // and its rule at the state service. Per GCP location the AWS side adds 3 peer rules and 1 route.
-    expect(totals).toEqual(sizes.map((n) => 1 + 19 + 19 + n * 14 + n * 4));
+    // Fixed: link 1 + state service 20 + the AWS location 25 (see link.test.ts; its peer prefix list
+    // and 3 rules included). Per GCP location (one host): component, 2 addresses, 3 firewalls, role,
+    // account, secret, version, access, project member, instance = 13, and its rule at the state
+    // service. Per GCP location the AWS side adds one route (and an entry of its prefix list).
+    expect(totals).toEqual(sizes.map((n) => 1 + 20 + 25 + n * 14 + n));
   });
 });
 
@@ -389,10 +413,10 @@ describe("the state service in a GCP location", () => {
       // api (link hosts), admin
       [T.firewall]: 2,
       [T.account]: 1,
-      // topology, TLS certificate, TLS key, master key
-      [T.secret]: 4,
-      [T.version]: 4,
-      [T.secretAccess]: 4,
+      // package, topology, TLS certificate, TLS key, master key
+      [T.secret]: 5,
+      [T.version]: 5,
+      [T.secretAccess]: 5,
       "gcp:compute/disk:Disk": 1,
       [T.instance]: 1,
     });
@@ -416,13 +440,13 @@ describe("the state service in a GCP location", () => {
     expect(one("gsf-state", T.instance).inputs.tags).toEqual([base]);
     const email = `sl-gsf-state-${hash8("gsf/state")}@${GCP_PROJECT}.iam.gserviceaccount.com`;
     expect(named("gsf-state", T.secretAccess).map((r) => [r.inputs.secretId, r.inputs.role, r.inputs.member])).toEqual(
-      ["topology", "tls-cert", "tls-key", "master-key"].map((f) => [`${base}-${f}`, "roles/secretmanager.secretAccessor", `serviceAccount:${email}`]),
+      ["package", "topology", "tls-cert", "tls-key", "master-key"].map((f) => [`${base}-${f}`, "roles/secretmanager.secretAccessor", `serviceAccount:${email}`]),
     );
     expect(named("gsf-state", T.projectMember)).toEqual([]);
   });
 
   it("delivers keys and topology through Secret Manager only, and runs on its own disk", async () => {
-    const { link } = gcpState("gsk");
+    const { w, link } = gcpState("gsk");
     const topology = await valueOf(link.topology);
     const state = link.gcpStateService!;
     const address = await valueOf(state.address);
@@ -432,6 +456,12 @@ describe("the state service in a GCP location", () => {
     expect(isSecretValue(data("master-key")) && isSecretValue(data("tls-key"))).toBe(true);
     expect((data("master-key") as { value: string }).value).toBe(MASTER_KEY_BASE64);
     expect((data("topology") as { value: string }).value).toBe(topology);
+    expect((data("package") as { value: string }).value).toBe("sitelink@0.1.0");
+    // The topology is published only after the AWS routes exist (the agent would create them otherwise).
+    const awsRoutes = await Promise.all(w.routeEntries.map((r) => valueOf(r.urn)));
+    expect(awsRoutes).toHaveLength(1);
+    expect(await dependsOnUrns(optionsOf("gsk-state-topology-version", T.version).opts.dependsOn)).toEqual(awsRoutes);
+    expect(await dependsOnUrns(optionsOf("gsk-state-tls-key-version", T.version).opts.dependsOn)).toEqual([]);
     expect(one("gsk-state-tls-cert", "tls:index/selfSignedCert:SelfSignedCert").inputs).toMatchObject({ ipAddresses: [address] });
     expect(await valueOf(link.stateUrl)).toBe(`https://${address}:9443`);
     expect(one("gsk-state-data", "gcp:compute/disk:Disk").inputs).toEqual({ name: `${base}-data`, zone: "us-central1-a", size: 8, type: "pd-balanced", labels: { "sitelink-link": "gsk" } });
@@ -448,10 +478,36 @@ describe("the state service in a GCP location", () => {
     const script = String((instance.metadata as Record<string, string>)["startup-script"]);
     expect(script).toContain(`gcloud secrets versions access latest --project '${GCP_PROJECT}' --secret "$name"`);
     expect(script).toContain(`fetch '${base}-topology' /etc/sitelink/topology.json 0644`);
-    // A new topology is a new secret version, never a new startup script.
+    expect(script).toContain(`fetch '${base}-package' /usr/local/lib/sitelink/package-spec 0644 install_package`);
+    // A new topology or version is a new secret version, never a new startup script.
     expect(script).not.toContain(hosts0(topology));
+    expect(script).not.toContain("sitelink@");
     const everythingPlain = JSON.stringify(named("gsk").map((r) => plain(r.inputs)));
     for (const secret of [MASTER_KEY_BASE64, "sitelink://", "TESTKEYMATERIAL"]) expect(everythingPlain).not.toContain(secret);
+  });
+
+  it("throws every GcpStateService problem before registering anything", async () => {
+    const w = new lib.AwsLocation("bgs-w", { vpcId: VPC, subnetId: SUBNET, routeTableIds: [RTB], routes: ["10.1.0.0/16"] });
+    expect(
+      () =>
+        new lib.GcpStateService("bgs-state", {
+          link: "bgs",
+          location: w as unknown as import("../../lib/index").GcpLocation,
+          hosts: [{} as never],
+          topology: "{}",
+          agentPackage: "sitelink@1.0.0",
+          port: 70000,
+          machineType: "E2 micro",
+        }),
+    ).toThrow(
+      'invalid arguments for GcpStateService "bgs-state":\n' +
+        "  hosts[0]: must be a link host (from a location)\n" +
+        "  port: Too big: expected number to be <=65535\n" +
+        "  location: must be a GcpLocation\n" +
+        "  machineType: must be a GCP machine type such as e2-micro",
+    );
+    await settle();
+    expect(named("bgs-state")).toEqual([]);
   });
 
   it("points every host URI at it, and the AWS hosts' egress at its address", async () => {

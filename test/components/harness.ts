@@ -152,6 +152,8 @@ function answer(args: pulumi.runtime.MockResourceArgs): pulumi.runtime.MockResou
       return { id: hexId("vol"), state: inputs };
     case "aws:ec2/securityGroup:SecurityGroup":
       return { id: hexId("sg"), state: inputs };
+    case "aws:ec2/managedPrefixList:ManagedPrefixList":
+      return { id: hexId("pl"), state: { ...inputs, arn: `arn:aws:ec2:${region}:${ACCOUNT_ID}:prefix-list/${args.name}` } };
     case "random:index/randomBytes:RandomBytes":
       return { id: args.name, state: { ...inputs, base64: MASTER_KEY_BASE64, hex: Buffer.from(MASTER_KEY_BASE64, "base64").toString("hex") } };
     case "tls:index/privateKey:PrivateKey":
@@ -195,6 +197,12 @@ export async function resolve<T>(output: pulumi.Output<T>): Promise<{ value: T; 
 
 export async function valueOf<T>(output: pulumi.Output<T>): Promise<T> {
   return (await resolve(output)).value;
+}
+
+/** The URNs of the resources a `dependsOn` option names (a list, or an Input of one). */
+export async function dependsOnUrns(dependsOn: pulumi.CustomResourceOptions["dependsOn"]): Promise<string[]> {
+  const resolved = (await valueOf(pulumi.output(dependsOn ?? []))) as unknown as pulumi.Resource[];
+  return Promise.all(resolved.map((r) => valueOf(r.urn)));
 }
 
 /** Lets every pending registration reach the mocks. */

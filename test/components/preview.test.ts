@@ -23,12 +23,17 @@ describe("preview with unknown cloud values", () => {
     for (let i = 0; i < 5; i++) await settle();
     process.off("unhandledRejection", onError);
     expect(errors).toEqual([]);
-    // Same count as with known values: 1 + 19 + 2 × 19 + 2 × 4 (see link.test.ts).
-    expect(resources.filter((r) => r.name === "pv" || r.name.startsWith("pv-"))).toHaveLength(1 + 19 + 2 * 19 + 2 * 4);
-    // The user data needs the Elastic IP, the topology every address: both unknown for now.
-    expect(pulumi.isUnknown(named("pv-a-a").find((r) => r.type === "aws:ec2/instance:Instance")!.inputs.userData)).toBe(true);
+    // Same count as with known values: 1 + 20 + 2 × 25 + 2 routes (see link.test.ts).
+    expect(resources.filter((r) => r.name === "pv" || r.name.startsWith("pv-"))).toHaveLength(1 + 20 + 2 * 25 + 2);
+    // The user data is known already: it holds nothing that depends on what the cloud makes. The
+    // config needs the Elastic IP, the topology every address, the peer list the peers': unknown for now.
+    const userData = named("pv-a-a").find((r) => r.type === "aws:ec2/instance:Instance")!.inputs.userData;
+    expect(pulumi.isUnknown(userData)).toBe(false);
+    expect(String(userData)).toContain("--name \"$name\"");
+    expect(pulumi.isUnknown(named("pv-a-a-config")[0]!.inputs.value)).toBe(true);
     expect(pulumi.isUnknown(named("pv-state-topology")[0]!.inputs.value)).toBe(true);
     expect(pulumi.isUnknown(named("pv-a-route")[0]!.inputs.networkInterfaceId)).toBe(true);
+    expect((named("pv-a-peers")[0]!.inputs.entries as { cidr: unknown }[]).every((e) => pulumi.isUnknown(e.cidr))).toBe(true);
     expect(named("pv-a-route").map((r) => r.inputs.destinationCidrBlock)).toEqual(["10.2.0.0/16"]);
   });
 });
