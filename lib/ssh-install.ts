@@ -1,35 +1,55 @@
-// Pure renderers of the scripts SshLocation runs on existing hosts over SSH: the install (or
-// upgrade) script, which does what the cloud bootstrap does but takes the agent config — host URI
-// inside — on its standard input, and the uninstall script. Neither script holds a secret, so both
-// can sit in plain Pulumi state; every path is under $SITELINK_ROOT so tests run them in a temp root.
+// Pure renderers of what SshLocation runs on existing hosts over SSH: the install (or upgrade)
+// script, which does what the cloud bootstrap does but takes the agent config — host URI inside —
+// on its standard input, the uninstall script, and the command lines that run them. Neither script
+// holds a secret, so both can sit in plain Pulumi state; every path is under $SITELINK_ROOT so
+// tests run them in a temp root.
 import { DEFAULT_CONFIG_PATH } from "../agent/host/config";
-import { CHARON_TUNING, HOST_PACKAGES, installPackagedUnit, installPackages, installSitelink, PACKAGED_UNITS, quote, script, section, writeFile } from "./bootstrap";
+import { HOST_PACKAGES, HOST_TUNING_FILES, hostTuning, installPackages, installSitelink, quote, script, section, SITELINK_BIN, SITELINK_BUNDLE, SITELINK_DIR } from "./bootstrap";
 
 export interface SshInstallOptions {
-  /** npm spec or tarball URL of the sitelink package. */
+  /** npm spec or tarball URL of the sitelink package (used unless `agentTarball` is given). */
   agentPackage: string;
+  /** A package tarball copied next to the script (SSH_STAGED_FILES.agent): its SHA-256, checked before use. */
+  agentTarball?: { sha256: string };
   /** Also forward IPv6 (when the link has IPv6 routes). */
   ipv6: boolean;
 }
 
-/** Files an install leaves on the host besides the packages; the uninstall removes exactly these. */
+export interface SshUninstallOptions {
+  /** kernel route mode: the remote CIDRs the agent pointed at `device`/`via`, deleted only while they still point there. */
+  kernelRoutes?: { cidrs: string[]; device?: string; via?: string };
+}
+
+/** Files an install leaves on the host besides the packages and the installer's (SITELINK_DIR, SITELINK_BIN); the uninstall removes exactly these. */
 export const SSH_INSTALLED_FILES = {
-  sysctl: "/etc/sysctl.d/90-sitelink.conf",
-  charon: "/etc/strongswan.d/sitelink.conf",
+  ...HOST_TUNING_FILES,
   unit: "/etc/systemd/system/sitelink-agent.service",
   configDir: "/etc/sitelink",
+  /** Root's copy of a staged package tarball, checked against its hash. */
+  packageDir: "/var/cache/sitelink",
+} as const;
+
+/**
+ * What SshLocation copies over SFTP before the install runs, relative to the SSH user's home
+ * directory (where SFTP starts): never a fixed name under /tmp, where another local user could
+ * plant a file or a symlink first. Nothing secret: the config only ever travels on stdin.
+ */
+export const SSH_STAGED_FILES = {
+  script: ".sitelink-install.sh",
+  agent: ".sitelink-agent.tgz",
 } as const;
 
 /**
  * Installs or upgrades strongSwan and the agent, then (re)starts the agent. Reads the agent config
  * JSON on stdin (first, before any other command could consume stdin) and writes it 0600; the
  * config is never echoed. Idempotent: running it again with a new config or package upgrades in place.
+ * Run as `bash <path>` (sshInstallCommand): a staged package is found next to the script ($0).
  */
 export function renderSshInstall(opts: SshInstallOptions): string {
   const f = SSH_INSTALLED_FILES;
-  const sysctl = ["net.ipv4.ip_forward = 1", ...(opts.ipv6 ? ["net.ipv6.conf.all.forwarding = 1", "net.ipv6.conf.all.accept_ra = 2"] : [])];
   const config = `"$root${DEFAULT_CONFIG_PATH}"`;
   const tmp = `"$root${DEFAULT_CONFIG_PATH}.tmp"`;
+  const tarball = `${f.packageDir}/sitelink.tgz`;
   return script("sitelink link host install over SSH. Holds no secret: the agent config (with the host URI) arrives on stdin.", [
     section("Agent config from stdin, 0600 from the first byte, replaced atomically.", [
       `install -d -m 0700 "$root${f.configDir}"`,
@@ -39,15 +59,20 @@ export function renderSshInstall(opts: SshInstallOptions): string {
       `mv -f ${tmp} ${config}`,
     ]),
     installPackages(HOST_PACKAGES),
-    installSitelink(opts.agentPackage),
-    section("IP forwarding: the host routes site traffic into its tunnels.", [writeFile(f.sysctl, "0644", sysctl.join("\n")), `sysctl --load "$root${f.sysctl}"`]),
-    section("IKE retransmits: strongSwan's defaults take ~165 s to give up on a dead peer; ~5.5 s here.", [
-      `install -d -m 0755 "$root/etc/strongswan.d"`,
-      writeFile(f.charon, "0644", CHARON_TUNING),
-    ]),
-    section("The agent's unit comes with the package; a restart picks up a new config or version.", [
-      installPackagedUnit(PACKAGED_UNITS.agent, "sitelink-agent.service"),
-      "systemctl daemon-reload",
+    ...(opts.agentTarball
+      ? [
+          section("The package copied over SFTP into the SSH user's home: root takes its own copy and checks it before use.", [
+            `install -d -m 0700 "$root${f.packageDir}"`,
+            `install -m 0600 "$(dirname -- "$0")/${SSH_STAGED_FILES.agent}" "$root${tarball}"`,
+            `if ! echo ${quote(`${opts.agentTarball.sha256}  `)}"$root${tarball}" | sha256sum --check --status; then`,
+            `  echo "sitelink: the copied agent package does not match its SHA-256" >&2; exit 1`,
+            "fi",
+            installSitelink(tarball),
+          ]),
+        ]
+      : [installSitelink(opts.agentPackage)]),
+    ...hostTuning(opts.ipv6, ""),
+    section("The installer put the agent's unit in place; a restart picks up a new config or version.", [
       "systemctl enable --now strongswan-starter.service",
       "systemctl enable sitelink-agent.service",
       "systemctl restart sitelink-agent.service",
@@ -56,12 +81,18 @@ export function renderSshInstall(opts: SshInstallOptions): string {
 }
 
 /**
- * Stops and removes the agent: unit, config (with the host URI), charon tuning, sysctl drop-in and
- * the npm package. strongSwan and Node.js stay installed (other software on an existing host may
- * use them); charon is restarted so the link's tunnels, loaded only in its memory, go away.
+ * Stops and removes the agent. The stop is graceful (another host of the location takes over);
+ * `sitelink teardown` then unloads the agent's own tunnels from charon and its iptables chains —
+ * charon keeps running, so other strongSwan tunnels on a shared host stay up. In kernel route mode
+ * the remote routes go too. Then the unit, config (with the host URI), charon tuning, sysctl
+ * drop-in, package copy and the installed agent. strongSwan and Node.js stay installed (other
+ * software on an existing host may use them).
  */
-export function renderSshUninstall(): string {
+export function renderSshUninstall(opts: SshUninstallOptions = {}): string {
   const f = SSH_INSTALLED_FILES;
+  const k = opts.kernelRoutes;
+  const bundle = SITELINK_BUNDLE;
+  const hop = k ? [...(k.via ? ["via", quote(k.via)] : []), ...(k.device ? ["dev", quote(k.device)] : [])].join(" ") : "";
   return [
     "#!/bin/bash",
     "# sitelink link host uninstall over SSH (rendered by the sitelink Pulumi components).",
@@ -69,19 +100,31 @@ export function renderSshUninstall(): string {
     `root="${"$"}{SITELINK_ROOT:-}"`,
     "# The agent tells the state service it goes offline when stopped: another location host takes over.",
     "systemctl disable --now sitelink-agent.service || true",
-    `rm -f "$root${f.unit}" "$root${f.charon}" "$root${f.sysctl}"`,
-    `rm -rf "$root${f.configDir}"`,
+    // The bundle itself rather than the link to it, which points outside $root in a test.
+    `if [ -x "$root${bundle}" ]; then "$root${bundle}" --config "$root${DEFAULT_CONFIG_PATH}" teardown || echo "sitelink: teardown incomplete (see above)" >&2; fi`,
+    ...(k && k.cidrs.length > 0
+      ? ["# Routes the agent added, each only while it still points where the agent pointed it.", ...k.cidrs.map((cidr) => `ip route del ${quote(cidr)} ${hop} 2>/dev/null || true`)]
+      : []),
+    `rm -f "$root${f.unit}" "$root${f.charon}" "$root${f.sysctl}" "$root${SITELINK_BIN}"`,
+    `rm -rf "$root${f.configDir}" "$root${f.packageDir}" "$root${SITELINK_DIR}"`,
     "systemctl daemon-reload",
-    "systemctl try-restart strongswan-starter.service || true",
-    "npm uninstall --global --no-fund --no-audit sitelink || true",
     "",
   ].join("\n");
 }
 
 /**
- * The command line SSH runs for a script: the script as one quoted argument of `bash -c` (the
- * login shell only unquotes it), `name` as its $0, through `sudo -n` unless connecting as root.
+ * The install's command line: the staged script from the SSH user's home ($HOME expanded by the
+ * login shell, before sudo), through `sudo -n` unless connecting as root.
  */
-export function remoteCommand(scriptText: string, name: string, sudo: boolean): string {
-  return `${sudo ? "sudo -n " : ""}bash -c ${quote(scriptText)} ${name}`;
+export function sshInstallCommand(sudo: boolean): string {
+  return `${sudo ? "sudo -n " : ""}bash "$HOME/${SSH_STAGED_FILES.script}"`;
+}
+
+/**
+ * The uninstall's command line: inline (`bash -c`, the script one quoted argument), as a staged
+ * script may be gone by delete time; then the SSH user removes what was staged in its home.
+ */
+export function sshUninstallCommand(scriptText: string, sudo: boolean): string {
+  const staged = Object.values(SSH_STAGED_FILES).map((name) => `"$HOME/${name}"`).join(" ");
+  return `${sudo ? "sudo -n " : ""}bash -c ${quote(scriptText)} sitelink-uninstall && rm -f ${staged}`;
 }

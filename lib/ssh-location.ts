@@ -1,6 +1,8 @@
-// A location of existing hosts reached over SSH (offices, data centers): the component installs or
-// upgrades strongSwan and the agent on each host with @pulumi/command, hands the agent its config
-// (host URI inside) on stdin only, and uninstalls it when the location leaves the program.
+// A location of existing hosts reached over SSH (offices, data centers): the component copies the
+// install script (and a local package tarball, if given) to each host with @pulumi/command's
+// CopyToRemote, runs it with remote.Command handing the agent its config (host URI inside) on stdin
+// only, and uninstalls the agent when the location leaves the program or a host moves.
+import { readFileSync } from "node:fs";
 import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
 import { agentConfigSchema, type AgentConfigInput } from "../agent/host/config";
@@ -8,24 +10,38 @@ import { sha256Hex } from "../agent/signing";
 import { Location, type LinkContext, type LinkHost } from "./location";
 import { parseCidr } from "./net";
 import { existingLinkHosts, existingLocationSpec, type ExistingHostArgs } from "./ssh-hosts";
-import { remoteCommand, renderSshInstall, renderSshUninstall } from "./ssh-install";
+import { renderSshInstall, renderSshUninstall, SSH_STAGED_FILES, sshInstallCommand, sshUninstallCommand } from "./ssh-install";
 import { validateSshLocationArgs } from "./ssh-validate";
 import { throwIfInvalid, type LocationSpec } from "./validate";
 
-export interface SshConnectionArgs {
-  /**
-   * Where SSH reaches the host.
-   * @default the host's publicAddress
-   */
-  host?: pulumi.Input<string>;
+/** An SSH endpoint: who logs in where, with which key, and which host key to expect. */
+export interface SshEndpointArgs {
   /** SSH user: root, or a user with passwordless sudo (see `sudo`). */
   user: pulumi.Input<string>;
   /** Private key of that user (PEM or OpenSSH format). Secret: pass a Pulumi secret (`config.requireSecret`). */
   privateKey: pulumi.Input<string>;
   /**
+   * The host's SSH public key, `<type> <base64>` as in `/etc/ssh/ssh_host_ed25519_key.pub` on the
+   * host (or a line of `ssh-keyscan -t ed25519 <host>` without the leading host name, checked
+   * against `ssh-keygen -lf` on the host). Required: Pulumi connects as root (or a sudoer) and
+   * hands over the host URI, which holds the host secret, so a connection that accepted any key
+   * would give both to whoever sits on the path. Changing it re-runs nothing.
+   */
+  hostKey: pulumi.Input<string>;
+  /**
    * @default 22
    */
   port?: pulumi.Input<number>;
+}
+
+export interface SshConnectionArgs extends SshEndpointArgs {
+  /**
+   * Where SSH reaches the host.
+   * @default the host's publicAddress
+   */
+  host?: pulumi.Input<string>;
+  /** A bastion to go through (SSH port forwarding): its own address, user, key and host key. */
+  proxy?: SshEndpointArgs & { host: pulumi.Input<string> };
 }
 
 export interface SshHostArgs extends ExistingHostArgs {
@@ -71,6 +87,12 @@ export interface SshLocationArgs {
    * @default false
    */
   firewall?: boolean;
+  /**
+   * Path of a local package tarball (`npm pack`) to install instead of the Link's `agentPackage`:
+   * copied to every host over SFTP (the hosts need no npm registry for the agent), checked there
+   * against its SHA-256; a new tarball re-runs the install.
+   */
+  agentTarball?: string;
 }
 
 export const SSH_LOCATION_DEFAULTS = { routeMode: "kernel", routesFile: "/etc/sitelink/routes", sudo: true, firewall: false } as const;
@@ -78,9 +100,13 @@ export const SSH_LOCATION_DEFAULTS = { routeMode: "kernel", routesFile: "/etc/si
 /** The resources of one SSH host. */
 export interface SshHostResources {
   host: LinkHost;
-  /** Runs the install script; replaced (so run again) when the script or the config changes. */
+  /** The install script, copied over SFTP into the SSH user's home. */
+  script?: command.remote.CopyToRemote;
+  /** The `agentTarball`, copied next to it. */
+  agentPackage?: command.remote.CopyToRemote;
+  /** Runs the install script; replaced (so run again) when the script or the config changes, or the host moves. */
   install?: command.remote.Command;
-  /** Does nothing until the location leaves the program: then its delete command uninstalls the agent. */
+  /** Does nothing until the location leaves the program or the host moves: then its delete command uninstalls the agent. */
   uninstall?: command.remote.Command;
 }
 
@@ -89,12 +115,14 @@ export class SshLocation extends Location {
   /** Filled when a Link takes this location. */
   readonly hosts: SshHostResources[] = [];
   private readonly args: SshLocationArgs;
+  private readonly agentTarballSha256?: string;
 
   constructor(name: string, args: SshLocationArgs, opts?: pulumi.ComponentResourceOptions) {
     throwIfInvalid(`SshLocation "${name}"`, validateSshLocationArgs(name, args));
     super("sitelink:index:SshLocation", name, {}, opts);
     this.args = args;
     this.spec = existingLocationSpec(name, "ssh", args);
+    if (args.agentTarball !== undefined) this.agentTarballSha256 = sha256Hex(readFileSync(args.agentTarball));
   }
 
   protected allocateHosts(link: string): LinkHost[] {
@@ -104,15 +132,18 @@ export class SshLocation extends Location {
 
   join(ctx: LinkContext): void {
     const ipv6 = [...this.spec.routes, ...ctx.remoteRoutes].some((r) => parseCidr(r).family === 6);
-    const script = renderSshInstall({ agentPackage: ctx.agentPackage, ipv6 });
+    const tarball = this.agentTarballSha256 === undefined ? undefined : { sha256: this.agentTarballSha256 };
+    const script = renderSshInstall({ agentPackage: ctx.agentPackage, agentTarball: tarball, ipv6 });
     const sudo = this.args.sudo ?? SSH_LOCATION_DEFAULTS.sudo;
-    const create = remoteCommand(script, "sitelink-install", sudo);
-    const remove = remoteCommand(renderSshUninstall(), "sitelink-uninstall", sudo);
+    const kernel = (this.args.routeMode ?? SSH_LOCATION_DEFAULTS.routeMode) === "kernel" ? { kernelRoutes: { cidrs: ctx.remoteRoutes, ...this.args.kernel } } : {};
+    const remove = sshUninstallCommand(renderSshUninstall(kernel), sudo);
     this.hosts.forEach((h, i) => {
       const args = this.args.hosts[i]!;
       const name = `${this.spec.name}-${h.host.name}`;
-      const c = args.connection;
-      const connection = { host: c.host ?? args.publicAddress, user: c.user, port: c.port ?? 22, privateKey: pulumi.secret(c.privateKey) };
+      const connection = sshConnection(args.connection, args.publicAddress);
+      // Where the agent lives: a change means another machine (or the same one by another way in),
+      // so the old one is uninstalled and the new one installed. A new key, host key or bastion is not a move.
+      const moved = [connection.host, connection.port, connection.user];
       const config = pulumi.secret(
         pulumi.all([ctx.hostUri(h.host.id), h.host.publicAddress, h.host.privateAddress]).apply(([uri, publicAddress, privateAddress]) =>
           // Through the agent's own schema, as the cloud bootstrap does: defaults written out, never a config the agent refuses.
@@ -121,21 +152,40 @@ export class SshLocation extends Location {
       );
       h.uninstall = new command.remote.Command(
         `${name}-uninstall`,
-        { connection, delete: remove },
-        // New connection details: uninstall through the old ones before the install runs through the new.
+        // No create: an update (new routes in the script, a new key) only stores the new delete command and connection.
+        { connection, delete: remove, triggers: moved, addPreviousOutputInEnv: false },
+        // Replaced delete-first on a move: the old machine is uninstalled before anything reaches the new one.
         { parent: this, deleteBeforeReplace: true },
       );
+      // Copied after the uninstall: on a move to the same machine its cleanup must not remove the new copies.
+      const staged = { parent: this, dependsOn: [h.uninstall] };
+      h.script = new command.remote.CopyToRemote(
+        `${name}-script`,
+        { connection, source: new pulumi.asset.StringAsset(script), remotePath: SSH_STAGED_FILES.script, triggers: moved },
+        staged,
+      );
+      if (this.args.agentTarball !== undefined) {
+        h.agentPackage = new command.remote.CopyToRemote(
+          `${name}-package`,
+          { connection, source: new pulumi.asset.FileAsset(this.args.agentTarball), remotePath: SSH_STAGED_FILES.agent, triggers: moved },
+          staged,
+        );
+      }
       h.install = new command.remote.Command(
         `${name}-install`,
         {
           connection,
-          create,
-          // The config (host URI inside) reaches the host on stdin only: never in a command line or an output.
+          create: sshInstallCommand(sudo),
+          // Inputs changed but no trigger did (a new key, host key or bastion): run nothing but a login.
+          update: "true",
+          // The config (host URI inside) reaches the host on stdin only: never in a command line, a file copy or an output.
           stdin: config,
-          // Hashes, never the config itself: a new script or config replaces the resource, which runs the install again.
-          triggers: [sha256Hex(script), config.apply(sha256Hex)],
+          addPreviousOutputInEnv: false,
+          // Hashes, never the config itself: a new script (it carries the package and its hash) or
+          // config, or a move, replaces the resource, which runs the install again.
+          triggers: [sha256Hex(script), config.apply(sha256Hex), ...moved],
         },
-        { parent: this, dependsOn: [h.uninstall], additionalSecretOutputs: ["stdin"] },
+        { parent: this, dependsOn: [h.uninstall, h.script, ...(h.agentPackage ? [h.agentPackage] : [])], additionalSecretOutputs: ["stdin"] },
       );
     });
     this.registerOutputs({ hosts: this.hosts.map((h) => ({ id: h.host.id, install: h.install?.id })) });
@@ -153,4 +203,10 @@ export class SshLocation extends Location {
       privateAddress,
     };
   }
+}
+
+/** @pulumi/command's connection: defaults filled in, keys made secret (the SDK secrets the whole connection as well). */
+function sshConnection(c: SshConnectionArgs, publicAddress: pulumi.Input<string>) {
+  const endpoint = (e: SshEndpointArgs) => ({ user: e.user, port: e.port ?? 22, privateKey: pulumi.secret(e.privateKey), hostKey: e.hostKey });
+  return { host: c.host ?? publicAddress, ...endpoint(c), ...(c.proxy && { proxy: { host: c.proxy.host, ...endpoint(c.proxy) } }) };
 }

@@ -1,11 +1,21 @@
-// Pure validators of the on-prem locations' arguments (SshLocation, ManualLocation): every problem at
-// once, each naming the field; the topology rules come from the shared location check.
+// Validators of the on-prem locations' arguments (SshLocation, ManualLocation): every problem at
+// once, each naming the field; the topology rules come from the shared location check. Pure but for
+// one look at the disk: that a given agentTarball is a file.
+import { statSync } from "node:fs";
 import { z } from "zod";
 import { isAddress } from "./net";
 import { inputString, isRecord, locationTopologyIssues, uniqueIssues, zodIssues, type ArgIssue } from "./validate";
 
 /** Where the agent of an SSH host may write its routes file: the packaged unit only lets it write there. */
 export const ROUTES_FILE_DIRS = ["/etc/sitelink/", "/run/sitelink/"] as const;
+
+function isFile(path: string): boolean {
+  try {
+    return statSync(path).isFile();
+  } catch {
+    return false;
+  }
+}
 
 const address = (what: string) => inputString(undefined, what).refine((v) => typeof v !== "string" || isAddress(v), { message: `must be ${what}` });
 
@@ -23,21 +33,28 @@ const manualArgsSchema = z.object({
   hosts: z.array(z.object(hostFields)),
 });
 
+/** An OpenSSH public key line: `<type> <base64>`, optionally a comment. */
+export const SSH_PUBLIC_KEY = /^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com|sk-ecdsa-sha2-nistp256@openssh\.com) [A-Za-z0-9+/]+={0,2}( [^\n]*)?\n?$/;
+
+const sshEndpoint = {
+  user: inputString(/^[a-z_][a-z0-9_-]*\$?$/, "a user name"),
+  privateKey: inputString(undefined, "a private key (PEM or OpenSSH format, a secret)"),
+  hostKey: inputString(SSH_PUBLIC_KEY, "the host's SSH public key, `<type> <base64>` as in /etc/ssh/ssh_host_ed25519_key.pub (required: it stops a man in the middle)"),
+  port: z.custom<unknown>((v) => typeof v !== "number" || (Number.isInteger(v) && v >= 1 && v <= 65535), { message: "must be a port (1-65535)" }).optional(),
+};
+
 const sshArgsSchema = z.object({
   routes: z.array(z.unknown()),
-  hosts: z
-    .array(
-      z.object({
-        ...hostFields,
-        connection: z.object({
-          host: inputString(undefined, "a host name or address").optional(),
-          user: inputString(/^[a-z_][a-z0-9_-]*\$?$/, "a user name"),
-          privateKey: inputString(undefined, "a private key (PEM or OpenSSH format, a secret)"),
-          port: z.custom<unknown>((v) => typeof v !== "number" || (Number.isInteger(v) && v >= 1 && v <= 65535), { message: "must be a port (1-65535)" }).optional(),
-        }),
+  hosts: z.array(
+    z.object({
+      ...hostFields,
+      connection: z.object({
+        host: inputString(undefined, "a host name or address").optional(),
+        ...sshEndpoint,
+        proxy: z.object({ host: inputString(undefined, "a host name or address"), ...sshEndpoint }).optional(),
       }),
-    )
-    ,
+    }),
+  ),
   routeMode: z.enum(["kernel", "file"]).optional(),
   kernel: z
     .strictObject({
@@ -53,6 +70,7 @@ const sshArgsSchema = z.object({
     .optional(),
   sudo: z.boolean().optional(),
   firewall: z.boolean().optional(),
+  agentTarball: z.string().refine(isFile, "must be the path of a local file (a package tarball made by `npm pack`)").optional(),
 });
 
 /** Checks ManualLocation arguments on their own (the Link checks what spans locations). */

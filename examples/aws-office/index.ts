@@ -13,10 +13,13 @@ const officePublicAddress = config.require("officePublicAddress");
 /** The office host's address on the office LAN. */
 const officePrivateAddress = config.require("officePrivateAddress");
 const officeRoutes = config.getObject<string[]>("officeRoutes") ?? ["10.20.0.0/16"];
-/** `kernel` when the host is the office's router; `file` when the office router keeps static routes to it. */
-const officeRouteMode = config.get("officeRouteMode") === "file" ? "file" : "kernel";
-/** kernel mode: the office host's internet-facing interface, where the routes of the VPC point. */
-const officeUplink = config.get("officeUplink") ?? "eth0";
+/** `kernel` when the host is the office's router; `file` when the office router keeps static routes to it. Anything else is an error. */
+const officeRouteMode = config.get<sitelink.SshRouteMode>("officeRouteMode", { allowedValues: ["kernel", "file"] }) ?? "kernel";
+/**
+ * kernel mode (required there): the office host's internet-facing interface, where the routes of
+ * the VPC point. No default: names differ from host to host (eth0, ens18, enp1s0, …).
+ */
+const officeUplink = officeRouteMode === "kernel" ? config.require("officeUplink") : undefined;
 
 const provider = new aws.Provider("us-east-1", { region: "us-east-1" });
 const opts = { provider };
@@ -33,14 +36,14 @@ new aws.ec2.RouteTableAssociation("vpc-private", { subnetId: privateSubnet.id, r
 
 const cloud = new sitelink.AwsLocation(
   "vpc",
-  { vpcId: vpc.id, subnetId: publicSubnet.id, routeTableIds: [publicTable.id, privateTable.id], routes: ["10.0.0.0/16"], hosts: [{ name: "a", priority: 2 }, { name: "b" }] },
+  { vpcId: vpc.id, subnetId: publicSubnet.id, routeTableIds: { public: publicTable.id, private: privateTable.id }, routes: ["10.0.0.0/16"], hosts: [{ name: "a", priority: 2 }, { name: "b" }] },
   { provider },
 );
 
 const office = new sitelink.SshLocation("office", {
   routes: officeRoutes,
   routeMode: officeRouteMode,
-  ...(officeRouteMode === "kernel" ? { kernel: { device: officeUplink } } : {}),
+  ...(officeUplink !== undefined ? { kernel: { device: officeUplink } } : {}),
   hosts: [
     {
       name: "gw",
@@ -51,6 +54,8 @@ const office = new sitelink.SshLocation("office", {
         port: config.getNumber("officeSshPort") ?? 22,
         user: config.get("officeSshUser") ?? "root",
         privateKey: config.requireSecret("officeSshKey"),
+        // The office host's own key (its /etc/ssh/ssh_host_ed25519_key.pub): SSH refuses any other.
+        hostKey: config.require("officeSshHostKey"),
       },
     },
   ],

@@ -1,10 +1,12 @@
-// From `pulumi up` to a running agent, for an SSH host in IPsec-router mode: the SshLocation (under
-// Pulumi mocks) renders the install command and the stdin config; the install runs for real in a
-// temporary root; the installed bundle then runs (`sitelink run`) with that config against a real
-// state service on loopback and a real charon in a sandbox namespace, becomes active and writes the
-// routes file. Only machine-specific paths are redirected (VICI socket, routes file under the temp
-// root, a free host-check port). Traffic: loopback only (the peer location's address is 127.0.0.2);
-// charon's initiations stay in its namespace. Firewall stays off (iptables would touch this machine).
+// From `pulumi up` to a running agent and back, for an SSH host in IPsec-router mode: the
+// SshLocation (under Pulumi mocks) renders the script it copies, the install command and the stdin
+// config; the install runs for real in a temporary root; the installed bundle then runs (`sitelink
+// run`) with that config against a real state service on loopback and a real charon in a sandbox
+// namespace, becomes active and writes the routes file. Then the component's uninstall command runs:
+// the agent's connection and PSK leave charon, an operator's own connection in the same charon stays.
+// Only machine-specific paths are redirected (VICI socket, routes file under the temp root, a free
+// host-check port). Traffic: loopback only (the peer location's address is 127.0.0.2); charon's
+// initiations stay in its namespace. Firewall stays off (iptables would touch this machine).
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
@@ -17,6 +19,7 @@ import { deriveHostSecret } from "../../agent/signing";
 import { memoryLogger } from "../../agent/state/log";
 import { startStateService, type StateService } from "../../agent/state/service";
 import { certificateFingerprint, selfSignedCertificate } from "../../agent/state/tls";
+import { ViciSession } from "../../agent/host/vici/session";
 import { isSecretValue, one, settle, setupMocks, valueOf } from "../components/harness";
 import { startCharon, type Charon } from "../support/charon";
 import { NetnsSandbox, requireRoot } from "../support/netns";
@@ -55,13 +58,13 @@ afterAll(async () => {
 });
 
 describe.skipIf(!requireRoot())("an SSH host installed by the component", () => {
-  it("runs the installed agent on the config the component sent: active, routes file written, no secret logged", async () => {
+  it("runs the installed agent on the config the component sent (active, routes file written, no secret logged); the uninstall unloads only its tunnel", async () => {
     const lib = await import("../../lib/index.js");
     const port = await freePort();
     const office = new lib.SshLocation("e2e-office", {
       routes: ["10.20.0.0/16"],
       routeMode: "file",
-      hosts: [{ name: "a", publicAddress: "127.0.0.3", privateAddress: "10.20.0.10", connection: { user: "root", privateKey: pulumi.secret("unused") } }],
+      hosts: [{ name: "a", publicAddress: "127.0.0.3", privateAddress: "10.20.0.10", connection: { user: "root", privateKey: pulumi.secret("unused"), hostKey: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIUnused" } }],
     });
     const dc = new lib.ManualLocation("e2e-dc", { routes: ["10.30.0.0/16", "10.31.0.0/16"], hosts: [{ name: "a", publicAddress: "127.0.0.2", privateAddress: "10.30.0.10" }] });
     const link = new lib.Link("e2e", {
@@ -84,9 +87,11 @@ describe.skipIf(!requireRoot())("an SSH host installed by the component", () => 
 
     const install = one("e2e-office-a-install", "command:remote:Command").inputs;
     if (!isSecretValue(install.stdin)) throw new Error("stdin must be secret");
-    const root = host.hostRoot();
-    // The exact command line and stdin the component gives @pulumi/command.
-    const result = host.runCommand(String(install.create), root, host.stubs(root), String(install.stdin.value));
+    const h = host.hostRoot();
+    const root = h.root;
+    // The script the component copies, then the exact command line and stdin it gives @pulumi/command.
+    host.stage(h, await (one("e2e-office-a-script", "command:remote:CopyToRemote").inputs.source as pulumi.asset.StringAsset).text);
+    const result = host.runCommand(String(install.create), h, host.stubs(root), String(install.stdin.value));
     expect(result.stderr).toBe("");
     expect(result.status).toBe(0);
 
@@ -100,7 +105,7 @@ describe.skipIf(!requireRoot())("an SSH host installed by the component", () => 
     mkdirSync(join(dir, "run"));
     onTestFailed(() => console.log(`agent log:\n${stderr}`));
     const started = performance.now();
-    agent = spawn(join(root, "usr/local/bin/sitelink"), ["run", "--config", configFile, "--status", statusFile], { cwd: dir, stdio: ["ignore", "ignore", "pipe"] });
+    agent = spawn(host.sitelink(h), ["run", "--config", configFile, "--status", statusFile], { cwd: dir, stdio: ["ignore", "ignore", "pipe"] });
     agent.stderr!.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
     const exited = new Promise<number | null>((resolve) => agent!.once("exit", (code) => resolve(code)));
 
@@ -118,5 +123,27 @@ describe.skipIf(!requireRoot())("an SSH host installed by the component", () => 
     expect(await exited).toBe(0);
     expect(service.core.hosts().find((h) => h.hostId === "e2e.e2e-office.a")).toMatchObject({ status: "offline" });
     expect(existsSync(statusFile)).toBe(false);
+
+    // A stopped agent leaves its tunnel for the new active host; an operator's own connection sits next to it.
+    const vici = new ViciSession(charon.viciSocket);
+    try {
+      await vici.loadShared({ id: "office-legacy", type: "IKE", data: "operator-psk", owners: ["198.51.100.7"] });
+      await vici.loadConn("office-legacy", { version: 2, remote_addrs: ["198.51.100.7"], local: { auth: "psk" }, remote: { auth: "psk" }, children: { "office-legacy": { remote_ts: ["10.99.0.0/16"] } } });
+      expect((await vici.getConns()).sort()).toEqual(["office-legacy", "sitelink-e2e-dc"]);
+      expect((await vici.getShared()).sort()).toEqual(["office-legacy", "sitelink-e2e-dc"]);
+
+      const uninstall = one("e2e-office-a-uninstall", "command:remote:Command").inputs;
+      const removed = host.runCommand(String(uninstall.delete), h, host.stubs(root), "");
+      expect(removed.stderr).toBe("");
+      expect(removed.status).toBe(0);
+      expect(removed.stdout).toBe("unloaded 1 connection(s) and 1 secret(s)\n");
+      expect(await vici.getConns()).toEqual(["office-legacy"]);
+      expect(await vici.getShared()).toEqual(["office-legacy"]);
+      // charon itself kept running (it answered above), and nothing of the agent is left on disk.
+      expect(existsSync(host.sitelink(h))).toBe(false);
+      expect(existsSync(configFile)).toBe(false);
+    } finally {
+      vici.close();
+    }
   });
 });

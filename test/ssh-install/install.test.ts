@@ -1,24 +1,30 @@
 // The SSH install and uninstall scripts run for real, in a temporary root with stubbed apt-get,
-// systemctl and sysctl, and an npm stub that installs the real bundled agent: the files they leave,
-// their modes, the config handed over on stdin (never echoed), and a working agent reading it.
+// systemctl, sysctl, ip and iptables, and an npm stub that installs the real bundled agent: staged
+// as CopyToRemote stages them, run by the command lines SshLocation gives @pulumi/command. Checked:
+// the files they leave, their modes, the config handed over on stdin (never echoed), a staged
+// package checked against its hash, a working agent reading the config, and a clean uninstall.
 import { expectCleanBash } from "../support/shell";
 import { spawnSync } from "node:child_process";
-import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, lstatSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { agentConfigSchema } from "../../agent/host/config";
-import { CHARON_TUNING, HOST_PACKAGES } from "../../lib/bootstrap";
-import { renderSshInstall, renderSshUninstall } from "../../lib/ssh-install";
-import { HostFixture, REPO } from "./fixture";
+import { sha256Hex } from "../../agent/signing";
+import { CHARON_TUNING, HOST_PACKAGES, SITELINK_BIN, SITELINK_DIR } from "../../lib/bootstrap";
+import { renderSshInstall, renderSshUninstall, SSH_STAGED_FILES } from "../../lib/ssh-install";
+import { HostFixture, REPO, type HostRoot } from "./fixture";
 
 const { version } = JSON.parse(readFileSync(join(REPO, "package.json"), "utf8")) as { version: string };
 const SECRET = "c2l0ZWxpbmstdGVzdC1zZWNyZXQtZG8tbm90LWxlYWs";
 const URI = `sitelink://corp.office.a:${SECRET}@198.18.0.1:9443?fp=${"ab".repeat(32)}`;
+// No charon at this socket: the uninstall's teardown must never reach a charon of this machine.
+const NO_CHARON = "/run/sitelink-test-no-charon.vici";
 const CONFIG = JSON.stringify(
-  { uris: [URI], provider: "file", file: { path: "/etc/sitelink/routes" }, firewall: false, publicAddress: "198.18.0.10", privateAddress: "10.20.0.10" },
+  { uris: [URI], provider: "file", file: { path: "/etc/sitelink/routes" }, firewall: false, publicAddress: "198.18.0.10", privateAddress: "10.20.0.10", viciSocket: NO_CHARON },
   null,
   2,
 );
+const TARBALL = Buffer.from("a package tarball, as far as the stubbed npm cares");
 
 let host: HostFixture;
 beforeAll(() => {
@@ -26,106 +32,178 @@ beforeAll(() => {
 }, 120_000);
 afterAll(() => host?.cleanup());
 
-const stubs = (root: string, overrides?: Record<string, string>) => host.stubs(root, overrides);
-const run = (...args: Parameters<HostFixture["run"]>) => host.run(...args);
-const hostRoot = () => host.hostRoot();
-
 const mode = (path: string) => (statSync(path).mode & 0o7777).toString(8);
+/** Whether anything is at `path`, a dangling link included. */
+const present = (path: string) => {
+  try {
+    lstatSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+};
+const installed = (h: HostRoot, script: string, config = CONFIG, tarball?: Buffer) => {
+  const result = host.install(h, script, host.stubs(h.root), config, tarball);
+  expect(result.status, result.stderr).toBe(0);
+};
 
 describe("SSH install script", () => {
   const script = renderSshInstall({ agentPackage: "sitelink@1.2.3", ipv6: false });
+  const fromTarball = renderSshInstall({ agentPackage: "sitelink@1.2.3", agentTarball: { sha256: sha256Hex(TARBALL) }, ipv6: false });
+  const uninstall = renderSshUninstall({ kernelRoutes: { cidrs: ["10.30.0.0/16", "fd00:30::/48"], device: "eth0" } });
 
   it("is valid bash and clean under shellcheck, and so is the uninstall script", () => {
-    for (const text of [script, renderSshUninstall()]) expectCleanBash(text);
+    for (const text of [script, fromTarball, renderSshUninstall(), uninstall]) expectCleanBash(text);
   });
 
   it("writes the stdin config 0600, installs packages and the packaged unit, restarts the agent, and echoes nothing secret", () => {
-    const root = hostRoot();
-    const s = stubs(root);
-    const result = run(script, root, s, CONFIG);
+    const h = host.hostRoot();
+    const s = host.stubs(h.root);
+    const result = host.install(h, script, s, CONFIG);
     expect(result.stderr).toBe("");
     expect(result.status).toBe(0);
     expect(result.calls).toEqual([
       "apt-get update -q",
       `apt-get install -y -q ${HOST_PACKAGES.join(" ")}`,
-      "npm install --global --no-fund --no-audit sitelink@1.2.3",
-      `sysctl --load ${root}/etc/sysctl.d/90-sitelink.conf`,
-      "npm root --global",
+      // The bootstrap's installer: the package tarball alone, its bundle and unit put in place (this node is new enough).
+      "npm pack --loglevel=error sitelink@1.2.3",
       "systemctl daemon-reload",
+      `sysctl --load ${h.root}/etc/sysctl.d/90-sitelink.conf`,
       "systemctl enable --now strongswan-starter.service",
       "systemctl enable sitelink-agent.service",
       "systemctl restart sitelink-agent.service",
     ]);
     expect(`${result.stdout}${result.stderr}${readFileSync(s.log, "utf8")}`).not.toContain(SECRET);
-    expect(mode(join(root, "etc/sitelink"))).toBe("700");
-    expect(mode(join(root, "etc/sitelink/agent.json"))).toBe("600");
-    expect(readFileSync(join(root, "etc/sitelink/agent.json"), "utf8")).toBe(CONFIG);
-    expect(existsSync(join(root, "etc/sitelink/agent.json.tmp"))).toBe(false);
-    expect(readFileSync(join(root, "etc/sysctl.d/90-sitelink.conf"), "utf8")).toBe("net.ipv4.ip_forward = 1\n");
-    expect(readFileSync(join(root, "etc/strongswan.d/sitelink.conf"), "utf8")).toBe(`${CHARON_TUNING}\n`);
-    expect(readFileSync(join(root, "etc/systemd/system/sitelink-agent.service"), "utf8")).toBe(readFileSync(join(REPO, "agent/host/sitelink-agent.service"), "utf8"));
+    expect(mode(join(h.root, "etc/sitelink"))).toBe("700");
+    expect(mode(join(h.root, "etc/sitelink/agent.json"))).toBe("600");
+    expect(readFileSync(join(h.root, "etc/sitelink/agent.json"), "utf8")).toBe(CONFIG);
+    expect(existsSync(join(h.root, "etc/sitelink/agent.json.tmp"))).toBe(false);
+    expect(readFileSync(join(h.root, "etc/sysctl.d/90-sitelink.conf"), "utf8")).toBe("net.ipv4.ip_forward = 1\n");
+    expect(readFileSync(join(h.root, "etc/strongswan.d/sitelink.conf"), "utf8")).toBe(`${CHARON_TUNING}\n`);
+    expect(readFileSync(join(h.root, "etc/systemd/system/sitelink-agent.service"), "utf8")).toBe(readFileSync(join(REPO, "agent/host/sitelink-agent.service"), "utf8"));
   });
 
   it("leaves a working agent: the installed sitelink reads the config it wrote", () => {
-    const root = hostRoot();
-    run(script, root, stubs(root), CONFIG);
-    const sitelink = (...args: string[]) => spawnSync(join(root, "usr/local/bin/sitelink"), ["--config", join(root, "etc/sitelink/agent.json"), ...args], { cwd: host.work, encoding: "utf8" });
+    const h = host.hostRoot();
+    installed(h, script);
+    const sitelink = (...args: string[]) => spawnSync(host.sitelink(h), ["--config", join(h.root, "etc/sitelink/agent.json"), ...args], { cwd: host.work, encoding: "utf8" });
     expect(sitelink("version")).toMatchObject({ status: 0, stdout: `${version}\n` });
     const list = sitelink("list");
     expect(list.status).toBe(0);
     expect(list.stdout).toBe(`sitelink://corp.office.a:****@198.18.0.1:9443?fp=${"ab".repeat(32)}\n`);
-    expect(agentConfigSchema.parse(JSON.parse(readFileSync(join(root, "etc/sitelink/agent.json"), "utf8")))).toMatchObject({ provider: "file", file: { path: "/etc/sitelink/routes" }, uris: [URI] });
+    expect(agentConfigSchema.parse(JSON.parse(readFileSync(join(h.root, "etc/sitelink/agent.json"), "utf8")))).toMatchObject({ provider: "file", file: { path: "/etc/sitelink/routes" }, uris: [URI] });
+  });
+
+  it("installs a staged package tarball: root's own 0600 copy, checked against its hash", () => {
+    const h = host.hostRoot();
+    const s = host.stubs(h.root);
+    const result = host.install(h, fromTarball, s, CONFIG, TARBALL);
+    expect(result.stderr).toBe("");
+    expect(result.status).toBe(0);
+    expect(result.calls).toContain("npm pack --loglevel=error /var/cache/sitelink/sitelink.tgz");
+    expect(result.calls.some((c) => c.includes("sitelink@1.2.3"))).toBe(false);
+    expect(mode(join(h.root, "var/cache/sitelink"))).toBe("700");
+    expect(mode(join(h.root, "var/cache/sitelink/sitelink.tgz"))).toBe("600");
+    expect(readFileSync(join(h.root, "var/cache/sitelink/sitelink.tgz"))).toEqual(TARBALL);
+  });
+
+  it("refuses a staged package that does not match its hash, before installing anything from it", () => {
+    const h = host.hostRoot();
+    const s = host.stubs(h.root);
+    const result = host.install(h, fromTarball, s, CONFIG, Buffer.concat([TARBALL, Buffer.from("!")]));
+    expect(result.status).toBe(1);
+    expect(result.stderr).toBe("sitelink: the copied agent package does not match its SHA-256\n");
+    expect(result.calls.some((c) => c.startsWith("npm"))).toBe(false);
   });
 
   it("upgrades in place: a second run replaces the config and restarts the agent", () => {
-    const root = hostRoot();
-    run(script, root, stubs(root), CONFIG);
+    const h = host.hostRoot();
+    installed(h, script);
     const next = CONFIG.replace('"provider": "file"', '"provider": "kernel"');
-    const s = stubs(root);
-    const again = run(renderSshInstall({ agentPackage: "sitelink@1.2.4", ipv6: true }), root, s, next);
+    const again = host.install(h, renderSshInstall({ agentPackage: "sitelink@1.2.4", ipv6: true }), host.stubs(h.root), next);
     expect(again.status).toBe(0);
-    expect(again.calls).toContain("npm install --global --no-fund --no-audit sitelink@1.2.4");
+    expect(again.calls).toContain("npm pack --loglevel=error sitelink@1.2.4");
     expect(again.calls.at(-1)).toBe("systemctl restart sitelink-agent.service");
-    expect(readFileSync(join(root, "etc/sitelink/agent.json"), "utf8")).toBe(next);
-    expect(readFileSync(join(root, "etc/sysctl.d/90-sitelink.conf"), "utf8")).toBe("net.ipv4.ip_forward = 1\nnet.ipv6.conf.all.forwarding = 1\nnet.ipv6.conf.all.accept_ra = 2\n");
+    expect(readFileSync(join(h.root, "etc/sitelink/agent.json"), "utf8")).toBe(next);
+    expect(readFileSync(join(h.root, "etc/sysctl.d/90-sitelink.conf"), "utf8")).toBe("net.ipv4.ip_forward = 1\nnet.ipv6.conf.all.forwarding = 1\nnet.ipv6.conf.all.accept_ra = 2\n");
   });
 
   it("refuses to run without a config on stdin, before touching packages", () => {
-    const root = hostRoot();
-    const s = stubs(root);
-    const result = run(script, root, s, "");
+    const h = host.hostRoot();
+    const s = host.stubs(h.root);
+    const result = host.install(h, script, s, "");
     expect(result.status).toBe(1);
     expect(result.stderr).toBe("sitelink: no agent config on standard input\n");
     expect(result.calls).toEqual([]);
-    expect(existsSync(join(root, "etc/sitelink/agent.json.tmp"))).toBe(false);
+    expect(existsSync(join(h.root, "etc/sitelink/agent.json.tmp"))).toBe(false);
   });
 
-  it("uninstalls cleanly: agent stopped, its files gone, strongSwan kept and restarted", () => {
-    const root = hostRoot();
-    run(script, root, stubs(root), CONFIG);
+  it("uninstalls cleanly: agent stopped, torn down, its routes and files gone; charon left running", () => {
+    const h = host.hostRoot();
+    installed(h, fromTarball, CONFIG, TARBALL);
+    const ours = [
+      ...["etc/sitelink", "etc/systemd/system/sitelink-agent.service", "etc/strongswan.d/sitelink.conf", "etc/sysctl.d/90-sitelink.conf", "var/cache/sitelink", SITELINK_DIR, SITELINK_BIN].map((f) => join(h.root, f)),
+      ...Object.values(SSH_STAGED_FILES).map((n) => join(h.home, n)),
+    ];
+    expect(ours.filter(present)).toEqual(ours);
     // Something of the host's own beside ours stays.
-    writeFileSync(join(root, "etc/sysctl.d/99-local.conf"), "vm.swappiness = 10\n");
-    const s = stubs(root);
-    const result = run(renderSshUninstall(), root, s, "", "sitelink-uninstall");
+    writeFileSync(join(h.root, "etc/sysctl.d/99-local.conf"), "vm.swappiness = 10\n");
+    writeFileSync(join(h.home, "notes.txt"), "mine\n");
+    const s = host.stubs(h.root);
+    const result = host.uninstall(h, uninstall, s);
     expect(result.stderr).toBe("");
     expect(result.status).toBe(0);
+    // The real agent's teardown ran (no charon at its socket: nothing loaded; firewall and MSS clamp never used).
+    expect(result.stdout).toBe("unloaded 0 connection(s) and 0 secret(s)\n");
     expect(result.calls).toEqual([
       "systemctl disable --now sitelink-agent.service",
+      "ip route del 10.30.0.0/16 dev eth0",
+      "ip route del fd00:30::/48 dev eth0",
       "systemctl daemon-reload",
-      "systemctl try-restart strongswan-starter.service",
-      "npm uninstall --global --no-fund --no-audit sitelink",
     ]);
-    for (const f of ["etc/sitelink", "etc/systemd/system/sitelink-agent.service", "etc/strongswan.d/sitelink.conf", "etc/sysctl.d/90-sitelink.conf", "usr/local/bin/sitelink"]) {
-      expect(existsSync(join(root, f)), f).toBe(false);
+    expect(result.calls.some((c) => /strongswan|charon|apt-get/.test(c))).toBe(false);
+    expect(ours.filter(present)).toEqual([]);
+    expect(readFileSync(join(h.root, "etc/sysctl.d/99-local.conf"), "utf8")).toBe("vm.swappiness = 10\n");
+    expect(readFileSync(join(h.home, "notes.txt"), "utf8")).toBe("mine\n");
+  });
+
+  it("removes the firewall and MSS chains the config turned on", () => {
+    const h = host.hostRoot();
+    installed(h, script, JSON.stringify({ ...JSON.parse(CONFIG), firewall: true, mtu: 1400 }));
+    const s = host.stubs(h.root, { iptables: `[ "$4" = -D ] && exit 1; exit 0`, ip6tables: `[ "$4" = -D ] && exit 1; exit 0` });
+    const result = host.uninstall(h, renderSshUninstall(), s);
+    expect(result.status).toBe(0);
+    // Jumps deleted until none is left, then each chain flushed and deleted, in both families; nothing else.
+    const chains = result.calls.filter((c) => /^ip6?tables /.test(c));
+    for (const tool of ["iptables", "ip6tables"]) {
+      expect(chains.filter((c) => c.startsWith(`${tool} `))).toEqual([
+        `${tool} -w -t filter -D INPUT -j SITELINK`,
+        `${tool} -w -t filter -n -L SITELINK`,
+        `${tool} -w -t filter -F SITELINK`,
+        `${tool} -w -t filter -X SITELINK`,
+        `${tool} -w -t mangle -D FORWARD -j SITELINK-MSS`,
+        `${tool} -w -t mangle -D OUTPUT -j SITELINK-MSS`,
+        `${tool} -w -t mangle -n -L SITELINK-MSS`,
+        `${tool} -w -t mangle -F SITELINK-MSS`,
+        `${tool} -w -t mangle -X SITELINK-MSS`,
+      ]);
     }
-    expect(readFileSync(join(root, "etc/sysctl.d/99-local.conf"), "utf8")).toBe("vm.swappiness = 10\n");
-    expect(result.calls.some((c) => c.startsWith("apt-get"))).toBe(false);
+  });
+
+  it("finishes the uninstall when a part of the teardown fails, and says so", () => {
+    const h = host.hostRoot();
+    installed(h, script, JSON.stringify({ ...JSON.parse(CONFIG), firewall: true }));
+    const s = host.stubs(h.root, { iptables: `[ "$4" = -D ] && exit 1; [ "$4" = -F ] && { echo "iptables: Resource busy" >&2; exit 4; }; exit 0` });
+    const result = host.uninstall(h, renderSshUninstall(), s);
+    expect(result.status).toBe(0);
+    expect(result.stderr).toBe("sitelink: firewall: cannot delete the IPv4 chain SITELINK: iptables: Resource busy\nsitelink: teardown incomplete (see above)\n");
+    expect(existsSync(join(h.root, "etc/sitelink"))).toBe(false);
   });
 
   it("uninstalls what is left even when the agent is already gone", () => {
-    const root = hostRoot();
-    const s = stubs(root, { systemctl: `if [ "$1" = disable ]; then exit 5; fi`, npm: "exit 1" });
-    const result = run(renderSshUninstall(), root, s, "", "sitelink-uninstall");
+    const h = host.hostRoot();
+    const s = host.stubs(h.root, { systemctl: `if [ "$1" = disable ]; then exit 5; fi` });
+    const result = host.uninstall(h, renderSshUninstall(), s);
     expect(result.status).toBe(0);
     expect(result.calls).toContain("systemctl daemon-reload");
   });
