@@ -5,16 +5,17 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DEFAULTS } from "../../lib/topology";
 import { requireRoot } from "../support/netns";
 import { startCapture } from "./capture";
-import { agentStartDrill, failoverDrill, flapDrill, preferredHost, stateOutageDrill, waitForSteady, type FailoverResult } from "./drills";
+import { agentStartDrill, controlPlaneCutDrill, failoverDrill, flapDrill, preferredHost, stateOutageDrill, waitForSteady, type FailoverResult, type UnchangedResult } from "./drills";
 import { Lab } from "./lab";
 import { locationPairs, type LocationPlan } from "./plan";
 
 const BACKOFF = DEFAULTS.backoff;
 const MINUTE = 60_000;
 
+const s = (ms: number | undefined) => (ms === undefined ? "never" : `${(ms / 1000).toFixed(2)} s`);
+
 /** One line per drill in the test output: the figure behind the assertion. */
 function report(name: string, r: FailoverResult) {
-  const s = (ms: number | undefined) => (ms === undefined ? "never" : `${(ms / 1000).toFixed(2)} s`);
   console.log(`${name}: traffic back ${s(r.failover.outageMs)} after the fault (${r.failover.lost} probes lost); ` +
     `preferred host back after ${s(r.takeBackAfterMs)}, traffic stood still ${s(r.takeBack.gapMs)} then`);
 }
@@ -33,7 +34,7 @@ describe.skipIf(!requireRoot())("failover drills (namespace lab)", () => {
 
   it("carries traffic through the tunnels within seconds of the agents starting", async () => {
     const start = await agentStartDrill(lab, site1);
-    console.log(`agents started: first packet through after ${start.firstPacketMs} ms (node start-up and config load: ${start.processStartMs} ms)`);
+    console.log(`agents started: first packet through after ${s(start.firstPacketMs)} (node start-up and config load: ${s(start.processStartMs)})`);
     expect(start.firstPacketMs).toBeDefined();
     // Generous: on a shared 2-core CI machine starting four node processes at once can take long.
     expect(start.firstPacketMs!).toBeLessThan(45_000);
@@ -78,16 +79,28 @@ describe.skipIf(!requireRoot())("failover drills (namespace lab)", () => {
     expect(result.takeBack.gapMs).toBeDefined();
   }, 3 * MINUTE);
 
-  it("loses not one packet and changes nothing while the state service is down for 60 s", async () => {
-    const result = await stateOutageDrill(lab, 60, "SIGKILL");
-    console.log(`state service down 60 s: ${result.traffic.lost}/${result.traffic.sent} probes lost, generation ${result.generationBefore} -> ${result.generationAfter}`);
-    expect(result.traffic.sent).toBeGreaterThan(5_000); // 10 ms probes over 70 s
+  /** Drills 5 and 7: a control-plane fault during which not one packet may be lost and nothing may move. */
+  function expectNothingChanged(result: UnchangedResult) {
+    expect(result.traffic.sent).toBeGreaterThan(((result.downSeconds + 10) * 1000 * 0.8) / 10); // 10 ms probes
     expect(result.traffic.lost).toBe(0);
     expect(result.routesAfter).toEqual(result.routesBefore);
     expect(result.sasAfter).toEqual(result.sasBefore);
     expect(result.sasBefore.length).toBeGreaterThan(0);
     expect(result.generationAfter).toBe(result.generationBefore);
+  }
+
+  it("loses not one packet and changes nothing while the state service is down for 60 s", async () => {
+    const result = await stateOutageDrill(lab, 60, "SIGKILL");
+    console.log(`state service down 60 s: ${result.traffic.lost}/${result.traffic.sent} probes lost, generation ${result.generationBefore} -> ${result.generationAfter}`);
+    expectNothingChanged(result);
   }, 3 * MINUTE);
+
+  it("keeps a location's active host while the location cannot reach the state service for three heartbeat timeouts", async () => {
+    const seconds = 3 * DEFAULTS.timeout;
+    const result = await controlPlaneCutDrill(lab, site1, seconds);
+    console.log(`${site1.name} cut from the state service ${seconds} s: ${result.traffic.lost}/${result.traffic.sent} probes lost, generation ${result.generationBefore} -> ${result.generationAfter}`);
+    expectNothingChanged(result);
+  }, 2 * MINUTE);
 
   it("bounds the role changes of a host flapping every 2 s for 60 s by its backoff", async () => {
     const result = await flapDrill(lab, site1, 60, 2);

@@ -128,7 +128,7 @@ export async function failoverDrill(lab: Lab, loc: LocationPlan, fault: Fault, b
   }
 }
 
-export interface StateOutageResult {
+export interface UnchangedResult {
   downSeconds: number;
   traffic: Outage;
   routesBefore: Record<string, string | undefined>;
@@ -141,8 +141,11 @@ export interface StateOutageResult {
   generationAfter: number;
 }
 
-/** Drill 5: the state service is stopped for `downSeconds`, then restarted; nothing may change. */
-export async function stateOutageDrill(lab: Lab, downSeconds: number, signal: NodeJS.Signals = "SIGKILL"): Promise<StateOutageResult> {
+/**
+ * A control-plane fault that must leave the data plane alone: `fault` for `downSeconds`, then
+ * `heal`, then several heartbeats against the healed control plane (a failover would show then).
+ */
+async function unchangedThrough(lab: Lab, downSeconds: number, fault: () => Promise<void>, heal: () => Promise<void>): Promise<UnchangedResult> {
   await waitForSteady(lab);
   const probes = await ProbeSet.start(lab, lab.plan.locations[0]!);
   try {
@@ -150,10 +153,9 @@ export async function stateOutageDrill(lab: Lab, downSeconds: number, signal: No
     const sasBefore = await allSas(lab);
     const generationBefore = await lab.generation();
     const from = Date.now();
-    await lab.stopState(signal);
+    await fault();
     await sleep(downSeconds * 1000);
-    await lab.startState();
-    // Give the agents several heartbeats against the restarted service: a failover would show now.
+    await heal();
     await sleep(10_000);
     const traffic = probes.measure(from, Date.now() - SETTLE_MS);
     return {
@@ -169,6 +171,20 @@ export async function stateOutageDrill(lab: Lab, downSeconds: number, signal: No
   } finally {
     await probes.stop();
   }
+}
+
+/** Drill 5: the state service is stopped for `downSeconds`, then restarted; nothing may change. */
+export function stateOutageDrill(lab: Lab, downSeconds: number, signal: NodeJS.Signals = "SIGKILL"): Promise<UnchangedResult> {
+  return unchangedThrough(lab, downSeconds, () => lab.stopState(signal), () => lab.startState());
+}
+
+/**
+ * Drill 7: every host of `loc` loses its path to the state service (the service stays up and keeps
+ * hearing the other locations) for longer than the heartbeat timeout; the tunnels keep working,
+ * so nothing may change: the location keeps its active host.
+ */
+export function controlPlaneCutDrill(lab: Lab, loc: LocationPlan, downSeconds: number): Promise<UnchangedResult> {
+  return unchangedThrough(lab, downSeconds, () => lab.cutFromState(loc, true), () => lab.cutFromState(loc, false));
 }
 
 async function allSas(lab: Lab): Promise<string[]> {

@@ -217,6 +217,11 @@ export class Lab {
     await setPartition(this.sandbox, host, peers, cut);
   }
 
+  /** Cuts (or heals) the path between every host of `loc` and the state service, nothing else. */
+  async cutFromState(loc: LocationPlan, cut: boolean): Promise<void> {
+    for (const host of loc.hosts) await setPartition(this.sandbox, host, [STATE_ADDRESS], cut);
+  }
+
   private async killAgent(host: HostPlan, signal: "SIGTERM" | "SIGKILL"): Promise<void> {
     const agent = this.agents.get(host.id);
     this.agents.delete(host.id);

@@ -2,7 +2,7 @@
 // tunnels, run the failover drills, print the figures, tear everything down (also on Ctrl-C).
 import { cpus, loadavg } from "node:os";
 import { startCapture } from "./capture";
-import { agentStartDrill, failoverDrill, flapDrill, stateOutageDrill, waitForSteady, type Outage, type StartResult } from "./drills";
+import { agentStartDrill, controlPlaneCutDrill, failoverDrill, flapDrill, stateOutageDrill, waitForSteady, type Outage, type StartResult, type UnchangedResult } from "./drills";
 import { Lab } from "./lab";
 import { summarize } from "./outage";
 import { locationPairs } from "./plan";
@@ -16,18 +16,22 @@ interface Options {
   runs: number;
   longRuns: number;
   stateDownSeconds: number;
+  cutSeconds: number;
   flapSeconds: number;
 }
 
-const USAGE = `usage: run.sh [--keep] [--no-drills] [--locations 2|3] [--bench [--runs N] [--long-runs N]] [--state-down S] [--flap S]
+const USAGE = `usage: run.sh [--keep] [--no-drills] [--locations 2|3] [--bench [--runs N] [--long-runs N]] [--state-down S] [--cut S] [--flap S]
   (no flags)    lab up, status, ESP proof, every drill once with its figure, tear down
   --keep        leave the lab up afterwards (until Ctrl-C) to poke around
   --no-drills   only the lab, the status and the ESP proof
-  --bench       every figure over --runs runs (default 5; drills 5 and 6 over --long-runs, default 1), as a table
+  --bench       every figure over --runs runs (default 5; drills 5-7 over --long-runs, default 1), as a table
+  --state-down  seconds the state service is down in drill 5 (default 60)
+  --cut         seconds a location is cut from the state service in drill 7 (default 3 x the host timeout)
+  --flap        seconds of flapping in drill 6 (default 60)
 `;
 
 function parseOptions(argv: string[]): Options {
-  const opts: Options = { bench: false, keep: false, drills: true, locations: 2, runs: 5, longRuns: 1, stateDownSeconds: 60, flapSeconds: 60 };
+  const opts: Options = { bench: false, keep: false, drills: true, locations: 2, runs: 5, longRuns: 1, stateDownSeconds: 60, cutSeconds: 3 * DEFAULTS.timeout, flapSeconds: 60 };
   const number = (flag: string, value: string | undefined, min: number, max: number) => {
     const n = Number(value);
     if (!Number.isInteger(n) || n < min || n > max) throw new Error(`${flag} must be an integer ${min}-${max}, got "${value ?? ""}"`);
@@ -45,6 +49,7 @@ function parseOptions(argv: string[]): Options {
     else if (arg === "--runs") opts.runs = number(arg, argv[++i], 1, 100);
     else if (arg === "--long-runs") opts.longRuns = number(arg, argv[++i], 1, 100);
     else if (arg === "--state-down") opts.stateDownSeconds = number(arg, argv[++i], 1, 3600);
+    else if (arg === "--cut") opts.cutSeconds = number(arg, argv[++i], 1, 3600);
     else if (arg === "--flap") opts.flapSeconds = number(arg, argv[++i], 4, 3600);
     else throw new Error(`unknown argument "${arg}"\n${USAGE}`);
   }
@@ -119,14 +124,13 @@ async function drillsOnce(lab: Lab, opts: Options): Promise<string[]> {
     if (!result.standbyTookOver || result.failover.outageMs === undefined) problems.push(`${fault}: the standby did not carry the traffic`);
     if (result.takeBack.gapMs === undefined) problems.push(`${fault}: no traffic after the preferred host took its role back`);
   }
-  const state = await stateOutageDrill(lab, opts.stateDownSeconds);
-  const routes = same(state.routesBefore, state.routesAfter);
-  const tunnels = same(state.sasBefore, state.sasAfter);
-  say(`drill state service down ${state.downSeconds} s: ${state.traffic.lost}/${state.traffic.sent} probes lost; ` +
-    `routes ${routes}; tunnels ${tunnels}; generation ${state.generationBefore} -> ${state.generationAfter}`);
-  if (state.traffic.lost > 0 || routes !== "unchanged" || tunnels !== "unchanged" || state.generationAfter !== state.generationBefore) {
-    problems.push("state service outage: traffic, routes, tunnels or roles changed");
-  }
+  const unchanged = (what: string, r: UnchangedResult) => {
+    const changed = whatChanged(r);
+    say(`drill ${what} ${r.downSeconds} s: ${r.traffic.lost}/${r.traffic.sent} probes lost; ${changed.length === 0 ? "nothing changed" : changed.join("; ")}`);
+    if (r.traffic.lost > 0 || changed.length > 0) problems.push(`${what}: traffic, routes, tunnels or roles changed`);
+  };
+  unchanged("state service down", await stateOutageDrill(lab, opts.stateDownSeconds));
+  unchanged(`${loc.name} cut from the state service`, await controlPlaneCutDrill(lab, loc, opts.cutSeconds));
   const flap = await flapDrill(lab, loc, opts.flapSeconds, 2);
   say(`drill flapping ${opts.flapSeconds} s every 2 s: ${flap.flaps} flaps, ${flap.roleChanges} role changes (backoff ${backoff} s), ` +
     `${flap.otherRoleChanges} role changes in the other locations, ${flap.traffic.lost}/${flap.traffic.sent} probes lost`);
@@ -134,7 +138,15 @@ async function drillsOnce(lab: Lab, opts: Options): Promise<string[]> {
   return problems;
 }
 
-const same = (a: unknown, b: unknown) => (JSON.stringify(a) === JSON.stringify(b) ? "unchanged" : `CHANGED ${JSON.stringify(a)} -> ${JSON.stringify(b)}`);
+/** What a control-plane drill changed in the data plane or the decisions (empty: nothing). */
+function whatChanged(r: UnchangedResult): string[] {
+  const changed: string[] = [];
+  const differ = (a: unknown, b: unknown) => JSON.stringify(a) !== JSON.stringify(b);
+  if (differ(r.routesBefore, r.routesAfter)) changed.push(`routes CHANGED ${JSON.stringify(r.routesBefore)} -> ${JSON.stringify(r.routesAfter)}`);
+  if (differ(r.sasBefore, r.sasAfter)) changed.push(`tunnels CHANGED ${JSON.stringify(r.sasBefore)} -> ${JSON.stringify(r.sasAfter)}`);
+  if (r.generationBefore !== r.generationAfter) changed.push(`generation CHANGED ${r.generationBefore} -> ${r.generationAfter}`);
+  return changed;
+}
 
 async function keep(lab: Lab): Promise<void> {
   const [a, b] = lab.plan.locations as [(typeof lab.plan.locations)[number], (typeof lab.plan.locations)[number]];
@@ -197,15 +209,16 @@ async function bench(opts: Options): Promise<void> {
     row("3 partition (peers unreachable)", "partition");
     row(`4 preferred host back (after ${backoff} s backoff)`, "takeBack");
 
+    const unchangedRow = (name: string, run: number, r: UnchangedResult) => {
+      const changed = whatChanged(r);
+      rows.push([`${name} (run ${run + 1})`, "1", `${r.traffic.lost} lost`, `of ${r.traffic.sent}`, changed.length === 0 ? "no change" : "CHANGED"]);
+      if (r.traffic.lost > 0 || changed.length > 0) failures.push(`${name} run ${run + 1}: ${r.traffic.lost} lost; ${changed.join("; ") || "nothing changed"}`);
+    };
     for (let run = 0; run < opts.longRuns; run++) {
-      const state = await stateOutageDrill(lab, opts.stateDownSeconds);
-      const routes = same(state.routesBefore, state.routesAfter);
-      const tunnels = same(state.sasBefore, state.sasAfter);
-      const unchanged = routes === "unchanged" && tunnels === "unchanged" && state.generationBefore === state.generationAfter;
-      rows.push([`5 state service down ${opts.stateDownSeconds} s (run ${run + 1})`, "1", `${state.traffic.lost} lost`, `of ${state.traffic.sent}`, unchanged ? "no change" : "CHANGED"]);
-      if (state.traffic.lost > 0 || !unchanged) {
-        failures.push(`state outage run ${run + 1}: ${state.traffic.lost} lost; routes ${routes}; tunnels ${tunnels}; generation ${state.generationBefore} -> ${state.generationAfter}`);
-      }
+      unchangedRow(`5 state service down ${opts.stateDownSeconds} s`, run, await stateOutageDrill(lab, opts.stateDownSeconds));
+    }
+    for (let run = 0; run < opts.longRuns; run++) {
+      unchangedRow(`7 ${loc.name} cut from the state service ${opts.cutSeconds} s`, run, await controlPlaneCutDrill(lab, loc, opts.cutSeconds));
     }
     for (let run = 0; run < opts.longRuns; run++) {
       const flap = await flapDrill(lab, loc, opts.flapSeconds, 2);
