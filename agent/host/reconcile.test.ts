@@ -473,14 +473,59 @@ describe("reconcile loop", () => {
     expect(restored.map((l) => l.part).sort()).toEqual(["firewall", "routes"]);
   });
 
-  it("a drift check never retries a failed part and never rewrites a shared route table (cloud, lab)", async () => {
+  it("a drift check never retries a failed part, nor writes a shared route table (cloud, lab) itself", async () => {
     const { state, routes, mss } = setup({ mtu: 1400 }, { verifyMs: 10, applyRetryMs: { initial: 60_000, max: 60_000 } });
-    routes.inPlace = async () => false; // e.g. the new active host took the route: not ours to take back
+    routes.inPlace = async () => {
+      throw new Error("DescribeRouteTables: RequestLimitExceeded"); // unreadable is no reason to write
+    };
     mss.failNext = 1;
     await state.answer(desired(1, "active"));
+    const asked = state.calls.filter((c) => !c.input.wait).length;
     await sleep(100); // ~10 drift checks
     expect(mss.calls).toHaveLength(1);
-    expect(routes.calls).toHaveLength(1); // only answers write a shared table
+    expect(routes.calls).toHaveLength(1);
+    expect(state.calls.filter((c) => !c.input.wait)).toHaveLength(asked); // nor asks for a fresh answer
+  });
+
+  it("a host just made active checks the shared route table again soon, not only at the periodic check", async () => {
+    const { state, routes } = setup({}, { verifyMs: 600_000, promotionChecksMs: [50] });
+    let checks = 0;
+    routes.inPlace = async () => (checks++, true);
+    await state.answer(desired(1, "active"));
+    await vi.waitFor(() => expect(checks).toBe(1), { timeout: 2_000, interval: 10 });
+    await state.answer(desired(2, "active", { routes: { pointHere: ["10.2.0.0/16", "10.3.0.0/16"] } }));
+    await sleep(100);
+    expect(checks).toBe(1); // only a promotion brings the extra checks
+  });
+
+  it("a shared route table someone else changed is written back only once a fresh answer says this host is still active", async () => {
+    // A host active a moment ago (its last apply ran late) pointed the routes at itself after we did.
+    const { state, routes, logs } = setup({}, { verifyMs: 20 });
+    let ours = true;
+    routes.inPlace = async () => ours;
+    await state.answer(desired(1, "active"));
+    expect(routes.calls).toHaveLength(1);
+    ours = false;
+    const urgent = async () => {
+      for (;;) {
+        const call = await state.held();
+        if (!call.input.wait) return call;
+        await sleep(5);
+      }
+    };
+    const ask = await urgent(); // the drift check asks the service instead of writing
+    expect(routes.calls).toHaveLength(1);
+    expect(logs().some((l) => l.msg === "changed by someone else: restoring it once a fresh answer says this host is still active")).toBe(true);
+    ours = true; // the write below puts it back
+    ask.resolve(desired(1, "active"));
+    await vi.waitFor(() => expect(routes.calls).toHaveLength(2), { timeout: 2_000, interval: 10 });
+    expect(routes.calls[1]!.cidrs).toEqual(["10.2.0.0/16"]);
+
+    // Demoted meanwhile: the fresh answer says standby, and the table is left to the new active host.
+    ours = false;
+    (await urgent()).resolve(desired(2, "standby"));
+    await sleep(100);
+    expect(routes.calls).toHaveLength(2);
   });
 
   it("firewall-on applies the allow list; firewall-off (reload) removes the rules", async () => {

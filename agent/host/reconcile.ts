@@ -51,15 +51,24 @@ export interface ReconcileDeps {
   applyRetryMs?: { initial: number; max: number };
   /** How often what was applied is checked for drift. @default VERIFY_MS */
   verifyMs?: number;
+  /** Extra drift checks after this host becomes active, ms after the promotion. @default PROMOTION_CHECKS_MS */
+  promotionChecksMs?: number[];
 }
 
 /**
  * Drift checks of the firewall and MSS chains (one `iptables -S` per table and family) and of kernel
  * routes and the routes file: every 10 s, a few short processes. charon's connections are checked by
- * the IPsec driver itself, more often (a lost tunnel is an outage). Shared route tables (cloud, lab)
- * are not checked: only a fresh answer may write them (and a cloud check costs API calls).
+ * the IPsec driver itself, more often (a lost tunnel is an outage). The active host also reads a
+ * shared route table (cloud, lab: one DescribeRouteTables or routes list per check) and, when it no
+ * longer points here, has it written back on a fresh answer.
  */
 export const VERIFY_MS = 10_000;
+/**
+ * A host just made active checks again 1 s and 3 s later: the host that held the role for an
+ * instant before it (two decisions in quick succession, as when a location's hosts start together)
+ * may have written the shared route table after it did, its apply still running when it was demoted.
+ */
+export const PROMOTION_CHECKS_MS = [1_000, 3_000];
 const APPLY_RETRY_MS = { initial: 1_000, max: 30_000 };
 const MAX_ERROR_LENGTH = 1024;
 const STOP_SETTLE_MS = 250;
@@ -77,6 +86,11 @@ interface PartPlan {
   attempt(): Promise<void>;
   /** Drift check (verify passes only): whether what `key` stands for is still in place on the host. */
   inPlace?: () => Promise<boolean>;
+  /**
+   * A shared route table that someone else changed is written back only on the strength of a fresh
+   * answer, never by the verify pass itself: this host may have been demoted a moment ago.
+   */
+  restoreOnFreshAnswer?: boolean;
   /** Logs the success. */
   done(): void;
 }
@@ -108,6 +122,7 @@ export class ReconcileLoop {
   private next: { desired: DesiredState; verify: boolean } | undefined;
   private applying: Promise<void> | undefined;
   private verifyTimer: NodeJS.Timeout | undefined;
+  private promotionTimers: NodeJS.Timeout[] = [];
 
   constructor(private readonly deps: ReconcileDeps) {
     this.options = { ...deps.options };
@@ -253,6 +268,7 @@ export class ReconcileLoop {
     }
     this.inflight = undefined;
     clearInterval(this.verifyTimer);
+    this.promotionTimers.forEach(clearTimeout);
     await Promise.race([this.applying, delay(STOP_APPLY_WAIT_MS)]);
   }
 
@@ -297,7 +313,11 @@ export class ReconcileLoop {
    */
   private async apply(desired: DesiredState, verify: boolean): Promise<void> {
     if (!this.acceptable(desired)) return;
-    if (desired.role !== this.role) this.deps.log.info("role changed", { from: this.role, to: desired.role, generation: desired.generation });
+    if (desired.role !== this.role) {
+      this.deps.log.info("role changed", { from: this.role, to: desired.role, generation: desired.generation });
+      this.promotionTimers.forEach(clearTimeout);
+      this.promotionTimers = desired.role === "active" ? (this.deps.promotionChecksMs ?? PROMOTION_CHECKS_MS).map((ms) => setTimeout(() => this.verifyTick(), ms).unref()) : [];
+    }
     this.role = desired.role;
     // The parts are independent: applied side by side (a failover needs tunnels AND routes, and
     // cloud route calls take a while); one failing does not undo or hold up the others.
@@ -331,7 +351,24 @@ export class ReconcileLoop {
     const { log } = this.deps;
     if (plan.key === part.applied) {
       if (!verify || !plan.inPlace) return true;
-      if (await plan.inPlace().catch(() => false)) return true;
+      let inPlace: boolean;
+      try {
+        inPlace = await plan.inPlace();
+      } catch (err) {
+        // A shared table that cannot be read (a cloud API error) is no reason to write it.
+        if (plan.restoreOnFreshAnswer) {
+          log.debug(`checking ${name} failed`, { error: errorMessage(err).slice(0, MAX_ERROR_LENGTH) });
+          return true;
+        }
+        inPlace = false;
+      }
+      if (inPlace) return true;
+      if (plan.restoreOnFreshAnswer) {
+        log.warn("changed by someone else: restoring it once a fresh answer says this host is still active", { part: name });
+        part.applied = undefined;
+        this.urgent(`${name} changed by someone else`);
+        return false;
+      }
       log.warn("changed on this host by someone else: restoring it", { part: name });
     } else if (verify || !part.backoff.due(plan.key)) {
       return false; // retried with the next answer, once its backoff is over
@@ -437,9 +474,10 @@ export class ReconcileLoop {
 
   /**
    * Routes are written only here: a shared table (cloud, lab) only on the strength of a fresh
-   * answer, never by a standby (the new active host points them at itself) and never restored
-   * between answers; the host's own (kernel routes, routes file) are withdrawn by a standby and
-   * restored by the drift check.
+   * answer, never by a standby (the new active host points them at itself); when the drift check
+   * finds it changed (a host that was active a moment earlier wrote last), the active host asks for a
+   * fresh answer and writes it back only if that still says active. The host's own (kernel routes,
+   * routes file) are withdrawn by a standby and restored by the drift check itself.
    */
   private routesPlan(desired: DesiredState): PartPlan {
     const { routes, log } = this.deps;
@@ -454,7 +492,8 @@ export class ReconcileLoop {
           await routes.apply(pointHere, { previous: previous(), removeRoutes });
           this.appliedRoutes = pointHere;
         },
-        inPlace: routes.table === "own" && routes.inPlace ? () => routes.inPlace!(pointHere) : undefined,
+        inPlace: routes.inPlace ? () => routes.inPlace!(pointHere) : undefined,
+        restoreOnFreshAnswer: routes.table === "shared",
         done: () => log.info("routes applied", { provider: routes.name, routes: pointHere }),
       };
     }

@@ -29,12 +29,16 @@ export interface RouteProvider {
   /**
    * `shared`: a route table the location's hosts share (cloud route tables, the lab's router). The
    * active host points the routes at itself, written only on the strength of a fresh answer: a
-   * standby leaves them to the new active host, and nothing is restored between answers.
+   * standby leaves them to the new active host; a change found by the drift check is written back
+   * after a fresh answer still says active.
    * `own`: this host's own routes (kernel table, routes file). Only the active host may hold them:
    * a standby withdraws them, and someone else's change is put back (drift check).
    */
   readonly table: "shared" | "own";
-  /** Drift check of an `own` table: whether every CIDR of `cidrs` (the last apply's) still points here. */
+  /**
+   * Drift check: whether every CIDR of `cidrs` (the last apply's) points here, and only here (for
+   * `own` tables with `cidrs` empty: that nothing of ours is left). Throws when the table cannot be read.
+   */
   inPlace?(cidrs: string[]): Promise<boolean>;
 }
 

@@ -38,12 +38,13 @@ const logLines: string[] = [];
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const log = createLogger("debug", (line) => logLines.push(line));
 
-function driverFor(host: LabHost, session?: ViciSession): StrongswanDriver {
+function driverFor(host: LabHost, session?: ViciSession, checkMs?: number): StrongswanDriver {
   return StrongswanDriver.start({
     viciSocket: host.charon.viciSocket,
     log,
     isLocalAddress: (address) => address === host.publicAddress,
     session,
+    checkMs,
   });
 }
 
@@ -295,6 +296,28 @@ secrets { ike-operator { secret = operator-own-secret-0123456789 } }
     }
   });
 
+  it("retries a refused initiation within its first seconds, not only at the periodic check", async () => {
+    // Both ends apply a new state at once (agents starting, a failover): the initiator's first
+    // IKE_SA_INIT may reach the peer before the peer loaded its connection.
+    await a.close();
+    await b.apply([], selfOf(lab.b));
+    const quick = driverFor(lab.a, undefined, 600_000); // no periodic check during the test
+    const logged = logLines.length;
+    try {
+      await quick.apply([westSeenFromEast(lab, lab.b)], selfOf(lab.a));
+      await sleep(100);
+      await b.apply([eastSeenFromWest(lab)], selfOf(lab.b));
+      await expect.poll(() => quick.tunnels()[0]?.state, { timeout: 10_000 }).toBe("up");
+      expect(logLines.slice(logged).some((line) => line.includes("initiating again"))).toBe(true);
+    } finally {
+      await quick.close();
+      recorded = sessionA();
+      a = driverFor(lab.a, recorded);
+      a.onChange(() => changes.push(a.tunnels()[0]?.state ?? "none"));
+      await a.apply([westSeenFromEast(lab, lab.b)], selfOf(lab.a));
+    }
+  });
+
   it("refuses a bad desired state, naming the field, before changing anything", async () => {
     const vici = new ViciSession(lab.a.charon.viciSocket);
     try {
@@ -323,12 +346,14 @@ secrets { ike-operator { secret = operator-own-secret-0123456789 } }
     const sas = async () =>
       (await vici.listSas()).map((entry) => entry["sitelink-west"] as { uniqueid: string; "remote-host": string });
     try {
-      await lab.b.charon.stop("SIGKILL");
+      // c's SA comes up first and b crashes just before a is told: were b killed first, a's DPD
+      // could drop b's SA on its own (after ~4 s) before c's arrived on a loaded machine.
       await c.apply([westAsInitiator], selfOf(lab.c));
       await expect.poll(async () => (await sas()).map((sa) => sa["remote-host"]).sort(), { timeout: 10_000 }).toEqual([
         lab.b.publicAddress,
         lab.c.publicAddress,
       ]);
+      await lab.b.charon.stop("SIGKILL");
       const staleId = (await sas()).find((sa) => sa["remote-host"] === lab.b.publicAddress)!.uniqueid;
       const terminatedBefore = recorded.terminated.length;
 

@@ -64,9 +64,14 @@ const describeGap = (o: Outage) => `traffic stood still ${seconds(o.gapMs)} (${o
 /** Lab up with every agent started; returns the start-to-first-packet figure too. */
 async function labUp(opts: Options, label: string): Promise<{ lab: Lab; start: StartResult }> {
   const lab = await Lab.create({ locations: opts.locations, label });
-  const start = await agentStartDrill(lab, lab.plan.locations[0]!);
-  await waitForSteady(lab);
-  return { lab, start };
+  try {
+    const start = await agentStartDrill(lab, lab.plan.locations[0]!);
+    await waitForSteady(lab);
+    return { lab, start };
+  } catch (error) {
+    await lab.destroy(); // the caller never gets this lab to tear down
+    throw error;
+  }
 }
 
 const describeStart = (s: StartResult) => `${seconds(s.firstPacketMs)} (of which node start-up and config load ${seconds(s.processStartMs)})`;

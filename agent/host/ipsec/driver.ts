@@ -32,6 +32,12 @@ export interface StrongswanDriverOptions {
 }
 
 const DEFAULT_CHECK_MS = 2_000;
+/**
+ * An initiator's first retry after it initiated: a peer host that refused (its agent had not loaded
+ * the connection yet, which happens whenever both ends apply a new state at once) is tried again
+ * after 0.2 s, then 0.4, 0.8, 1.6 s, then at every check. charon itself never retries a refusal.
+ */
+const FIRST_RETRY_MS = 200;
 
 export function hasLocalAddress(address: string): boolean {
   return Object.values(networkInterfaces()).some((list) => list?.some((info) => info.address === address));
@@ -55,6 +61,9 @@ export class StrongswanDriver implements IpsecDriver {
   /** What the last successful apply loaded. */
   private desired: RenderedConfig = { conns: [], secrets: [], skipped: [] };
   private readonly checkTimer: NodeJS.Timeout;
+  /** Initiations in a row per initiator connection still down, for the quick retries. */
+  private readonly attempts = new Map<string, number>();
+  private retryTimer: NodeJS.Timeout | undefined;
 
   private constructor(private readonly opts: StrongswanDriverOptions) {
     this.session = opts.session ?? new ViciSession(opts.viciSocket);
@@ -103,6 +112,7 @@ export class StrongswanDriver implements IpsecDriver {
   /** Stops watching charon. Tunnels stay as they are: the data plane never depends on the agent. */
   async close(): Promise<void> {
     clearInterval(this.checkTimer);
+    clearTimeout(this.retryTimer);
     await this.applying;
     this.subscription.close();
     this.session.close();
@@ -147,7 +157,23 @@ export class StrongswanDriver implements IpsecDriver {
 
     this.notifyIf(this.tracker.watch(desired.conns));
     this.desired = desired;
-    for (const conn of desired.conns) await this.followActiveHost(conn, started.has(conn.name));
+    for (const conn of desired.conns) {
+      // A connection charon just started initiates by itself: watch it like one we initiated.
+      if (conn.initiator && started.has(conn.name)) this.attempts.set(conn.name, 0);
+      await this.followActiveHost(conn, started.has(conn.name));
+    }
+    this.scheduleRetry();
+  }
+
+  /** The next quick check, while an initiator we (or charon) just initiated is still down. */
+  private scheduleRetry(): void {
+    for (const name of this.attempts.keys()) if (!this.tracker.isDown(name) || !this.desired.conns.some((c) => c.name === name)) this.attempts.delete(name);
+    const delays = [...this.attempts.values()].map((n) => FIRST_RETRY_MS * 2 ** n).filter((ms) => ms < (this.opts.checkMs ?? DEFAULT_CHECK_MS));
+    clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
+    if (delays.length === 0) return;
+    this.retryTimer = setTimeout(() => void this.check(), Math.min(...delays));
+    this.retryTimer.unref();
   }
 
   /**
@@ -171,8 +197,11 @@ export class StrongswanDriver implements IpsecDriver {
       for (const conn of this.desired.conns) {
         if (!conn.initiator || !this.tracker.isDown(conn.name)) continue;
         this.opts.log.debug("ipsec: tunnel down, initiating again", { conn: conn.name });
+        // Counted whether it initiates or one is under way: the quick checks thin out either way.
+        this.attempts.set(conn.name, (this.attempts.get(conn.name) ?? 0) + 1);
         await this.initiateUnlessUnderWay(conn.name, []);
       }
+      this.scheduleRetry();
     });
     this.applying = run.then(
       () => {
@@ -201,16 +230,18 @@ export class StrongswanDriver implements IpsecDriver {
       await this.ignoreGone(this.session.terminate({ ikeId, force: true, timeout: -1 }));
     }
     if (!conn.initiator || started || !(stale.length > 0 || this.tracker.isDown(conn.name))) return;
-    await this.initiateUnlessUnderWay(conn.name, stale);
+    if (await this.initiateUnlessUnderWay(conn.name, stale)) this.attempts.set(conn.name, 0);
   }
 
-  private async initiateUnlessUnderWay(name: string, closing: string[]): Promise<void> {
+  /** Initiates unless an IKE_SA is being set up already; true when it initiated. */
+  private async initiateUnlessUnderWay(name: string, closing: string[]): Promise<boolean> {
     // Events show established SAs only: ask charon whether one is being set up already.
     const current = (await this.session.listSas({ ike: name }))
       .map((entry) => entry[name])
       .filter((ike) => typeof ike === "object" && !Array.isArray(ike) && !closing.includes(String(ike.uniqueid)));
-    if (current.length > 0) return;
+    if (current.length > 0) return false;
     await this.session.initiate({ child: name, ike: name, timeout: -1 });
+    return true;
   }
 
   private async unloadConn(name: string): Promise<void> {

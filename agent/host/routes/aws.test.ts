@@ -176,6 +176,26 @@ describe("aws route provider", () => {
     expect(p.applied()).toEqual(["10.2.0.0/16"]);
   });
 
+  it("checks that every CIDR still points at this host in every table, with one DescribeRouteTables", async () => {
+    const tables = (bTarget: string) => ({
+      RouteTables: [
+        { RouteTableId: "rtb-0aaa", Routes: [{ DestinationCidrBlock: "10.2.0.0/16", NetworkInterfaceId: ENI }, { DestinationIpv6CidrBlock: "fd00:2::/64", NetworkInterfaceId: ENI }] },
+        { RouteTableId: "rtb-0bbb", Routes: [{ DestinationCidrBlock: "10.2.0.0/16", NetworkInterfaceId: bTarget }, { DestinationIpv6CidrBlock: "fd00:2:0::/64", NetworkInterfaceId: ENI }] },
+      ],
+    });
+    const p = provider();
+    ec2.on(DescribeRouteTablesCommand).resolves(tables(ENI));
+    expect(await p.inPlace(["10.2.0.0/16", "fd00:2::/64"])).toBe(true);
+    expect(calls()).toEqual([["DescribeRouteTablesCommand", { RouteTableIds: TABLES }]]);
+    // Another host (active a moment ago) wrote last; a table lacking a CIDR is not in place either.
+    ec2.on(DescribeRouteTablesCommand).resolves(tables(OTHER_ENI));
+    expect(await p.inPlace(["10.2.0.0/16"])).toBe(false);
+    ec2.on(DescribeRouteTablesCommand).resolves(tables(ENI));
+    expect(await p.inPlace(["10.9.0.0/16"])).toBe(false);
+    ec2.on(DescribeRouteTablesCommand).rejects(awsError("RequestLimitExceeded", "Request limit exceeded."));
+    await expect(p.inPlace(["10.2.0.0/16"])).rejects.toThrow("Request limit exceeded.");
+  });
+
   it("without removeRoutes, never reads or deletes routes", async () => {
     ec2.on(ReplaceRouteCommand).resolves({});
     const p = provider();

@@ -100,6 +100,16 @@ export class AwsRouteProvider implements RouteProvider {
     return [...this.current];
   }
 
+  /** Whether every CIDR points at this host's interface in every configured table (one DescribeRouteTables). */
+  async inPlace(cidrs: string[]): Promise<boolean> {
+    const { identity, ec2 } = await this.connect();
+    const tables = (await ec2.send(new (sdk().DescribeRouteTablesCommand)({ RouteTableIds: this.options.routeTableIds }))).RouteTables ?? [];
+    return this.options.routeTableIds.every((id) => {
+      const routes = tables.find((t) => t.RouteTableId === id)?.Routes ?? [];
+      return cidrs.every((cidr) => routes.some((r) => routeDestination(r) === normalizeCidr(cidr) && r.NetworkInterfaceId === identity.networkInterfaceId));
+    });
+  }
+
   private async connect(): Promise<{ identity: AwsIdentity; ec2: EC2Client }> {
     this.identity ??= await readImdsIdentity(this.options.imdsEndpoint, this.options.fetch);
     this.client ??= this.options.ec2 ?? createEc2Client({ region: this.options.region ?? this.identity.region });

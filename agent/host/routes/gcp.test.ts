@@ -185,6 +185,20 @@ describe("gcp route provider", () => {
     expect(p.applied()).toEqual(["10.2.0.0/16"]);
   });
 
+  it("is in place while each CIDR has this host's route and no other sitelink route", async () => {
+    const operatorRoute: Route = { name: "office-10-2", network: NETWORK, destRange: "10.2.0.0/16", nextHopInstance: OTHER_INSTANCE, description: "operator's", priority: 1000 };
+    const p = provider();
+    gcp.routes = [sitelinkRoute("10.2.0.0/16", INSTANCE), operatorRoute];
+    expect(await p.inPlace(["10.2.0.0/16"])).toBe(true);
+    // Another host (active a moment ago) made its own route after ours, and deleted ours.
+    gcp.routes = [sitelinkRoute("10.2.0.0/16", OTHER_INSTANCE), operatorRoute];
+    expect(await p.inPlace(["10.2.0.0/16"])).toBe(false);
+    // Both routes: traffic would be spread over both hosts.
+    gcp.routes = [sitelinkRoute("10.2.0.0/16", INSTANCE), sitelinkRoute("10.2.0.0/16", OTHER_INSTANCE)];
+    expect(await p.inPlace(["10.2.0.0/16"])).toBe(false);
+    expect(gcp.calls.every((c) => c.startsWith("GET "))).toBe(true);
+  });
+
   it("changes nothing when this host's route is already there", async () => {
     gcp.routes = [sitelinkRoute("10.2.0.0/16", INSTANCE)];
     const p = provider();

@@ -135,6 +135,18 @@ export class GcpRouteProvider implements RouteProvider {
     return [...this.current];
   }
 
+  /** Whether each CIDR has this host's route and no other sitelink route (one routes list). */
+  async inPlace(cidrs: string[]): Promise<boolean> {
+    const identity = await this.readIdentity();
+    const owned = await this.listSitelinkRoutes(identity.project);
+    const network = this.networkPath(identity.project);
+    const instance = `projects/${identity.project}/zones/${identity.zone}/instances/${identity.instance}`;
+    return cidrs.every((cidr) => {
+      const forCidr = owned.filter((route) => route.destRange === cidr);
+      return forCidr.length === 1 && forCidr[0]!.name === gcpRouteName(cidr, network, instance);
+    });
+  }
+
   private networkPath(project: string): string {
     return resourcePath(this.options.network) ?? `projects/${project}/global/networks/${this.options.network}`;
   }
