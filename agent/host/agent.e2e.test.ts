@@ -158,6 +158,8 @@ describe.skipIf(!requireRoot())("sitelink run", () => {
     const stopMs = performance.now() - before;
     console.log(`sitelink run: SIGTERM → exit in ${stopMs.toFixed(0)} ms`);
     expect(service.core.hosts().find((h) => h.hostId === "aws-a")).toMatchObject({ status: "offline" });
+    // The offline message is answered before the process winds down, never raced by its exit.
+    expect(stderr).toMatch(/"msg":"told the state service this host goes offline"[\s\S]*"msg":"agent stopped"/);
     expect(existsSync(statusFile)).toBe(false);
     // The tunnel stays loaded for whoever takes over; the agent never tears it down on stop.
     expect((await vici.getConns()).filter((c) => c.startsWith("sitelink-"))).toHaveLength(1);

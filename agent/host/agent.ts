@@ -67,12 +67,13 @@ export async function runAgent(opts: RunAgentOptions): Promise<number> {
     onStatus: (s) => status.write(s),
   });
 
-  let stopping = false;
+  // The graceful stop (offline message included) is awaited before anything closes: the loop itself
+  // exits as soon as its poll is aborted, and exiting then would drop the offline message.
+  let stopped: Promise<void> | undefined;
   const onStop = (signal: NodeJS.Signals) => {
-    if (stopping) return;
-    stopping = true;
+    if (stopped) return;
     log.info("stopping: tunnels stay up for the new active host", { signal });
-    void loop.stop(signal);
+    stopped = loop.stop(signal);
   };
   const onReload = () => {
     void reload().catch((err) => log.error("config reload failed", { error: errorMessage(err) }));
@@ -99,6 +100,7 @@ export async function runAgent(opts: RunAgentOptions): Promise<number> {
   process.on("SIGHUP", onReload);
   try {
     await loop.start();
+    await stopped;
   } finally {
     process.off("SIGTERM", onStop);
     process.off("SIGINT", onStop);

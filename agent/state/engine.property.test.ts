@@ -14,7 +14,7 @@ const T0 = 1_700_000_000_000;
 const CRASH_CONFIRM_MS = DEFAULTS.timing.crashConfirm * 1000;
 /** How long the engine may rely on a host-check result (it clamps reported ages to this, too). */
 const FRESH_MS = linkTiming(topologyOf({ a: [{ id: "a" }], b: [{ id: "b" }] }).links[0]!).freshMs;
-const REASONS = ["initial", "higher-priority", "offline", "timeout", "crash-confirmed", "partitioned", "peers-lost", "backoff-ended", "online", "host-checks"];
+const REASONS = ["initial", "higher-priority", "offline", "timeout", "crash-confirmed", "partitioned", "peers-lost", "silent", "backoff-ended", "online", "host-checks"];
 
 interface World {
   topology: Topology;
@@ -199,6 +199,12 @@ class Harness {
         expect(this.world.specs.get(d.to!)!.priority).toBeGreaterThan(this.world.specs.get(d.from!)!.priority);
       }
       if (["offline", "timeout", "crash-confirmed"].includes(d.reason)) expect(this.engine.hostView(d.from!)!.online).toBe(false);
+      if (d.reason === "silent") {
+        // A silent active host hands over only to a host heard without a break for its timeout.
+        expect(this.engine.hostView(d.from!)).toMatchObject({ online: true, silent: true });
+        expect(this.now - this.lastHeartbeat.get(d.from!)!).toBeGreaterThanOrEqual(this.world.specs.get(d.from!)!.timeout * 1000);
+        expect(this.engine.hostView(d.to!)).toMatchObject({ online: true, silent: false });
+      }
       this.decisions.push(d);
     }
   }
@@ -364,13 +370,16 @@ describe("failover engine properties", () => {
     );
   });
 
-  it("changes no role while a location cannot reach the state service, however long, in whatever order it returns", () => {
+  it("changes no role while a location cannot reach the state service, however long, in whatever order its hosts return within a timeout", () => {
+    // Cut for longer than any timeout (every host of the location silent), back within less than the
+    // shortest timeout (2 s) of each other: a host heard for a whole timeout while the active host
+    // is silent takes its role (engine.test.ts, the silent handover).
     fc.assert(
       fc.property(
         worldArb,
         fc.nat(),
-        fc.integer({ min: 1000, max: 40_000 }),
-        fc.array(fc.integer({ min: 0, max: 3000 }), { minLength: 3, maxLength: 3 }),
+        fc.integer({ min: 6000, max: 40_000 }),
+        fc.array(fc.integer({ min: 0, max: 1900 }), { minLength: 3, maxLength: 3 }),
         (world, pick, cutMs, returnDelays) => {
           const h = new Harness(world);
           const faults = noFaults();
@@ -401,6 +410,38 @@ describe("failover engine properties", () => {
           expect(h.decisions.slice(settled)).toEqual([]);
         },
       ),
+      { numRuns: 150 },
+    );
+  });
+
+  it("hands the role of an active host cut from the state service alone to a heard host at its timeout, never earlier", () => {
+    fc.assert(
+      fc.property(worldArb, fc.nat(), fc.integer({ min: 1000, max: 30_000 }), (world, pick, cutMs) => {
+        const h = new Harness(world);
+        const faults = noFaults();
+        steady(world, h, faults, 20_000);
+        const settled = h.decisions.length;
+        const locations = world.topology.links[0]!.locations.filter((l) => l.hosts.length > 1);
+        fc.pre(locations.length > 0);
+        const location = locations[pick % locations.length]!;
+        const active = h.engine.activeHost("corp", location.name)!;
+        const lastBeat = h.now;
+        // Only the active host's polls are lost; everybody still reaches it, it reaches everybody.
+        const end = h.now + cutMs;
+        while (h.now + 1000 <= end) {
+          h.advance(h.now + 1000);
+          for (const id of world.ids) if (id !== active) h.heartbeat(id, honestChecks(world, id, faults));
+          h.checkInvariants();
+        }
+        const moved = h.decisions.slice(settled);
+        const timeoutMs = world.specs.get(active)!.timeout * 1000;
+        if (cutMs < timeoutMs) expect(moved).toEqual([]);
+        else {
+          // Once, at its timeout, to the best host of its location; nothing elsewhere.
+          const best = location.hosts.filter((x) => x.id !== active).sort((a, b) => b.priority - a.priority || (a.id < b.id ? -1 : 1))[0]!;
+          expect(moved).toEqual([expect.objectContaining({ location: location.name, from: active, to: best.id, reason: "silent", at: lastBeat + timeoutMs })]);
+        }
+      }),
       { numRuns: 150 },
     );
   });

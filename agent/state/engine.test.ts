@@ -443,24 +443,63 @@ describe("failover engine: the control plane lost, the data plane kept", () => {
     expect(engine.hostView("a")).toMatchObject({ silent: false, status: "active" });
   });
 
+  it("keeps the roles when a cut location's hosts come back one after the other", () => {
+    const engine = onlineBefore(["a", "b", "c", "d"]);
+    steady(engine, T0, T0 + 10_000, ["a", "b", "c", "d"], honest);
+    expect(steady(engine, T0 + 10_000, T0 + 30_000, ["c", "d"], honest)).toEqual([]);
+    // b is heard 2 s before a: less than a's timeout, so b is no reason to move the role.
+    expect(steady(engine, T0 + 30_000, T0 + 32_000, ["b", "c", "d"], honest)).toEqual([]);
+    expect(steady(engine, T0 + 32_000, T0 + 50_000, ["a", "b", "c", "d"], honest)).toEqual([]);
+    expect(engine.hostView("a")).toMatchObject({ silent: false, status: "active" });
+  });
+
+  it("hands the role of an active host that lost the state service to a standby heard all along, at its timeout", () => {
+    const engine = onlineBefore(["a", "b", "c", "d"]);
+    steady(engine, T0, T0 + 10_000, ["a", "b", "c", "d"], honest);
+    // From T0 + 10 s only a's polls are lost (a's last one: T0 + 9 s); everybody still reaches a.
+    expect(east(steady(engine, T0 + 10_000, T0 + 14_000, ["b", "c", "d"], honest))).toEqual([]);
+    expect(east(drive(engine, T0 + 14_000))).toEqual([decision(T0 + 14_000, "a", "b", "silent")]);
+    expect(engine.hostView("a")).toMatchObject({ online: true, silent: true, status: "silent", eligible: false, role: "standby" });
+    expect(east(steady(engine, T0 + 14_000, T0 + 20_000, ["b", "c", "d"], honest))).toEqual([]);
+    // a is heard again: back as after a timeout, it waits out its backoff before it takes the role back.
+    expect(east(steady(engine, T0 + 20_000, T0 + 24_000, ["a", "b", "c", "d"], honest))).toEqual([]);
+    expect(engine.hostView("a")).toMatchObject({ silent: false, status: "backoff" });
+    expect(east(steady(engine, T0 + 24_000, T0 + 25_000, ["a", "b", "c", "d"], honest))).toEqual([decision(T0 + 24_000, "b", "a", "higher-priority")]);
+  });
+
+  it("hands the role over once a standby of a cut location is heard for the active host's timeout", () => {
+    const engine = onlineBefore(["a", "b", "c", "d"]);
+    steady(engine, T0, T0 + 10_000, ["a", "b", "c", "d"], honest);
+    expect(steady(engine, T0 + 10_000, T0 + 30_000, ["c", "d"], honest)).toEqual([]);
+    // Only b's path comes back; a stays cut off.
+    expect(east(steady(engine, T0 + 30_000, T0 + 35_000, ["b", "c", "d"], honest))).toEqual([]);
+    expect(east(drive(engine, T0 + 35_000))).toEqual([decision(T0 + 35_000, "a", "b", "silent")]);
+  });
+
   it("takes a silent host offline once nobody reaches it any more", () => {
     const engine = onlineBefore(["a", "b", "c", "d"]);
     steady(engine, T0, T0 + 10_000, ["a", "b", "c", "d"], honest);
-    steady(engine, T0 + 11_000, T0 + 20_000, ["b", "c", "d"], honest);
+    // Nobody is heard from T0 + 9 s to T0 + 11 s (a break); then b is, and once b was heard for a's
+    // timeout, a's role goes to b. a stays online, silent, while it is reached.
+    expect(east(steady(engine, T0 + 11_000, T0 + 20_000, ["b", "c", "d"], honest))).toEqual([decision(T0 + 16_000, "a", "b", "silent")]);
     expect(engine.hostView("a")).toMatchObject({ online: true, silent: true });
     // From T0 + 20 s the peers stop mentioning a: its last results (observed at T0 + 19 s) go stale 2.15 s later.
     const withoutA = Object.fromEntries(["b", "c", "d"].map((id) => [id, others(id).filter((c) => c.target !== "a")]));
-    expect(east(steady(engine, T0 + 20_000, T0 + 21_150, ["b", "c", "d"], withoutA))).toEqual([]);
-    expect(east(drive(engine, T0 + 21_150))).toEqual([decision(T0 + 21_150, "a", "b", "timeout")]);
+    steady(engine, T0 + 20_000, T0 + 21_150, ["b", "c", "d"], withoutA);
+    expect(engine.hostView("a")).toMatchObject({ online: true, silent: true });
+    drive(engine, T0 + 21_150);
+    expect(engine.hostView("a")).toMatchObject({ online: false, offlineSince: T0 + 21_150 });
   });
 
   it("takes a silent host offline as soon as the last host that reached it does not", () => {
     const engine = onlineBefore(["a", "b", "c", "d"]);
     steady(engine, T0, T0 + 10_000, ["a", "b", "c", "d"], honest);
     steady(engine, T0 + 10_000, T0 + 16_000, ["b", "c", "d"], honest);
+    expect(engine.hostView("a")).toMatchObject({ online: true, silent: true });
     // One lost probe each: no crash, but then nobody reaches a any more.
     const lostOnce = Object.fromEntries(["b", "c", "d"].map((id) => [id, others(id).map((c) => (c.target === "a" ? check("a", false, 0, 1) : c))]));
-    expect(east(beat(engine, T0 + 16_000, ["b", "c", "d"], lostOnce))).toEqual([decision(T0 + 16_000, "a", "b", "timeout")]);
+    beat(engine, T0 + 16_000, ["b", "c", "d"], lostOnce);
+    expect(engine.hostView("a")).toMatchObject({ online: false, offlineSince: T0 + 16_000 });
   });
 
   it("does not hand the role to a silent host, which would not hear of it, until it is heard again", () => {

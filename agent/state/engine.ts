@@ -7,7 +7,8 @@
 // The data plane must not depend on the control plane, so losing the state service changes no role:
 // - a host whose heartbeats stop while other hosts still reach it (host checks after its last
 //   heartbeat) stays online, "silent": it lost the state service, not its tunnels. It keeps the
-//   active role if it has it, but is not handed it (it would not hear of it);
+//   active role if it has it while no other host could take it and hear of it (then it hands over,
+//   with a backoff as after a timeout), and is not handed it (it would not hear of it);
 // - a location never loses its active host while it has one (judge.ts chooseActive): with no host
 //   online and heard, the active host keeps the role even offline; only a graceful stop gives it up;
 // - after the service itself stalled (resume) or restarted (restore), hosts get a grace period to
@@ -15,7 +16,7 @@
 import { formatPath, type Topology } from "../../lib/topology";
 import type { HostCheckResult, HostReport } from "../protocol";
 import { DeadlineQueue } from "./engine/deadlines";
-import { chooseActive, crashConfirmed, failedSettled, isDown, isEligible, judgePartitions, reachedUntil, settled } from "./engine/judge";
+import { chooseActive, crashConfirmed, failedSettled, isDown, isEligible, judgePartitions, reachedUntil, settled, silentHandover } from "./engine/judge";
 import { buildModel, carryOver, locationKey, type CheckResult, type HostState, type LocationState, type Model } from "./engine/model";
 import {
   SnapshotError,
@@ -81,8 +82,17 @@ export class FailoverEngine {
     const home = host.location;
     const touched: Touched = new Map([[home, "online"]]);
     const wasOnline = host.online;
+    const wasSilent = host.silent;
+    // A break in its heartbeats (a gap that would make it a crash suspect) starts its record anew.
+    const unbroken = wasOnline && !wasSilent && host.lastSeen !== null && now - host.lastSeen <= home.timing.crashConfirmMs;
     host.lastSeen = now;
     host.silent = false;
+    if (!unbroken) host.heardSince = now;
+    if (wasSilent && host.handsOver) {
+      // It lost the role for lack of contact: back like a host back from a timeout.
+      host.handsOver = false;
+      this.startBackoff(host, now);
+    }
     if (!wasOnline) {
       this.comeOnline(host, now);
       // A new reporter changes what "every peer host" says about the peer locations.
@@ -144,10 +154,12 @@ export class FailoverEngine {
           this.goOffline(host, now, "timeout", touched);
           continue;
         }
-        // Silent but reached by others: still online, judged again when that evidence runs out.
+        // Silent but reached by others: still online, judged again when that evidence runs out; an
+        // active host may have to hand over now (silentHandover).
         host.silent = true;
         host.timeoutQueued = true;
         this.timers.push(reached, { kind: "timeout", host });
+        if (host.location.active === host && !touched.has(host.location)) touched.set(host.location, "silent");
       } else if (timer.kind === "crash") {
         if (crashConfirmed(host, now)) this.goOffline(host, now, "crash-confirmed", touched);
       } else if (host.online && host.inBackoff && now >= host.offlineSince! + host.backoffMs) {
@@ -244,6 +256,7 @@ export class FailoverEngine {
       host.graceUntil = now + (graceMs ?? graceFor(host));
       // It was online before the restart: its own key and listener are long settled.
       host.onlineSince = -Infinity;
+      host.heardSince = now;
       engine.startBackoff(host, now);
       engine.armTimeout(host);
     }
@@ -282,6 +295,7 @@ export class FailoverEngine {
   private goOffline(host: HostState, now: number, reason: OfflineReason, touched: Touched): void {
     host.online = false;
     host.silent = false;
+    host.handsOver = false;
     host.offlineSince = now;
     host.offlineReason = reason;
     host.inBackoff = false;
@@ -361,14 +375,21 @@ export class FailoverEngine {
     for (const host of location.hosts) {
       if (host.inBackoff && now >= host.offlineSince! + host.backoffMs) host.inBackoff = false;
     }
-    const recheckAt = judgePartitions(location, now);
-    if (recheckAt !== undefined && (location.recheckAt === null || recheckAt < location.recheckAt)) {
+    const partitionRecheck = judgePartitions(location, now);
+    const from = location.active;
+    const handover = silentHandover(location, now);
+    if (from) from.handsOver = handover.handsOver;
+    const recheckAt = Math.min(partitionRecheck ?? Infinity, handover.recheckAt ?? Infinity);
+    if (Number.isFinite(recheckAt) && (location.recheckAt === null || recheckAt < location.recheckAt)) {
       location.recheckAt = recheckAt;
       this.timers.push(recheckAt, { kind: "recheck", location });
     }
-    const from = location.active;
     const to = chooseActive(location, now);
     if (to === from) return;
+    if (from?.handsOver) {
+      // Offline for backoff purposes from now: it may not take the role straight back when heard again.
+      from.offlineSince = now;
+    }
     out.push(this.record(location, now, from, to, reasonFor(location, from, to, cause)));
     location.active = to;
     if (!to) return;
@@ -410,6 +431,7 @@ function reasonFor(location: LocationState, from: HostState | null, to: HostStat
     // A host restored offline has no reason on record; it was not a graceful stop (that gives the role up).
     if (!from.online) return from.offlineReason ?? "timeout";
     if (from.partition) return from.partition;
+    if (from.handsOver) return "silent";
     if (to && to.priority > from.priority) return "higher-priority";
     return cause;
   }

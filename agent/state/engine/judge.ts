@@ -93,11 +93,35 @@ export function isCandidate(host: HostState): boolean {
 }
 
 /**
- * May hold the active role: a candidate, not partitioned, and, when silent, already active (a
- * silent host keeps its role; it cannot be handed a new one, it would not hear of it).
+ * May hold the active role: a candidate, not partitioned, and, when silent, already active and not
+ * handing over (a silent host keeps its role while nobody better placed could take it; it cannot be
+ * handed a new one, it would not hear of it).
  */
 export function isEligible(host: HostState): boolean {
-  return isCandidate(host) && host.partition === null && (!host.silent || host.location.active === host);
+  return isCandidate(host) && host.partition === null && (!host.silent || (host.location.active === host && !host.handsOver));
+}
+
+/**
+ * Whether the location's silent active host must hand its role over, and otherwise when to ask again.
+ * It keeps the role while no other host could take it and hear of it (a location cut from the state
+ * service as a whole changes nothing); but once another eligible host has been heard without a break
+ * for the active host's timeout, that one takes over, as after a plain timeout: a host that cannot
+ * hear the state service misses every later change (a peer's new active host, a new PSK). "Without a
+ * break for a timeout" keeps a location whose hosts come back one after the other from handing the
+ * role to whichever is heard first.
+ */
+export function silentHandover(location: LocationState, now: number): { handsOver: boolean; recheckAt?: number } {
+  const active = location.active;
+  if (!active?.silent) return { handsOver: false };
+  let recheckAt: number | undefined;
+  for (const host of location.hosts) {
+    // Heard now (a host merely not silent yet may be cut off too) and without a break since.
+    if (host === active || host.silent || !isEligible(host) || now - host.lastSeen! > location.timing.crashConfirmMs) continue;
+    const heardLongEnough = host.heardSince + active.timeoutMs;
+    if (now >= heardLongEnough) return { handsOver: true };
+    recheckAt = Math.min(recheckAt ?? Infinity, heardLongEnough);
+  }
+  return recheckAt === undefined ? { handsOver: false } : { handsOver: false, recheckAt };
 }
 
 /**

@@ -47,6 +47,10 @@ export interface HostState {
   behindSince: number | null;
   /** Online with no heartbeat for `timeout`: kept online because other hosts still reach it. */
   silent: boolean;
+  /** Since when this host's heartbeats have arrived without a break (no gap over crashConfirm, never silent). */
+  heardSince: number;
+  /** A silent active host that must hand its role to a host heard for long enough (judge.ts silentHandover). */
+  handsOver: boolean;
   /** Latest result per target host id, from this host's reports. */
   results: Map<string, CheckResult>;
   /** A timeout entry for this host is in the deadline queue (one is enough; it re-arms itself). */
@@ -132,6 +136,8 @@ export function buildModel(topology: Topology): Model {
           partition: null,
           behindSince: null,
           silent: false,
+          heardSince: -Infinity,
+          handsOver: false,
           results: new Map(),
           timeoutQueued: false,
         };
@@ -171,6 +177,8 @@ export function carryOver(old: Model, next: Model): void {
     host.inBackoff = before.inBackoff;
     host.behindSince = before.behindSince;
     host.silent = before.silent;
+    host.heardSince = before.heardSince;
+    host.handsOver = before.handsOver;
     for (const result of before.results.values()) {
       const target = next.hosts.get(result.target.id);
       if (target && target.location.key === result.target.location.key) host.results.set(target.id, { ...result, target });
