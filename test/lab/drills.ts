@@ -105,6 +105,7 @@ export async function failoverDrill(lab: Lab, loc: LocationPlan, fault: Fault, b
   const active = preferredHost(loc);
   const standby = standbyHost(loc);
   await waitForSteady(lab);
+  await lab.settled();
   const probes = await ProbeSet.start(lab, loc);
   try {
     const faultAt = Date.now();

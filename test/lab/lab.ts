@@ -9,6 +9,7 @@ import { deriveHostSecret } from "../../agent/signing";
 import { formatHostUri } from "../../agent/uri";
 import { DATA_FILES, readMasterKey } from "../../agent/state/cli";
 import { certificateFingerprint } from "../../agent/state/tls";
+import { linkTiming } from "../../agent/state/engine/model";
 import { NetnsSandbox } from "../support/netns";
 import { startCharon, type Charon } from "../support/charon";
 import { buildNetwork, routeNextHop, setHostLinks, setPartition } from "./network";
@@ -17,6 +18,8 @@ import { parseProbeLog, type ProbePacket } from "./outage";
 
 export const REPO_ROOT = resolve(__dirname, "../..");
 const PROBE_PORT = 7777;
+/** Generous: node start-up and the first answer of an agent, before its host counts as online. */
+const AGENT_START_UP_MS = 1_000;
 /** Milliseconds between probe datagrams: the resolution of every outage figure. */
 export const PROBE_INTERVAL_MS = 10;
 
@@ -42,6 +45,7 @@ function bundleSitelink(outfile: string): string[] {
 export class Lab {
   private readonly charons = new Map<string, Charon>();
   private readonly agents = new Map<string, ChildProcess>();
+  private readonly agentStartedAt = new Map<string, number>();
   private state: ChildProcess | undefined;
   private masterKey: Buffer | undefined;
   private fingerprint: string | undefined;
@@ -182,6 +186,7 @@ export class Lab {
       logFile: join(this.logDir, `agent-${host.id}.log`),
     });
     this.agents.set(host.id, child);
+    this.agentStartedAt.set(host.id, Date.now());
     child.once("exit", () => {
       if (this.agents.get(host.id) === child) this.agents.delete(host.id);
     });
@@ -191,10 +196,14 @@ export class Lab {
     for (const host of hosts) this.startAgent(host);
   }
 
-  /** kill -9 the host's agent and charon, then cut its cables. */
+  /**
+   * A host dying at once: its cables cut, then kill -9 of its agent and charon. Cables first: an
+   * agent that outlived its charon by a few hundred ms would report the dead tunnels, a heartbeat
+   * no dead machine sends (and the figure would measure the kill order, not the failover).
+   */
   async crashHost(host: HostPlan): Promise<void> {
-    await Promise.all([this.killAgent(host, "SIGKILL"), this.killCharon(host, "SIGKILL")]);
     await setHostLinks(this.sandbox, host, this.location(host), false);
+    await Promise.all([this.killAgent(host, "SIGKILL"), this.killCharon(host, "SIGKILL")]);
   }
 
   /** A graceful stop as systemd does it: SIGTERM to the agent and to charon. */
@@ -215,6 +224,17 @@ export class Lab {
   async partition(host: HostPlan, cut: boolean): Promise<void> {
     const peers = allHosts(this.plan).filter((h) => h.location !== host.location).map((h) => h.publicAddress);
     await setPartition(this.sandbox, host, peers, cut);
+  }
+
+  /**
+   * Waits until every agent has run for the state service's settle time (heartbeat + probe timeout
+   * + 2 probe intervals, plus start-up): before that, its host checks, and reports about it, do not
+   * count as evidence yet. A drill faults a settled lab, as a real failure meets settled hosts.
+   */
+  async settled(): Promise<void> {
+    const settleMs = linkTiming(this.plan.topology.links[0]!).settleMs + AGENT_START_UP_MS;
+    const waitMs = Math.max(0, ...[...this.agentStartedAt.values()].map((at) => at + settleMs - Date.now()));
+    await new Promise((resolve) => setTimeout(resolve, waitMs));
   }
 
   /** Cuts (or heals) the path between every host of `loc` and the state service, nothing else. */
