@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { formatPath } from "../lib/topology";
-import { desiredStateSchema, hostReportSchema, type DesiredState, type HostReport } from "./protocol";
+import { desiredStateSchema, hostReportSchema, pollAnswerSchema, type DesiredState, type HostReport } from "./protocol";
 
 const key = Buffer.alloc(32, 7).toString("base64");
 
@@ -30,6 +30,7 @@ function desired(overrides: Record<string, unknown> = {}): DesiredState {
     hostCheck: { key: Buffer.alloc(32, 9).toString("base64url"), targets: [{ hostId: "off-a", address: "198.18.2.1", port: 9790, scope: "peer" }] },
     routes: { pointHere: ["10.2.0.0/16"] },
     timing: { heartbeat: 1, probeInterval: 0.25, probeTimeout: 0.4 },
+    etag: "0123456789abcdef".repeat(4),
     serverTime: 1,
     ...overrides,
   } as DesiredState;
@@ -65,6 +66,22 @@ describe("desired state (what an agent accepts)", () => {
     const parsed = desiredStateSchema.parse(desired({ peers: [{ ...peer, localSubnets: ["10.0.0.0/08"], hosts: [{ id: "off-a", publicAddress: "2001:DB8:0::1" }] }] }));
     expect(parsed.peers[0]!.localSubnets).toEqual(["10.0.0.0/8"]);
     expect(parsed.peers[0]!.hosts[0]!.publicAddress).toBe("2001:db8::1");
+  });
+});
+
+describe("poll answer", () => {
+  const unchanged = { protocol: 1, generation: 4, hostId: "aws-a", unchanged: true, etag: "ab".repeat(32), serverTime: 2 };
+
+  it("is an unchanged state when it says so, and then nothing else", () => {
+    expect(pollAnswerSchema(unchanged).parse(unchanged)).toEqual(unchanged);
+    const mixed = { ...desired(), unchanged: true };
+    expect(pollAnswerSchema(mixed).safeParse(mixed).success).toBe(false);
+    expect(refused(pollAnswerSchema({ unchanged: false }) as typeof desiredStateSchema, { ...unchanged, unchanged: false })).toContain("unchanged");
+  });
+
+  it("is a whole desired state otherwise, with its etag", () => {
+    expect(pollAnswerSchema(desired()).parse(desired())).toEqual(desired());
+    expect(refused(desiredStateSchema, desired({ etag: "not hex" }))).toEqual(["etag"]);
   });
 });
 

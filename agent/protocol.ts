@@ -30,6 +30,8 @@ const name = z.string().regex(NAME_PATTERN, "must be a link or location name");
 const cidr = routeSchema;
 const port = z.int().min(1).max(65535);
 const epochMs = z.number().int().nonnegative();
+/** Names the content of a desired state (not its generation or time): hex of a digest. */
+const etag = z.string().regex(/^[0-9a-f]{16,128}$/, "must be an etag (hex)");
 
 /** Base64 (or base64url) of at least 32 bytes: a PSK or the host-check key. */
 const key = z
@@ -90,6 +92,11 @@ export const pollRequestSchema = z.strictObject({
   generation: z.int().nonnegative(),
   /** False to get an answer at once (first poll, urgent report such as a failed probe of the active host). */
   wait: z.boolean(),
+  /**
+   * The etag of the desired state the agent holds. When its content is still the service's, the
+   * answer is an unchanged state (a few dozen bytes) instead of the whole state again.
+   */
+  etag: etag.optional(),
   report: hostReportSchema,
 });
 
@@ -160,9 +167,26 @@ export const desiredStateSchema = z.strictObject({
     pointHere: z.array(cidr),
   }),
   timing: timingSchema,
+  /** Names this content: sent back in the next poll. */
+  etag,
   /** Service clock (ms since epoch) when the answer was made. */
   serverTime: epochMs,
 });
+
+/** The answer to a poll whose etag still names the host's desired state: only what moves. */
+export const unchangedStateSchema = z.strictObject({
+  protocol: z.literal(PROTOCOL_VERSION),
+  generation: z.int().nonnegative(),
+  hostId,
+  unchanged: z.literal(true),
+  etag,
+  serverTime: epochMs,
+});
+
+/** The schema a poll answer must meet: one that says it is unchanged must be exactly that, anything else a whole state. */
+export function pollAnswerSchema(json: unknown): z.ZodType<UnchangedState | DesiredState> {
+  return typeof json === "object" && json !== null && "unchanged" in json ? unchangedStateSchema : desiredStateSchema;
+}
 
 export const offlineResponseSchema = z.strictObject({
   protocol: z.literal(PROTOCOL_VERSION),
@@ -187,5 +211,6 @@ export type PeerHost = z.infer<typeof peerHostSchema>;
 export type PeerLocation = z.infer<typeof peerLocationSchema>;
 export type HostCheckTarget = z.infer<typeof hostCheckTargetSchema>;
 export type DesiredState = z.infer<typeof desiredStateSchema>;
+export type UnchangedState = z.infer<typeof unchangedStateSchema>;
 export type OfflineResponse = z.infer<typeof offlineResponseSchema>;
 export type ErrorResponse = z.infer<typeof errorResponseSchema>;

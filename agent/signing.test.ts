@@ -44,11 +44,23 @@ describe("request signing", () => {
     expect(verify(headers, {}, now + 1, nonces)).toEqual({ ok: false, reason: "replayed-nonce" });
   });
 
-  it("forgets nonces once they are outside the window", () => {
+  it("keeps a nonce for two windows (a replay's timestamp can still be fresh then), then forgets it", () => {
     const nonces = new NonceCache(1000);
-    expect(nonces.remember("a".repeat(32), 0)).toBe(true);
-    expect(nonces.remember("b".repeat(32), 2500)).toBe(true);
+    const a = "a".repeat(32);
+    expect(nonces.remember(a, 999)).toBe(true);
+    expect(nonces.remember(a, 999 + 2000)).toBe(false);
+    expect(nonces.remember(a, 999 + 2999)).toBe(false);
+    expect(nonces.remember("b".repeat(32), 999 + 3000)).toBe(true);
     expect(nonces.size).toBe(1);
+    expect(nonces.remember(a, 999 + 3001)).toBe(true);
+  });
+
+  it("keeps its nonces when the wall clock steps back", () => {
+    const nonces = new NonceCache(1000);
+    const a = "a".repeat(32);
+    expect(nonces.remember(a, 5000)).toBe(true);
+    expect(nonces.remember(a, 100)).toBe(false);
+    expect(nonces.remember(a, 6500)).toBe(false);
   });
 
   it("refuses missing or malformed headers", () => {

@@ -76,29 +76,46 @@ export function signRequest(
 
 export type VerifyFailure = "missing-headers" | "bad-signature" | "stale-timestamp" | "replayed-nonce";
 
-/** Remembers nonces for the replay window; `seen` answers true for a nonce used before. */
+/**
+ * How many spans of one replay window the nonce cache keeps. A request is accepted while its
+ * timestamp is within the window of the service clock, so a replay can come up to two windows after
+ * the original: every nonce must be kept at least that long. With three spans, a nonce is dropped
+ * between two and three windows after it was seen.
+ */
+const NONCE_SPANS = 3;
+
+/**
+ * Remembers nonces for twice the replay window. Nonces go into spans of one window each, and whole
+ * spans are dropped: constant cost per request at any rate (deleting single entries from the front
+ * of a Map leaves holes that every later scan walks again).
+ */
 export class NonceCache {
-  private readonly nonces = new Map<string, number>();
+  /** Newest span first. */
+  private spans: Set<string>[] = [new Set()];
+  /** When the newest span began; undefined until the first nonce. */
+  private spanStart: number | undefined;
   constructor(private readonly windowMs: number = REPLAY_WINDOW_MS) {}
 
   /** Records the nonce; returns false when it was already used within the window. */
   remember(nonce: string, now: number): boolean {
-    this.prune(now);
-    if (this.nonces.has(nonce)) return false;
-    this.nonces.set(nonce, now);
+    this.advance(now);
+    if (this.spans.some((span) => span.has(nonce))) return false;
+    this.spans[0]!.add(nonce);
     return true;
   }
 
   get size(): number {
-    return this.nonces.size;
+    return this.spans.reduce((n, span) => n + span.size, 0);
   }
 
-  private prune(now: number) {
-    // Map iterates in insertion order, which is time order: stop at the first fresh entry.
-    for (const [nonce, at] of this.nonces) {
-      if (now - at <= 2 * this.windowMs) break;
-      this.nonces.delete(nonce);
-    }
+  /** Opens a new span for every window that passed (none when the wall clock stepped back). */
+  private advance(now: number) {
+    this.spanStart ??= now;
+    const passed = Math.floor((now - this.spanStart) / this.windowMs);
+    if (passed <= 0) return;
+    const fresh = Array.from({ length: Math.min(passed, NONCE_SPANS) }, () => new Set<string>());
+    this.spans = [...fresh, ...this.spans].slice(0, NONCE_SPANS);
+    this.spanStart += passed * this.windowMs;
   }
 }
 

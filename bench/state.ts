@@ -8,13 +8,15 @@
 // window a few active hosts go silent (their peers report them unreachable) and come back, so the
 // service makes decisions and re-renders while it is measured.
 // The service, the bare server and the load generators each run in their own process.
-// BENCH_LOG=1 shows the service's log, BENCH_DEBUG=1 the load generators' progress,
-// BENCH_PROFILE=DIR writes a CPU profile of the service. Every figure is printed with the
-// machine's load and CPU pressure: on a shared machine, the load generators compete too.
+// BENCH_LOG=1 shows the service's log, BENCH_DEBUG=1 the load generators' progress and failed
+// polls, BENCH_PROFILE=DIR writes CPU profiles of the service and the bare server over the
+// measured window. Every figure is printed with the machine's load and CPU pressure: on a shared
+// machine, the load generators compete too.
 import { fork, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:https";
+import { Session } from "node:inspector";
 import { cpus, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import type { TopologyInput } from "../lib/topology";
@@ -112,14 +114,37 @@ async function bareRole() {
 }
 
 function serveUsage(close: () => Promise<void>) {
+  const profiler = process.env.BENCH_PROFILE ? windowProfiler(process.env.BENCH_PROFILE) : undefined;
   process.on("message", (m: { type: string }) => {
     if (m.type === "usage") {
+      // Asked at the window's start and end: the profile covers the window alone, not the ramp.
+      profiler?.toggle();
       const cpu = process.cpuUsage();
       process.send!({ type: "usage", cpuMs: (cpu.user + cpu.system) / 1000, rssMb: process.memoryUsage().rss / 2 ** 20 });
     } else if (m.type === "stop") {
       void close().then(() => process.exit(0));
     }
   });
+}
+
+/** A CPU profile (open it in Chrome DevTools) from one toggle() to the next, written to `dir`. */
+function windowProfiler(dir: string) {
+  const session = new Session();
+  session.connect();
+  let running = false;
+  return {
+    toggle() {
+      if (!running) {
+        running = true;
+        session.post("Profiler.enable", () => session.post("Profiler.start"));
+        return;
+      }
+      running = false;
+      session.post("Profiler.stop", (error, result) => {
+        if (!error) writeFileSync(join(dir, `${process.argv.find((a) => a.startsWith("--role="))!.slice(7)}-${process.pid}.cpuprofile`), JSON.stringify(result.profile));
+      });
+    },
+  };
 }
 
 /** What a host's agent reports: its addresses, and a result for every host its desired state has it probe. */
@@ -164,6 +189,8 @@ async function loadRole() {
     const secret = deriveHostSecret(masterKey, hostId);
     const self = deployment.get(hostId)!;
     let generation = 0;
+    /** Of the last whole state answered, sent back as agents do. */
+    let etag: string | undefined;
     let answered = false;
     for (let n = 0; !stopping; n++) {
       if (down(hostId)) {
@@ -171,7 +198,7 @@ async function loadRole() {
         continue;
       }
       const wait = n > 0 && n % URGENT_EVERY !== 0;
-      const body = JSON.stringify({ protocol: 1, hostId, generation, wait, report: benchReport(self, generation, down) });
+      const body = JSON.stringify({ protocol: 1, hostId, generation, wait, ...(etag && { etag }), report: benchReport(self, generation, down) });
       const started = performance.now();
       const startedAt = Date.now();
       try {
@@ -179,7 +206,7 @@ async function loadRole() {
         const answer = await signedCall(plan.url, agent, { hostId, secret, path: API.poll, body, timeoutMs: HOLD_MS + 9000 });
         const elapsed = performance.now() - started;
         if (answer.status !== 200 || answer.signed !== plan.signed) throw new Error(`status ${answer.status}`);
-        generation = (JSON.parse(answer.body) as { generation: number }).generation;
+        ({ generation, etag } = JSON.parse(answer.body) as { generation: number; etag?: string });
         completed++;
         if (!answered && ++connected === plan.hostIds.length) process.send!({ type: "ramped" });
         answered = true;
@@ -188,17 +215,23 @@ async function loadRole() {
           if (!wait) stats.urgent.push(elapsed);
           else if (elapsed >= HOLD_MS) stats.held.push(elapsed - HOLD_MS);
         }
-      } catch {
+      } catch (error) {
         if (stopping) return;
         if (startedAt >= window.from) stats.errors++;
+        failures.set(String(error), (failures.get(String(error)) ?? 0) + 1);
         await new Promise((r) => setTimeout(r, 200));
       }
     }
   }
 
   let completed = 0;
+  /** Failed polls by error, ramp included (BENCH_DEBUG). */
+  const failures = new Map<string, number>();
   if (process.env.BENCH_DEBUG) {
-    setInterval(() => console.error(`load ${process.pid}: connected ${connected}, answers ${completed}, counted ${stats.requests}, errors ${stats.errors}`), 2000).unref();
+    setInterval(() => {
+      console.error(`load ${process.pid}: connected ${connected}, answers ${completed}, counted ${stats.requests}, errors ${stats.errors}`);
+      if (failures.size > 0) console.error(`  failed polls so far: ${JSON.stringify(Object.fromEntries(failures))}`);
+    }, 2000).unref();
   }
   plan.hostIds.forEach((id, i) => setTimeout(() => void host(id), (i / plan.hostIds.length) * plan.rampMs));
   window = await windowed;
@@ -208,9 +241,9 @@ async function loadRole() {
   const cpu = process.cpuUsage(cpuAtStart);
   stats.cpuMs = (cpu.user + cpu.system) / 1000;
   stopping = true;
-  process.send!({ type: "done", stats });
   agent.destroy();
-  setTimeout(() => process.exit(0), 100);
+  // The stats are large (every latency): exit only once the parent has them all.
+  process.send!({ type: "done", stats }, undefined, {}, () => process.exit(0));
 }
 
 // ---------------------------------------------------------------- orchestration
@@ -285,11 +318,9 @@ function outages(ids: string[], durationMs: number): Outage[] {
 }
 
 function child(role: string, env: Record<string, string> = {}): ChildProcess {
-  // BENCH_PROFILE=DIR writes a CPU profile of the service process there (open it in Chrome DevTools).
-  const profile = role === "service" && process.env.BENCH_PROFILE ? ["--cpu-prof", `--cpu-prof-dir=${process.env.BENCH_PROFILE}`] : [];
   return fork(__filename, [`--role=${role}`], {
     env: { ...process.env, ...env },
-    execArgv: [...process.execArgv, ...profile],
+    execArgv: process.execArgv,
     stdio: ["ignore", "inherit", "inherit", "ipc"],
   });
 }
@@ -388,7 +419,7 @@ async function main() {
   const args = process.argv.slice(2);
   const durationIndex = args.indexOf("--duration");
   const durationMs = durationIndex >= 0 ? Number(args[durationIndex + 1]) * 1000 : 15_000;
-  const sizes = args.filter((a, i) => /^\d+$/.test(a) && i !== durationIndex + 1).map(Number);
+  const sizes = args.filter((a, i) => /^\d+$/.test(a) && (durationIndex < 0 || i !== durationIndex + 1)).map(Number);
   const runs = sizes.length > 0 ? sizes : [1000, 5000, 10_000];
   console.log(`state service benchmark: hosts long-poll (held ${HOLD_MS} ms), every ${URGENT_EVERY}th poll urgent; ${durationMs / 1000} s measured after ramp-up`);
   console.log(`load: ${LOAD_PROCESSES} generator processes; service and bare server in their own process; loopback TLS, keep-alive`);

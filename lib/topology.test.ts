@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { DEFAULTS, TopologyError, checkTopology, connectedPairs, defaultCrashConfirm, parseTopology, type TopologyInput } from "./topology";
+import { DEFAULTS, TopologyError, checkTopology, connectedPairs, defaultCrashConfirm, hostAddressSchema, parseTopology, routeSchema, type TopologyInput } from "./topology";
 
 function doc(overrides: Record<string, unknown> = {}): TopologyInput {
   return {
@@ -22,6 +22,34 @@ function issuesOf(input: unknown) {
   if (result.ok) throw new Error("expected the document to be refused");
   return result.issues;
 }
+
+describe("address and route fields", () => {
+  const address = (text: string) => {
+    const r = hostAddressSchema.safeParse(text);
+    return r.success ? r.data : r.error.issues[0]!.message;
+  };
+
+  it("takes canonical IPv4 as written and normalizes IPv6", () => {
+    expect(address("10.0.0.5")).toBe("10.0.0.5");
+    expect(address("255.255.255.255")).toBe("255.255.255.255");
+    expect(address("2001:DB8:0::1")).toBe("2001:db8::1");
+  });
+
+  it("refuses what is not one usable host address, with the reason", () => {
+    expect(address("0.0.0.0")).toMatch(/unspecified/);
+    expect(address("::")).toMatch(/unspecified/);
+    expect(address("010.0.0.5")).toMatch(/IPv4 or IPv6/);
+    expect(address("256.0.0.1")).toMatch(/IPv4 or IPv6/);
+    expect(address("10.0.0")).toMatch(/IPv4 or IPv6/);
+    expect(address("fe80::1%eth0")).toMatch(/zone id/);
+    expect(address("::ffff:10.0.0.5")).toMatch(/write it as IPv4 \(10\.0\.0\.5\)/);
+  });
+
+  it("normalizes routes and names the problem of a bad one", () => {
+    expect(routeSchema.parse("fd00:1:0::/64")).toBe("fd00:1::/64");
+    expect(routeSchema.safeParse("10.0.0.1/16").error?.issues[0]!.message).toMatch(/host bits set/);
+  });
+});
 
 describe("topology document", () => {
   it("fills every default", () => {

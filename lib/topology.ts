@@ -81,41 +81,58 @@ export const HOST_ID_PATTERN = /^[a-z0-9][a-z0-9._-]{0,127}$/;
 const name = (what: string) =>
   z.string().regex(NAME_PATTERN, `${what} must be 1-63 lowercase letters, digits or '-', not starting or ending with '-'`);
 
-/** Why `text` cannot be a host's address, or undefined when it can. */
-export function hostAddressProblem(text: string): string | undefined {
-  const address = parseAddress(text);
-  if (!address) return "must be an IPv4 or IPv6 address";
-  if (text.includes("%")) return "must be an address without a zone id (%...)";
-  if (address.range() === "unspecified") return "must not be the unspecified address (0.0.0.0 or ::)";
-  if (address.kind() === "ipv6" && (address as ipaddr.IPv6).isIPv4MappedAddress()) {
-    return `is an IPv4-mapped IPv6 address: write it as IPv4 (${(address as ipaddr.IPv6).toIPv4Address().toString()})`;
+/** A canonical dotted-quad IPv4 address: already normalized, checked without parsing (every poll has some). */
+const CANONICAL_IPV4 = /^(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)$/;
+
+type Checked = { value: string; problem?: undefined } | { value?: undefined; problem: string };
+
+/** A host address normalized (`fd00::1`), or why `text` cannot be a host's address. */
+function checkHostAddress(text: string): Checked {
+  if (CANONICAL_IPV4.test(text)) {
+    return text === "0.0.0.0" ? { problem: "must not be the unspecified address (0.0.0.0 or ::)" } : { value: text };
   }
-  return undefined;
+  const address = parseAddress(text);
+  if (!address) return { problem: "must be an IPv4 or IPv6 address" };
+  if (text.includes("%")) return { problem: "must be an address without a zone id (%...)" };
+  if (address.range() === "unspecified") return { problem: "must not be the unspecified address (0.0.0.0 or ::)" };
+  if (address.kind() === "ipv6" && (address as ipaddr.IPv6).isIPv4MappedAddress()) {
+    return { problem: `is an IPv4-mapped IPv6 address: write it as IPv4 (${(address as ipaddr.IPv6).toIPv4Address().toString()})` };
+  }
+  return { value: address.toString() };
 }
 
-/** Why `text` cannot be a route (network CIDR), or undefined when it can. */
-export function routeProblem(text: string): string | undefined {
+/** A network CIDR normalized (`10.0.0.0/8` for `10.0.0.0/08`), or why `text` cannot be a route. */
+function checkRoute(text: string): Checked {
   const problem = cidrProblem(text);
-  if (problem) return problem;
+  if (problem) return { problem };
   const cidr = parseCidr(text);
   const address = cidr.address;
   if (cidr.family === 6 && cidr.prefix >= 96 && (address as ipaddr.IPv6).isIPv4MappedAddress()) {
-    return `"${text}" is an IPv4-mapped IPv6 network: write it as IPv4 (${(address as ipaddr.IPv6).toIPv4Address().toString()}/${cidr.prefix - 96})`;
+    return { problem: `"${text}" is an IPv4-mapped IPv6 network: write it as IPv4 (${(address as ipaddr.IPv6).toIPv4Address().toString()}/${cidr.prefix - 96})` };
   }
-  return undefined;
+  return { value: cidr.text };
 }
 
-const refineWith = (problem: (text: string) => string | undefined) =>
-  z.string().superRefine((value, ctx) => {
-    const message = problem(value);
-    if (message) ctx.addIssue({ code: "custom", message });
+/** Why `text` cannot be a host's address, or undefined when it can. */
+export const hostAddressProblem = (text: string): string | undefined => checkHostAddress(text).problem;
+
+/** Why `text` cannot be a route (network CIDR), or undefined when it can. */
+export const routeProblem = (text: string): string | undefined => checkRoute(text).problem;
+
+/** A string schema that checks and normalizes in one pass. */
+const normalizing = (check: (text: string) => Checked) =>
+  z.string().transform((text, ctx) => {
+    const checked = check(text);
+    if (checked.problem === undefined) return checked.value;
+    ctx.issues.push({ code: "custom", message: checked.problem, input: text });
+    return z.NEVER;
   });
 
 /** A host address (IPv4 or IPv6, no zone id, not unspecified), normalized (`fd00::1`). */
-export const hostAddressSchema = refineWith(hostAddressProblem).transform((v) => (hostAddressProblem(v) ? v : parseAddress(v)!.toString()));
+export const hostAddressSchema = normalizing(checkHostAddress);
 
 /** A network CIDR, normalized (`10.0.0.0/8` for `10.0.0.0/08`), never IPv4-mapped IPv6. */
-export const routeSchema = refineWith(routeProblem).transform((v) => (routeProblem(v) ? v : parseCidr(v).text));
+export const routeSchema = normalizing(checkRoute);
 
 const address = hostAddressSchema;
 const cidr = routeSchema;
@@ -377,7 +394,7 @@ function timingIssues(link: unknown, linkPath: string): TopologyIssue[] {
 }
 
 function normalizedAddress(value: unknown): string | undefined {
-  return typeof value === "string" && !hostAddressProblem(value) ? parseAddress(value)!.toString() : undefined;
+  return typeof value === "string" ? checkHostAddress(value).value : undefined;
 }
 
 function noteDuplicate(seen: Map<string, string>, value: unknown, path: string, what: string, issues: TopologyIssue[]) {

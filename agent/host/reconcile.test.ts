@@ -211,6 +211,7 @@ function desired(generation: number, role: "active" | "standby", over: Partial<D
     hostCheck: { key: HC_KEY, targets: [{ hostId: "a2", address: "10.1.0.12", port: 9790, scope: "location" }] },
     routes: { pointHere: role === "active" ? ["10.2.0.0/16"] : [] },
     timing: { heartbeat: 1, probeInterval: 0.25, probeTimeout: 0.4 },
+    etag: "e".repeat(64),
     serverTime: Date.now(),
     ...over,
   };

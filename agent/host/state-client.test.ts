@@ -38,12 +38,13 @@ function desired(generation: number): DesiredState {
     hostCheck: { key: "k".repeat(44), targets: [] },
     routes: { pointHere: [] },
     timing: { heartbeat: 1, probeInterval: 0.25, probeTimeout: 0.4 },
+    etag: `${generation}`.padStart(64, "e"),
     serverTime: 1,
   };
 }
 
 /** How the test server answers the next request. */
-type Behaviour = "ok" | "reset-reused" | "unsigned" | "wrong-key" | "wrong-nonce" | "unknown-field" | "other-host" | "hold" | "error-401";
+type Behaviour = "ok" | "unchanged" | "reset-reused" | "unsigned" | "wrong-key" | "wrong-nonce" | "unknown-field" | "other-host" | "hold" | "error-401";
 
 interface Seen {
   path: string;
@@ -110,6 +111,10 @@ beforeAll(async () => {
         case "ok":
         case "reset-reused":
           return send(200, answer, (b) => signResponse(SECRET, nonce, 200, b));
+        case "unchanged": {
+          const etag = (content?.etag as string | undefined) ?? JSON.parse(raw.toString()).etag ?? "f".repeat(64);
+          return send(200, { protocol: PROTOCOL_VERSION, generation: 8, hostId: HOST, unchanged: true, etag, serverTime: 2 }, (b) => signResponse(SECRET, nonce, 200, b));
+        }
         case "unsigned":
           return send(200, answer, () => undefined);
         case "wrong-key":
@@ -214,6 +219,26 @@ describe("state client", () => {
     const off = await c.offline("SIGTERM", { timeoutMs: 5000 });
     expect(off).toEqual({ protocol: 1, generation: 7 });
     expect(seen[1]).toEqual({ path: API.offline, verified: true, body: { protocol: 1, hostId: HOST, reason: "SIGTERM" } });
+  });
+
+  it("sends the etag of the state it holds: an unchanged answer stands for that state, at the answer's generation", async () => {
+    const c = client();
+    behaviour = "unchanged";
+    const early = await failure(c.poll({ generation: 3, wait: true, report }, { timeoutMs: 5000 }));
+    expect(early.kind).toBe("malformed"); // it holds nothing an unchanged answer could stand for
+    expect(seen[0]!.body).not.toHaveProperty("etag");
+
+    behaviour = "ok";
+    const first = await c.poll({ generation: 0, wait: false, report }, { timeoutMs: 5000 });
+    behaviour = "unchanged";
+    const second = await c.poll({ generation: 7, wait: true, report }, { timeoutMs: 5000 });
+    expect(seen.at(-1)!.body.etag).toBe(first.etag);
+    expect(second).toEqual({ ...first, generation: 8, serverTime: 2 });
+
+    content = { etag: "0".repeat(64) }; // unchanged, but of a state this agent never got
+    const other = await failure(c.poll({ generation: 8, wait: true, report }, { timeoutMs: 5000 }));
+    expect(other.kind).toBe("malformed");
+    expect(other.message).toContain("not of the state this agent holds");
   });
 
   it("keeps the connection alive between polls", async () => {

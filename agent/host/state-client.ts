@@ -6,9 +6,9 @@ import { isIP } from "node:net";
 import {
   API,
   PROTOCOL_VERSION,
-  desiredStateSchema,
   errorResponseSchema,
   offlineResponseSchema,
+  pollAnswerSchema,
   type DesiredState,
   type HostReport,
   type OfflineResponse,
@@ -68,6 +68,8 @@ interface Answer {
 export class StateClient implements StateApi {
   private readonly agent: PinnedAgent;
   private preferred = 0;
+  /** The last desired state answered: what an unchanged answer stands for, and whose etag each poll sends. */
+  private held: DesiredState | undefined;
 
   constructor(private readonly uri: HostUri) {
     this.agent = new PinnedAgent(uri.fingerprints);
@@ -84,23 +86,27 @@ export class StateClient implements StateApi {
   }
 
   async poll(input: PollInput, opts: { timeoutMs: number; signal?: AbortSignal }): Promise<DesiredState> {
-    const body = { protocol: PROTOCOL_VERSION, hostId: this.uri.hostId, ...input };
-    const desired = await this.call(API.poll, body, desiredStateSchema, opts);
-    if (desired.hostId !== this.uri.hostId) {
-      throw new StateClientError("malformed", `answer is for host "${desired.hostId}", not "${this.uri.hostId}"`);
+    const etag = this.held?.etag;
+    const body = { protocol: PROTOCOL_VERSION, hostId: this.uri.hostId, ...input, ...(etag !== undefined && { etag }) };
+    const answer = await this.call(API.poll, body, pollAnswerSchema, opts);
+    if (answer.hostId !== this.uri.hostId) {
+      throw new StateClientError("malformed", `answer is for host "${answer.hostId}", not "${this.uri.hostId}"`);
     }
-    return desired;
+    if (!("unchanged" in answer)) return (this.held = answer);
+    // Unchanged: the state held still is the service's, at the answer's generation and time.
+    if (this.held?.etag !== answer.etag) throw new StateClientError("malformed", "answer says unchanged, but not of the state this agent holds");
+    return (this.held = { ...this.held, generation: answer.generation, serverTime: answer.serverTime });
   }
 
   offline(reason: string, opts: { timeoutMs: number }): Promise<OfflineResponse> {
-    return this.call(API.offline, { protocol: PROTOCOL_VERSION, hostId: this.uri.hostId, reason }, offlineResponseSchema, opts);
+    return this.call(API.offline, { protocol: PROTOCOL_VERSION, hostId: this.uri.hostId, reason }, () => offlineResponseSchema, opts);
   }
 
   close(): void {
     this.agent.destroy();
   }
 
-  private async call<T>(path: string, message: unknown, schema: z.ZodType<T>, opts: { timeoutMs: number; signal?: AbortSignal }): Promise<T> {
+  private async call<T>(path: string, message: unknown, schema: (json: unknown) => z.ZodType<T>, opts: { timeoutMs: number; signal?: AbortSignal }): Promise<T> {
     const body = JSON.stringify(message);
     const count = this.uri.endpoints.length;
     const failures: string[] = [];
@@ -131,7 +137,7 @@ export class StateClient implements StateApi {
     throw new StateClientError(kinds.find((k) => k !== "unreachable") ?? "unreachable", failures.join("; "));
   }
 
-  private async callOne<T>(endpoint: StateEndpoint, path: string, body: string, schema: z.ZodType<T>, signal: AbortSignal, connectMs: number): Promise<T> {
+  private async callOne<T>(endpoint: StateEndpoint, path: string, body: string, schema: (json: unknown) => z.ZodType<T>, signal: AbortSignal, connectMs: number): Promise<T> {
     const headers = signRequest(this.uri.secret, { hostId: this.uri.hostId, method: "POST", path, body });
     const nonce = headers[HEADERS.nonce];
     const answer = await post(this.agent, endpoint, path, body, headers, signal, connectMs);
@@ -148,7 +154,7 @@ export class StateClient implements StateApi {
       const error = errorResponseSchema.safeParse(json);
       throw new StateClientError("rejected", `HTTP ${answer.status}: ${error.success ? error.data.error : "no error message"}`);
     }
-    const parsed = schema.safeParse(json);
+    const parsed = schema(json).safeParse(json);
     if (!parsed.success) {
       const fields = parsed.error.issues.map((i) => `${i.path.join(".") || "(root)"}: ${i.message}`);
       throw new StateClientError("malformed", `invalid answer: ${fields.join("; ")}`);

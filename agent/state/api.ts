@@ -81,8 +81,8 @@ export function createApiHandler(core: StateCore, metrics: ServiceMetrics): (req
     const poll = parsed.data as z.output<typeof pollRequestSchema>;
     core.heartbeat(hostId, poll.report);
     metrics.request(endpoint, "ok");
-    if (core.ready(hostId, poll.generation, poll.wait)) return answerPoll(res, auth);
-    hold(res, auth, poll.generation, poll.wait, host.link.timing.heartbeat * 1000);
+    if (core.ready(hostId, poll.generation, poll.wait)) return answerPoll(res, auth, poll.etag);
+    hold(res, auth, poll, host.link.timing.heartbeat * 1000);
   }
 
   /**
@@ -90,13 +90,14 @@ export function createApiHandler(core: StateCore, metrics: ServiceMetrics): (req
    * At the end of the period the host gets its last stored state, never one still waiting for the
    * store; only a host with nothing stored yet (just added by a reload) waits on for its first.
    */
-  function hold(res: ServerResponse, auth: Authenticated, seen: number, wait: boolean, maxMs: number) {
+  function hold(res: ServerResponse, auth: Authenticated, poll: { generation: number; wait: boolean; etag?: string }, maxMs: number) {
     const hostId = auth.host.hostId;
+    const { generation: seen, wait, etag } = poll;
     let expired = false;
     const finish = () => {
       unsubscribe();
       clearTimeout(timer);
-      if (!res.destroyed) answerPoll(res, auth);
+      if (!res.destroyed) answerPoll(res, auth, etag);
     };
     const unsubscribe = core.subscribe(hostId, () => {
       if (core.ready(hostId, seen, wait) || !core.host(hostId) || (expired && core.answerable(hostId))) finish();
@@ -112,8 +113,8 @@ export function createApiHandler(core: StateCore, metrics: ServiceMetrics): (req
     });
   }
 
-  function answerPoll(res: ServerResponse, auth: Authenticated) {
-    const body = core.desiredJson(auth.host.hostId);
+  function answerPoll(res: ServerResponse, auth: Authenticated, etag: string | undefined) {
+    const body = core.answerJson(auth.host.hostId, etag);
     if (body === undefined) return send(res, 401, JSON.stringify({ error: "unknown host (removed from the topology)" } satisfies ErrorResponse), auth);
     send(res, 200, body, auth);
   }

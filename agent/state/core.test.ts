@@ -63,7 +63,7 @@ async function open(t = topology, extra: Partial<CoreOptions> = {}) {
   return { core, store, logger, metrics };
 }
 
-const state = (core: StateCore, hostId: string): DesiredState => desiredStateSchema.parse(JSON.parse(core.desiredJson(hostId)!));
+const state = (core: StateCore, hostId: string): DesiredState => desiredStateSchema.parse(JSON.parse(core.answerJson(hostId)!));
 const renders = async (metrics: ServiceMetrics) => (await metrics.renders.get()).values[0]!.value;
 /** Lets the batch of this event-loop turn be written. */
 const settle = () => new Promise((resolve) => setTimeout(resolve, 5));

@@ -14,7 +14,7 @@ import { Durable } from "./durable";
 import { FailoverEngine, type Decision, type EngineSnapshot, type HostView } from "./engine";
 import type { Logger } from "./log";
 import type { ServiceMetrics } from "./metrics";
-import { Allowlist, LinkIndex, allowedAddresses, desiredStateJson, renderHost, type ReportedHost } from "./render";
+import { Allowlist, LinkIndex, allowedAddresses, desiredStateJson, renderHost, unchangedStateJson, type ReportedHost } from "./render";
 import { newPsk, sortedPair, type LoadedState, type StateStore, type StoredReport } from "./store";
 
 export interface HostEntry {
@@ -243,14 +243,18 @@ export class StateCore {
   }
 
   /**
-   * The host's last stored desired state as JSON; undefined when the host left the topology or has
+   * The answer to a poll: the host's last stored desired state as JSON, or an unchanged state when
+   * `etag` (what the agent holds) still names it. Undefined when the host left the topology or has
    * nothing stored yet (answerable()).
    */
-  desiredJson(hostId: string): string | undefined {
+  answerJson(hostId: string, etag?: string): string | undefined {
     const cell = this.rendered.get(hostId);
     const allow = cell && this.linkOf(hostId).allowJson;
     if (cell?.value === undefined || allow?.value === undefined) return undefined;
-    return desiredStateJson(cell.value, allow.value, this.durableValue, this.clock.wallNow());
+    const current = cell.tag! + allow.tag!;
+    const now = this.clock.wallNow();
+    if (etag === current) return unchangedStateJson(hostId, this.durableValue, now, current);
+    return desiredStateJson(cell.value, allow.value, this.durableValue, now, current);
   }
 
   /**

@@ -1,5 +1,6 @@
 // A rendered value that is handed out only once the change that made it is stored: the service
 // answers with `value` (durable) while a newer `pending` one waits for its generation to be written.
+import { sha256Hex } from "../signing";
 
 export class Durable {
   /** The newest stored value; undefined until the first one is stored. */
@@ -7,6 +8,7 @@ export class Durable {
   /** The generation at which `value` last changed. */
   changedAt: number;
   pending: { value: string; at: number } | undefined;
+  private tagged: { value: string; tag: string } | undefined;
 
   private constructor(value: string | undefined, changedAt: number, pending?: { value: string; at: number }) {
     this.value = value;
@@ -22,6 +24,13 @@ export class Durable {
   /** A value nothing was stored for yet (a host or link a reload added). */
   static unstored(value: string, at: number): Durable {
     return new Durable(undefined, 0, { value, at });
+  }
+
+  /** A digest of `value`, made once per value: the answers' etags are built of these. */
+  get tag(): string | undefined {
+    if (this.value === undefined) return undefined;
+    if (this.tagged?.value !== this.value) this.tagged = { value: this.value, tag: sha256Hex(this.value).slice(0, 32) };
+    return this.tagged.tag;
   }
 
   /** The value as it will be once everything is stored: what a new render is compared with. */

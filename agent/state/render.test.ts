@@ -121,8 +121,8 @@ describe("renderDesiredState", () => {
       timing,
     });
     const { firewall, ...host } = state;
-    const answer = desiredStateJson(JSON.stringify(host), JSON.stringify(firewall.allow), 3, 1);
-    expect(desiredStateSchema.parse(JSON.parse(answer))).toEqual({ ...state, generation: 3, serverTime: 1 });
+    const answer = desiredStateJson(JSON.stringify(host), JSON.stringify(firewall.allow), 3, 1, "ab".repeat(32));
+    expect(desiredStateSchema.parse(JSON.parse(answer))).toEqual({ ...state, generation: 3, etag: "ab".repeat(32), serverTime: 1 });
   });
 
   it("gives a standby host no peers and no routes, but its probe targets", () => {

@@ -3,7 +3,7 @@
 // costs the size of its own output; the firewall allowlist, the same for every host of a link, is
 // kept once per link (Allowlist) and spliced into each answer (desiredStateJson).
 import { connectedPairs, type Host, type Link, type Location } from "../../lib/topology";
-import { DEFAULT_HOST_CHECK_PORT, PROTOCOL_VERSION, type DesiredState, type HostCheckTarget, type PeerHost, type PeerLocation } from "../protocol";
+import { DEFAULT_HOST_CHECK_PORT, PROTOCOL_VERSION, type DesiredState, type HostCheckTarget, type PeerHost, type PeerLocation, type UnchangedState } from "../protocol";
 
 /** What a host reported that renders use: addresses where the topology names none, its host-check port. */
 export interface ReportedHost {
@@ -69,7 +69,7 @@ export interface RenderInput {
 }
 
 /** The desired state without the firewall allowlist (kept per link), `generation` and `serverTime` (added per answer). */
-export type RenderedHost = Omit<DesiredState, "firewall" | "generation" | "serverTime">;
+export type RenderedHost = Omit<DesiredState, "firewall" | "generation" | "etag" | "serverTime">;
 
 export function renderHost(input: RenderInput): RenderedHost {
   const { index, hostId, role } = input;
@@ -173,6 +173,11 @@ export class Allowlist {
 }
 
 /** One answer: a host's rendered state (JSON) with its link's allowlist (JSON array) and the per-answer fields. */
-export function desiredStateJson(hostJson: string, allowJson: string, generation: number, serverTime: number): string {
-  return `${hostJson.slice(0, -1)},"firewall":{"allow":${allowJson}},"generation":${generation},"serverTime":${serverTime}}`;
+export function desiredStateJson(hostJson: string, allowJson: string, generation: number, serverTime: number, etag: string): string {
+  return `${hostJson.slice(0, -1)},"firewall":{"allow":${allowJson}},"generation":${generation},"etag":"${etag}","serverTime":${serverTime}}`;
+}
+
+/** The answer to an agent that already holds the state `etag` names. */
+export function unchangedStateJson(hostId: string, generation: number, serverTime: number, etag: string): string {
+  return JSON.stringify({ protocol: PROTOCOL_VERSION, generation, hostId, unchanged: true, etag, serverTime } satisfies UnchangedState);
 }

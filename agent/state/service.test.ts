@@ -6,7 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import type { TopologyInput } from "../../lib/topology";
-import { API, MAX_BODY_BYTES, desiredStateSchema, errorResponseSchema, offlineResponseSchema, type DesiredState } from "../protocol";
+import { API, MAX_BODY_BYTES, desiredStateSchema, errorResponseSchema, offlineResponseSchema, unchangedStateSchema, type DesiredState } from "../protocol";
 import { deriveHostSecret, deriveKey } from "../signing";
 import { runStateCli } from "./cli";
 import { memoryLogger } from "./log";
@@ -80,6 +80,15 @@ function env() {
     return service;
   };
   return { dir, dataDir: join(dir, "data"), topologyFile, logger, writeTopology, start };
+}
+
+/** A poll as an agent that holds the state named `etag` sends it; the answer's body, checked to be signed. */
+async function pollAnswer(service: StateService, hostId: string, generation: number, wait: boolean, etag?: string): Promise<string> {
+  const body = JSON.stringify({ protocol: 1, hostId, generation, wait, ...(etag && { etag }), report: report() });
+  const answer = await signedCall(service.url, agent, { hostId, secret: secret(hostId), path: API.poll, body });
+  expect(answer.status, answer.body).toBe(200);
+  expect(answer.signed).toBe(true);
+  return answer.body;
 }
 
 async function poll(service: StateService, hostId: string, generation: number, wait: boolean, overrides = {}): Promise<DesiredState> {
@@ -250,6 +259,29 @@ describe("state service", () => {
     store.failing = false;
     expect((await bye).status).toBe(200);
     expect(await poll(service, "aws-b", seen, true)).toMatchObject({ role: "active", activeHost: "aws-b" });
+  });
+
+  it("answers an agent that holds the current state with an unchanged state, and with the whole state once it changed", async () => {
+    const e = env();
+    const service = await e.start();
+    const seen = await allOnline(service);
+    const whole = await poll(service, "aws-b", 0, false);
+    const unchanged = unchangedStateSchema.parse(JSON.parse(await pollAnswer(service, "aws-b", seen, false, whole.etag)));
+    expect(unchanged).toEqual({ protocol: 1, generation: seen, hostId: "aws-b", unchanged: true, etag: whole.etag, serverTime: expect.any(Number) });
+
+    // A held long-poll with that etag is answered with the whole new state when the host's role changes.
+    const held = pollAnswer(service, "aws-b", seen, true, whole.etag);
+    await vi.waitFor(() => expect(service.core.heldPolls()).toBe(1));
+    expect((await offline(service, "aws-a")).status).toBe(200);
+    const changed = desiredStateSchema.parse(JSON.parse(await held));
+    expect(changed).toMatchObject({ role: "active", peers: [{ location: "office" }] });
+    expect(changed.etag).not.toBe(whole.etag);
+    // The etag of the state before names nothing now.
+    expect(desiredStateSchema.parse(JSON.parse(await pollAnswer(service, "aws-b", changed.generation, false, whole.etag))).etag).toBe(changed.etag);
+    // A change of the link's allowlist alone changes every host's etag too.
+    const office = await poll(service, "off-a", 0, false);
+    await poll(service, "off-a", office.generation, false, { publicAddress: "198.18.2.9" });
+    expect(desiredStateSchema.parse(JSON.parse(await pollAnswer(service, "aws-b", changed.generation, false, changed.etag))).firewall.allow).toContain("198.18.2.9");
   });
 
   it("restarts from the same data directory with the same generation, PSKs and roles, and no decision", async () => {

@@ -41,7 +41,9 @@ export function selfSignedCertificate(opts: { commonName?: string; names?: strin
     ),
   );
   const serial = randomBytes(16);
-  serial[0] = serial[0]! & 0x7f; // positive INTEGER
+  // A positive INTEGER in minimal DER: top bit clear, and a first byte that is not zero (a leading
+  // zero byte is illegal padding when the next byte is below 0x80). 126 random bits remain.
+  serial[0] = (serial[0]! & 0x3f) | 0x40;
   const tbs = seq(
     tagged(0xa0, integer(Buffer.from([2]))), // version 3
     integer(serial),

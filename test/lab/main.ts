@@ -209,7 +209,7 @@ async function bench(opts: Options): Promise<void> {
     };
     row("agent start -> first packet", "start");
     row("  of which node start-up + config load", "processStart");
-    row("1 crash (kill -9 + cables cut)", "crash");
+    row("1 crash (cables cut + kill -9)", "crash");
     row("2 graceful stop (SIGTERM)", "graceful");
     row("3 partition (peers unreachable)", "partition");
     row(`4 preferred host back (after ${backoff} s backoff)`, "takeBack");
