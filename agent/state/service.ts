@@ -12,6 +12,9 @@ import type { StateStore } from "./store";
 import { certificateFingerprint, keyMatchesCertificate } from "./tls";
 import { loadTopologyFile, watchTopologyFile } from "./topology-source";
 
+/** Pending connections the kernel queues (capped by net.core.somaxconn). */
+const LISTEN_BACKLOG = 4096;
+
 export interface StateServiceOptions {
   /** The topology document (JSON); reloaded on change and on SIGHUP. */
   topologyFile: string;
@@ -78,7 +81,8 @@ export async function startStateService(opts: StateServiceOptions): Promise<Stat
   const listen = opts.listen ?? { host: "0.0.0.0", port: DEFAULT_STATE_PORT };
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
-    server.listen(listen.port, listen.host, () => {
+    // Every agent reconnects at once after a restart: a deep accept queue keeps their SYNs from being dropped.
+    server.listen({ port: listen.port, host: listen.host, backlog: LISTEN_BACKLOG }, () => {
       server.off("error", reject);
       resolve();
     });
