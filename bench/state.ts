@@ -423,7 +423,8 @@ async function stop(proc: ChildProcess) {
   if (proc.exitCode === null) proc.kill("SIGKILL");
 }
 
-const fmt = (n: number, digits = 1) => (Number.isNaN(n) ? "-" : n.toFixed(digits));
+// NaN comes back from a child process as null (JSON).
+const fmt = (n: number | null, digits = 1) => (n === null || Number.isNaN(n) ? "-" : n.toFixed(digits));
 
 async function main() {
   const args = process.argv.slice(2);
