@@ -331,9 +331,16 @@ describe("failover engine properties", () => {
         const restored = FailoverEngine.restore(world.topology, snapshot, h.now);
         expect(restored.evaluate(h.now)).toEqual([]);
         expect(restored.generation).toBe(h.engine.generation);
-        // Host checks are not persisted: a partitioned host shows as available until judged again, a silent one as heard.
+        // Host checks and silence are not persisted: a partitioned host shows as unjudged, a silent one as
+        // heard again. That is available, or in backoff when it handed its role over for its silence
+        // within its backoff (heard again, it would be in backoff too).
+        const inBackoff = (v: HostView) => v.role !== "active" && v.offlineSince !== null && h.now < v.offlineSince + world.specs.get(v.hostId)!.backoff * 1000;
         const unjudged = (views: HostView[]) =>
-          views.map((v) => ({ ...v, silent: false, ...(v.status === "partitioned" || v.status === "silent" ? { status: "available", eligible: true } : {}) }));
+          views.map((v) => ({
+            ...v,
+            silent: false,
+            ...(v.status === "partitioned" || v.status === "silent" ? (inBackoff(v) ? { status: "backoff", eligible: false } : { status: "available", eligible: true }) : {}),
+          }));
         expect(unjudged(restored.hosts())).toEqual(unjudged(h.engine.hosts()));
       }),
       { numRuns: 150 },

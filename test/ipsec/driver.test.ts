@@ -305,10 +305,11 @@ secrets { ike-operator { secret = operator-own-secret-0123456789 } }
     const logged = logLines.length;
     try {
       await quick.apply([westSeenFromEast(lab, lab.b)], selfOf(lab.a));
-      await sleep(100);
+      // b refuses until it applies: the driver initiates again on its own, long before its periodic
+      // check (quick retries at 0.2, 0.6, 1.4 s after the first initiation).
+      await expect.poll(() => logLines.slice(logged).some((line) => line.includes("initiating again")), { timeout: 3_000 }).toBe(true);
       await b.apply([eastSeenFromWest(lab)], selfOf(lab.b));
       await expect.poll(() => quick.tunnels()[0]?.state, { timeout: 10_000 }).toBe("up");
-      expect(logLines.slice(logged).some((line) => line.includes("initiating again"))).toBe(true);
     } finally {
       await quick.close();
       recorded = sessionA();
