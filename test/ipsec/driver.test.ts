@@ -316,6 +316,8 @@ secrets { ike-operator { secret = operator-own-secret-0123456789 } }
       a = driverFor(lab.a, recorded);
       a.onChange(() => changes.push(a.tunnels()[0]?.state ?? "none"));
       await a.apply([westSeenFromEast(lab, lab.b)], selfOf(lab.a));
+      // The next tests start from a tunnel that is up, as before this one.
+      await expect.poll(() => a.tunnels()[0]?.state, { timeout: 10_000 }).toBe("up");
     }
   });
 
