@@ -152,7 +152,7 @@ function windowProfiler(dir: string) {
       }
       running = false;
       session.post("Profiler.stop", (error, result) => {
-        if (!error) writeFileSync(join(dir, `${process.argv.find((a) => a.startsWith("--role="))!.slice(7)}-${process.pid}.cpuprofile`), JSON.stringify(result.profile));
+        if (!error) writeFileSync(join(dir, `${role}-${process.pid}.cpuprofile`), JSON.stringify(result.profile));
       });
     },
   };

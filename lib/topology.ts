@@ -86,15 +86,17 @@ const CANONICAL_IPV4 = /^(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|
 
 type Checked = { value: string; problem?: undefined } | { value?: undefined; problem: string };
 
+const UNSPECIFIED = "must not be the unspecified address (0.0.0.0 or ::)";
+
 /** A host address normalized (`fd00::1`), or why `text` cannot be a host's address. */
 function checkHostAddress(text: string): Checked {
   if (CANONICAL_IPV4.test(text)) {
-    return text === "0.0.0.0" ? { problem: "must not be the unspecified address (0.0.0.0 or ::)" } : { value: text };
+    return text === "0.0.0.0" ? { problem: UNSPECIFIED } : { value: text };
   }
   const address = parseAddress(text);
   if (!address) return { problem: "must be an IPv4 or IPv6 address" };
   if (text.includes("%")) return { problem: "must be an address without a zone id (%...)" };
-  if (address.range() === "unspecified") return { problem: "must not be the unspecified address (0.0.0.0 or ::)" };
+  if (address.range() === "unspecified") return { problem: UNSPECIFIED };
   if (address.kind() === "ipv6" && (address as ipaddr.IPv6).isIPv4MappedAddress()) {
     return { problem: `is an IPv4-mapped IPv6 address: write it as IPv4 (${(address as ipaddr.IPv6).toIPv4Address().toString()})` };
   }
@@ -112,12 +114,6 @@ function checkRoute(text: string): Checked {
   }
   return { value: cidr.text };
 }
-
-/** Why `text` cannot be a host's address, or undefined when it can. */
-export const hostAddressProblem = (text: string): string | undefined => checkHostAddress(text).problem;
-
-/** Why `text` cannot be a route (network CIDR), or undefined when it can. */
-export const routeProblem = (text: string): string | undefined => checkRoute(text).problem;
 
 /** A string schema that checks and normalizes in one pass. */
 const normalizing = (check: (text: string) => Checked) =>
@@ -303,7 +299,7 @@ function crossFieldIssues(input: unknown): TopologyIssue[] {
         noteDuplicate(privateAddresses, normalizedAddress(isRecord(host) ? host.privateAddress : undefined), `${hostPath}.privateAddress`, "private address in this location", issues);
       });
       arrayAt(location, "routes").forEach((route, ri) => {
-        if (typeof route !== "string" || routeProblem(route)) return;
+        if (typeof route !== "string" || checkRoute(route).problem) return;
         routes.push({ cidr: parseCidr(route), path: `${locationPath}.routes[${ri}]`, location: locationName, locationIndex: oi });
       });
     });

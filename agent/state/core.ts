@@ -184,10 +184,9 @@ export class StateCore {
     const links = new Set<LinkState>();
     if (previous === undefined || addressKey(previous) !== addressKey(report)) {
       // What peers and probers are told about this host changed: its location and the connected ones.
-      const entry = this.hostIndex.get(hostId)!;
-      const link = this.links.get(entry.link.name)!;
+      const link = this.linkOf(hostId);
       if (link.allow.set(hostId, allowedAddresses(link.index.hosts.get(hostId)!.host, report))) links.add(link);
-      hosts.push(...link.index.neighbourhood(entry.location));
+      hosts.push(...link.index.neighbourhood(this.hostIndex.get(hostId)!.location));
     }
     if (decisions.length > 0 || hosts.length > 0) this.commit(decisions, hosts, links, started);
     this.scheduleEvaluate();
@@ -348,7 +347,7 @@ export class StateCore {
   }
 
   private render(host: HostEntry) {
-    const link = this.links.get(host.link.name)!;
+    const link = this.linkOf(host.hostId);
     return renderHost({
       index: link.index,
       hostId: host.hostId,

@@ -7,11 +7,13 @@ export class Durable {
   value: string | undefined;
   /** The generation at which `value` last changed. */
   changedAt: number;
+  /** A digest of `value`, made when it changes: the answers' etags are built of these. */
+  tag: string | undefined;
   pending: { value: string; at: number } | undefined;
-  private tagged: { value: string; tag: string } | undefined;
 
   private constructor(value: string | undefined, changedAt: number, pending?: { value: string; at: number }) {
     this.value = value;
+    this.tag = value === undefined ? undefined : digest(value);
     this.changedAt = changedAt;
     this.pending = pending;
   }
@@ -24,13 +26,6 @@ export class Durable {
   /** A value nothing was stored for yet (a host or link a reload added). */
   static unstored(value: string, at: number): Durable {
     return new Durable(undefined, 0, { value, at });
-  }
-
-  /** A digest of `value`, made once per value: the answers' etags are built of these. */
-  get tag(): string | undefined {
-    if (this.value === undefined) return undefined;
-    if (this.tagged?.value !== this.value) this.tagged = { value: this.value, tag: sha256Hex(this.value).slice(0, 32) };
-    return this.tagged.tag;
   }
 
   /** The value as it will be once everything is stored: what a new render is compared with. */
@@ -47,7 +42,11 @@ export class Durable {
   settle(durable: number): void {
     if (!this.pending || this.pending.at > durable) return;
     this.value = this.pending.value;
+    this.tag = digest(this.value);
     this.changedAt = this.pending.at;
     this.pending = undefined;
   }
 }
+
+/** 128 bits of SHA-256: names a value, nobody chooses the values. */
+const digest = (value: string) => sha256Hex(value).slice(0, 32);
