@@ -301,6 +301,16 @@ secrets { ike-operator { secret = operator-own-secret-0123456789 } }
     // IKE_SA_INIT may reach the peer before the peer loaded its connection.
     await a.close();
     await b.apply([], selfOf(lab.b));
+    // No SA left from the previous test (b's unload does not always reach a in time): the new driver
+    // would find it up and have nothing to initiate.
+    const vici = new ViciSession(lab.a.charon.viciSocket);
+    try {
+      // One that b's DELETE removes meanwhile is no longer there to terminate: the poll below is the check.
+      for (const sa of await vici.listSas()) for (const name of Object.keys(sa)) await vici.terminate({ ike: name, force: true, timeout: -1 }).catch(() => undefined);
+      await expect.poll(async () => (await vici.listSas()).length, { timeout: 10_000 }).toBe(0);
+    } finally {
+      vici.close();
+    }
     const quick = driverFor(lab.a, undefined, 600_000); // no periodic check during the test
     const logged = logLines.length;
     try {
