@@ -144,6 +144,7 @@ export const timingSchema = z.strictObject(timingFields);
 
 export const desiredStateSchema = z.strictObject({
   protocol: z.literal(PROTOCOL_VERSION),
+  /** When this host's state last changed (not the newest generation of all hosts). */
   generation: z.int().nonnegative(),
   hostId,
   link: name,

@@ -134,10 +134,15 @@ describe("StateCore", () => {
     for (const id of ids) core.heartbeat(id, report());
     await settle();
     let before = await renders(metrics);
+    const s1 = state(core, "s1-1");
     // A decision in spoke s0: s0's hosts and the hub's; s1 and s2 are not connected to s0.
     await core.offline("s0-1", "stop");
     expect((await renders(metrics)) - before).toBe(4);
     expect(state(core, "hub-1").peers.find((p) => p.location === "s0")!.activeHost).toEqual({ id: "s0-2" });
+    expect(state(core, "hub-1").generation).toBe(core.durable);
+    // The others keep their state's generation: they have nothing to apply again, nothing new to report.
+    expect(core.durable).toBeGreaterThan(s1.generation);
+    expect(state(core, "s1-1")).toMatchObject({ generation: s1.generation, etag: s1.etag });
     // A new address of s1-2: probers and peers in s1 and the hub; every host's allowlist, rendered once.
     const seen = core.durable;
     before = await renders(metrics);
@@ -168,7 +173,10 @@ describe("StateCore", () => {
     for (const id of ["a1", "a2", "b1"]) core.heartbeat(id, report());
     await settle();
     const seen = core.durable;
-    expect(state(core, "a2")).toMatchObject({ role: "standby", generation: seen });
+    // A host's state carries the generation it last changed at, at most the newest stored.
+    const before = state(core, "a2");
+    expect(before).toMatchObject({ role: "standby" });
+    expect(before.generation).toBeLessThanOrEqual(seen);
     store.failing = true;
     const stored = core.offline("a1", "stop");
     await settle();
@@ -176,7 +184,7 @@ describe("StateCore", () => {
     expect(core.hosts().find((h) => h.hostId === "a2")!.status).toBe("active");
     expect(core.ready("a2", seen, false)).toBe(false);
     expect(core.answerable("a2")).toBe(true);
-    expect(state(core, "a2")).toMatchObject({ role: "standby", generation: seen });
+    expect(state(core, "a2")).toEqual({ ...before, serverTime: expect.any(Number) });
     expect(state(core, "b1").peers[0]!.activeHost).toEqual({ id: "a1" });
     expect(logger.lines.some((l) => /"event":"store-error","during":"decisions","message":"disk I\/O error".*"retryMs":500/.test(l))).toBe(true);
     store.failing = false;

@@ -252,8 +252,11 @@ export class StateCore {
     if (cell?.value === undefined || allow?.value === undefined) return undefined;
     const current = cell.tag! + allow.tag!;
     const now = this.clock.wallNow();
-    if (etag === current) return unchangedStateJson(hostId, this.durableValue, now, current);
-    return desiredStateJson(cell.value, allow.value, this.durableValue, now, current);
+    // The generation of this host's state, not the newest of all: a decision elsewhere must not
+    // have every agent apply again, report a new applied generation and have it stored.
+    const generation = Math.max(cell.changedAt, allow.changedAt);
+    if (etag === current) return unchangedStateJson(hostId, generation, now, current);
+    return desiredStateJson(cell.value, allow.value, generation, now, current);
   }
 
   /**
