@@ -1,5 +1,6 @@
 // The host URI: everything an agent needs to reach its state service.
 //   sitelink://hostId:secret@host[:port][,host2[:port]…]?fp=<sha256 of the server certificate>
+import type { TLSSocket } from "node:tls";
 import { isAddress } from "../lib/net";
 import { HOST_ID_PATTERN } from "../lib/topology";
 
@@ -61,6 +62,12 @@ export function normalizeFingerprint(text: string): string {
   const hex = text.replace(/:/g, "").toLowerCase();
   if (!/^[0-9a-f]{64}$/.test(hex)) throw new UriError(`fingerprint "${text}" is not a SHA-256 hex digest`);
   return hex;
+}
+
+/** The fingerprint of the certificate a connected TLS peer showed, as URIs pin it; "" when it showed none. */
+export function peerFingerprint(socket: TLSSocket): string {
+  const fingerprint = socket.getPeerCertificate()?.fingerprint256;
+  return fingerprint ? normalizeFingerprint(fingerprint) : "";
 }
 
 function parseEndpoint(text: string): StateEndpoint {

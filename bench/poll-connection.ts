@@ -7,6 +7,7 @@
 import { randomBytes } from "node:crypto";
 import tls from "node:tls";
 import { HEADERS, signRequest, verifyResponse } from "../agent/signing";
+import { peerFingerprint } from "../agent/uri";
 
 export interface PollAnswer {
   status: number;
@@ -52,8 +53,7 @@ export class PollConnection {
     // No session reuse: a resumed TLS 1.3 session shows no certificate to check.
     const socket = tls.connect({ host: this.target.host, port: this.target.port, rejectUnauthorized: false });
     socket.once("secureConnect", () => {
-      const seen = socket.getPeerCertificate().fingerprint256?.replace(/:/g, "").toLowerCase();
-      if (seen !== this.target.fingerprint) socket.destroy(new Error("certificate does not match the pinned fingerprint"));
+      if (peerFingerprint(socket) !== this.target.fingerprint) socket.destroy(new Error("certificate does not match the pinned fingerprint"));
     });
     socket.on("data", (chunk: Buffer) => this.receive(chunk));
     // A socket already replaced (closed after its answer) no longer speaks for this connection.

@@ -8,7 +8,7 @@
 import https from "node:https";
 import type { Duplex } from "node:stream";
 import type { TLSSocket } from "node:tls";
-import { normalizeFingerprint } from "../uri";
+import { normalizeFingerprint, peerFingerprint } from "../uri";
 
 const HANDSHAKE_TIMEOUT_MS = 10_000;
 
@@ -40,9 +40,7 @@ export class PinnedAgent extends https.Agent {
     socket.once("secureConnect", () => {
       socket.setTimeout(0);
       socket.off("error", onError);
-      const cert = socket.getPeerCertificate();
-      const fingerprint = cert?.fingerprint256 ? normalizeFingerprint(cert.fingerprint256) : "";
-      if (!this.pins.has(fingerprint)) {
+      if (!this.pins.has(peerFingerprint(socket))) {
         // destroy() without an error: nobody listens for 'error' on the socket any more.
         socket.destroy();
         callback?.(new PinMismatchError(endpoint), socket);

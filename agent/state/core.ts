@@ -212,7 +212,7 @@ export class StateCore {
     if (!cell) return true;
     const allow = this.linkOf(hostId).allowJson;
     if (cell.pending || !allow || allow.pending) return false;
-    return !wait || Math.max(cell.changedAt, allow.changedAt) > seen || seen > this.durableValue;
+    return !wait || stateGeneration(cell, allow) > seen || seen > this.durableValue;
   }
 
   /** True when the host has a stored state to answer with (a host a reload just added may not yet), or was removed. */
@@ -252,9 +252,7 @@ export class StateCore {
     if (cell?.value === undefined || allow?.value === undefined) return undefined;
     const current = cell.tag! + allow.tag!;
     const now = this.clock.wallNow();
-    // The generation of this host's state, not the newest of all: a decision elsewhere must not
-    // have every agent apply again, report a new applied generation and have it stored.
-    const generation = Math.max(cell.changedAt, allow.changedAt);
+    const generation = stateGeneration(cell, allow);
     if (etag === current) return unchangedStateJson(hostId, generation, now, current);
     return desiredStateJson(cell.value, allow.value, generation, now, current);
   }
@@ -548,6 +546,15 @@ export class StateCore {
     if (decisions.length > 0) this.commit(decisions, [], new Set(), started);
     this.scheduleEvaluate();
   }
+}
+
+/**
+ * The generation of a host's state: when it or its link's allowlist last changed, not the newest
+ * of all. Answers carry it and long-polls wake on it, so a decision elsewhere does not have every
+ * agent apply again, report a new applied generation and have its report stored.
+ */
+function stateGeneration(cell: Durable, allow: Durable): number {
+  return Math.max(cell.changedAt, allow.changedAt);
 }
 
 /** The parts of a report worth storing; probe ages and round-trip times change on every report. */

@@ -68,7 +68,7 @@ export interface RenderInput {
   hostCheckKey: string;
 }
 
-/** The desired state without the firewall allowlist (kept per link), `generation` and `serverTime` (added per answer). */
+/** The desired state without the firewall allowlist (kept per link), `generation`, `etag` and `serverTime` (added per answer). */
 export type RenderedHost = Omit<DesiredState, "firewall" | "generation" | "etag" | "serverTime">;
 
 export function renderHost(input: RenderInput): RenderedHost {

@@ -5,6 +5,7 @@ import https from "node:https";
 import type { TLSSocket } from "node:tls";
 import type { HostReport } from "../protocol";
 import { HEADERS, signRequest, verifyResponse } from "../signing";
+import { peerFingerprint } from "../uri";
 
 export interface SignedCall {
   hostId: string;
@@ -41,8 +42,7 @@ export class PinnedTestAgent extends https.Agent {
   override createConnection(options: https.RequestOptions, callback?: unknown): TLSSocket {
     const socket = (https.Agent.prototype.createConnection as (o: https.RequestOptions, cb?: unknown) => TLSSocket).call(this, options, callback);
     socket.once("secureConnect", () => {
-      const seen = socket.getPeerCertificate().fingerprint256?.replace(/:/g, "").toLowerCase();
-      if (seen !== this.fingerprint) socket.destroy(new Error("certificate does not match the pinned fingerprint"));
+      if (peerFingerprint(socket) !== this.fingerprint) socket.destroy(new Error("certificate does not match the pinned fingerprint"));
     });
     return socket;
   }
