@@ -8,14 +8,14 @@ import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { deriveHostSecret } from "../agent/signing";
+import { deriveHostSecret } from "../agent/contract/signing";
 import { memoryLogger } from "../agent/state/log";
 import { startStateService } from "../agent/state/service";
 import { selfSignedCertificate } from "../agent/state/tls";
 import { createLogger } from "../agent/host/log";
 import { ReconcileLoop } from "../agent/host/reconcile";
 import { StateClient } from "../agent/host/state-client";
-import type { HostCheckResult } from "../agent/protocol";
+import type { HostCheckResult } from "../agent/contract/protocol";
 
 const ROUNDS = 20;
 const masterKey = randomBytes(32);

@@ -8,12 +8,12 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
-import type { HostCheckResult, HostReport } from "../agent/protocol";
+import type { HostCheckResult, HostReport } from "../agent/contract/protocol";
 import { StateCore } from "../agent/state/core";
 import { FailoverEngine } from "../agent/state/engine";
 import { SqliteStore } from "../agent/state/sqlite-store";
-import { report as minimalReport } from "../agent/state/testkit";
-import { parseTopology, type TopologyInput } from "../lib/topology";
+import { report as minimalReport } from "../test/support/state-testkit";
+import { parseTopology, type TopologyInput } from "../agent/contract/topology";
 
 const HOSTS = Number(process.argv[2] ?? 10_000);
 const SECONDS = Number(process.argv[3] ?? 20);

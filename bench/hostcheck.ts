@@ -1,7 +1,7 @@
 // Host-check figures on loopback: probe round-trip percentiles, and how long after a peer's
 // listener dies the prober reports the flip (default timing: probe every 0.25 s, timeout 0.4 s).
 // Run: npx tsx bench/hostcheck.ts
-import { DEFAULTS } from "../lib/topology";
+import { DEFAULTS } from "../agent/contract/topology";
 import { HostCheckListener } from "../agent/host/hostcheck/listener";
 import { HostCheckProber, probe } from "../agent/host/hostcheck/prober";
 

@@ -6,8 +6,8 @@
 // It speaks only what the service answers: HTTP/1.1 with content-length, one request at a time.
 import { randomBytes } from "node:crypto";
 import tls from "node:tls";
-import { HEADERS, signRequest, verifyResponse } from "../agent/signing";
-import { peerFingerprint } from "../agent/uri";
+import { HEADERS, signRequest, verifyResponse } from "../agent/contract/signing";
+import { peerFingerprint } from "../agent/contract/uri";
 
 export interface PollAnswer {
   status: number;

@@ -2,7 +2,7 @@
 // otherwise the IPv4 address of the interface that carries the default route.
 import { readFileSync } from "node:fs";
 import { networkInterfaces, type NetworkInterfaceInfo } from "node:os";
-import { parseAddress } from "../../lib/net";
+import { parseAddress } from "../contract/net";
 
 export interface HostAddresses {
   publicAddress?: string;

@@ -3,7 +3,7 @@
 // SIGHUP reloads agent.json: firewall, remove-routes, host-check, mtu and log level apply at once; changes
 // that need new seams (URIs, provider, addresses, VICI socket, ports) are logged as needing a restart.
 import { rm } from "node:fs/promises";
-import type { AgentConfig } from "./config";
+import type { AgentConfig } from "../contract/agent-config";
 import { loadConfig } from "./config-file";
 import { detectAddresses } from "./addresses";
 import { createLogger, errorMessage, type Logger } from "./log";
@@ -11,7 +11,7 @@ import { ReconcileLoop, type ReconcileOptions, type SelfInfo } from "./reconcile
 import { StateClient } from "./state-client";
 import { writeStatus, type AgentStatus } from "./status";
 import { resolveHostUri, type UriSourceOptions } from "./uri-sources";
-import { agentVersion } from "./version";
+import { agentVersion } from "../contract/version";
 import { StrongswanDriver } from "./ipsec/driver";
 import { IptablesFirewall } from "./firewall";
 import { IptablesMssClamp } from "./mss-clamp";

@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { runAgentCli } from "./cli";
 import { ACTIVE_STATUS_LINE, writeStatus, type AgentStatus } from "./status";
-import { agentVersion } from "./version";
+import { agentVersion } from "../contract/version";
 
 const SECRET = "c2VjcmV0LXNlY3JldC1zZWNyZXQ";
 const FP = "ab".repeat(32);

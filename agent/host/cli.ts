@@ -2,12 +2,12 @@
 // run the daemon. Exit codes: 0 done, 1 failed (bad config, not found, daemon error), 2 usage error.
 // A running agent picks up edits on SIGHUP (`systemctl reload sitelink-agent`).
 import { dirname } from "node:path";
-import { DEFAULT_CONFIG_PATH, ROUTE_PROVIDERS, type AgentConfig, type RouteProviderName } from "./config";
+import { DEFAULT_CONFIG_PATH, ROUTE_PROVIDERS, type AgentConfig, type RouteProviderName } from "../contract/agent-config";
 import { ConfigError, loadConfig, saveConfig } from "./config-file";
 import { DEFAULT_STATUS_PATH, StatusError, formatStatus, readStatus } from "./status";
-import { agentVersion } from "./version";
+import { agentVersion } from "../contract/version";
 import { UriSourceError, describeUriSource } from "./uri-source-names";
-import { parseHostUri, redactHostUri, UriError } from "../uri";
+import { parseHostUri, redactHostUri, UriError } from "../contract/uri";
 
 export interface CliIo {
   out(text: string): void;

@@ -1,7 +1,7 @@
 // Loads, validates and saves agent.json. The file holds host URIs (secrets), so it is kept at
 // mode 0600: written that way, and tightened on load when someone loosened it.
 import { chmod, readFile, stat } from "node:fs/promises";
-import { agentConfigSchema, type AgentConfig, type AgentConfigInput } from "./config";
+import { agentConfigSchema, type AgentConfig, type AgentConfigInput } from "../contract/agent-config";
 import { writeFileAtomic } from "./atomic-file";
 
 export const CONFIG_MODE = 0o600;

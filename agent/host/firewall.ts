@@ -1,8 +1,8 @@
 // The agent's own allowlist: chain SITELINK in iptables and ip6tables, jumped to from the top of
 // INPUT. It admits UDP 500/4500 and TCP host-check traffic only from link host addresses and drops
 // those ports from anyone else; every other packet passes through untouched.
-import { DEFAULT_HOST_CHECK_PORT } from "../protocol";
-import { parseAddress } from "../../lib/net";
+import { DEFAULT_HOST_CHECK_PORT } from "../contract/protocol";
+import { parseAddress } from "../contract/net";
 import { chainInPlace, commandReason, IPTABLES_FAMILIES, loadChain, removeChain, type IptablesFamily, type OwnChain } from "./iptables";
 import { runCommand, type CommandRunner } from "./routes/command";
 import type { Firewall } from "./types";

@@ -2,7 +2,7 @@
 // the MSS of TCP SYNs to and from the remote subnets instead (IPv4: MTU − 40, IPv6: MTU − 60), in its
 // own chain SITELINK-MSS of the mangle table, jumped to from FORWARD (routed site traffic) and OUTPUT
 // (traffic of this host). TCPMSS --set-mss never raises a smaller MSS. Other rules are never touched.
-import { parseCidr } from "../../lib/net";
+import { parseCidr } from "../contract/net";
 import { chainInPlace, commandReason, IPTABLES_FAMILIES, loadChain, removeChain, type IptablesFamily, type OwnChain } from "./iptables";
 import { runCommand, type CommandRunner } from "./routes/command";
 import type { MssClamp } from "./types";

@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it, vi } from "vitest";
-import type { DesiredState, HostCheckResult, HostCheckTarget, PeerLocation, TunnelReport } from "../protocol";
-import { PROTOCOL_VERSION } from "../protocol";
+import type { DesiredState, HostCheckResult, HostCheckTarget, PeerLocation, TunnelReport } from "../contract/protocol";
+import { PROTOCOL_VERSION } from "../contract/protocol";
 import { ReconcileLoop, type ReconcileDeps, type ReconcileOptions } from "./reconcile";
 import { StateClientError, type PollInput, type StateApi } from "./state-client";
 import type { Firewall, HostChecker, IpsecDriver, MssClamp, RouteProvider } from "./types";

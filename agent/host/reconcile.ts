@@ -5,8 +5,8 @@
 // differs, so a re-run (next round, or after a crash with nothing remembered) is harmless; every
 // VERIFY_MS it also checks that what it applied is still in place (someone flushed the firewall
 // chain, deleted a route) and restores it. A part that fails is retried with a growing delay.
-import type { DesiredState, HostReport } from "../protocol";
-import { DEFAULTS } from "../../lib/topology";
+import type { DesiredState, HostReport } from "../contract/protocol";
+import { DEFAULTS } from "../contract/topology";
 import { backoffDelay, FailureBackoff, MAX_TIMER_MS } from "./backoff";
 import type { Firewall, HostChecker, IpsecDriver, MssClamp, RouteProvider } from "./types";
 import type { StateApi } from "./state-client";

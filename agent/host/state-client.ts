@@ -12,9 +12,9 @@ import {
   type DesiredState,
   type HostReport,
   type OfflineResponse,
-} from "../protocol";
-import { HEADERS, signRequest, verifyResponse, type SignedHeaders } from "../signing";
-import type { HostUri, StateEndpoint } from "../uri";
+} from "../contract/protocol";
+import { HEADERS, signRequest, verifyResponse, type SignedHeaders } from "../contract/signing";
+import type { HostUri, StateEndpoint } from "../contract/uri";
 import { MAX_TIMER_MS } from "./backoff";
 import { PinnedAgent } from "./pinned-agent";
 import type { z } from "zod";

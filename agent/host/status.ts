@@ -2,7 +2,7 @@
 // reads it and prints tables. It holds no secrets (no PSK, no key, no URI), so it is 0644.
 import { readFile } from "node:fs/promises";
 import { z } from "zod";
-import { hostCheckResultSchema, routeReportSchema, tunnelReportSchema } from "../protocol";
+import { hostCheckResultSchema, routeReportSchema, tunnelReportSchema } from "../contract/protocol";
 import { writeFileAtomic } from "./atomic-file";
 
 export const DEFAULT_STATUS_PATH = "/run/sitelink/status.json";

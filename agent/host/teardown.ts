@@ -3,7 +3,7 @@
 // uninstalled one must not. This unloads the agent's own (`sitelink-`) connections and PSKs from
 // charon, closing their SAs, and removes its firewall and MSS chains. Nothing else in charon or
 // iptables is touched, so an operator's other tunnels on a shared host stay up.
-import type { AgentConfig } from "./config";
+import type { AgentConfig } from "../contract/agent-config";
 import { IptablesFirewall } from "./firewall";
 import { NAME_PREFIX } from "./ipsec/render";
 import { errorMessage } from "./log";

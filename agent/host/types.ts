@@ -1,6 +1,6 @@
 // The seams of the agent: the reconcile loop drives these; each has one implementation module
 // (or one per provider) and is tested on its own.
-import type { DesiredState, HostCheckResult, HostCheckTarget, PeerLocation, TunnelReport } from "../protocol";
+import type { DesiredState, HostCheckResult, HostCheckTarget, PeerLocation, TunnelReport } from "../contract/protocol";
 
 /** Makes strongSwan (charon, over VICI) carry exactly the desired tunnels. */
 export interface IpsecDriver {

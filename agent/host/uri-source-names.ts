@@ -1,6 +1,6 @@
 // Names and errors of URI sources, apart from the readers: the CLI needs these without loading the
 // AWS SDK that reading from SSM needs (it would slow every `sitelink` command).
-import type { UriSource } from "./config";
+import type { UriSource } from "../contract/agent-config";
 
 export class UriSourceError extends Error {
   constructor(message: string) {

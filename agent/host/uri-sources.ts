@@ -1,8 +1,8 @@
 // Host URIs kept outside agent.json: an AWS SSM SecureString parameter or a GCP Secret Manager
 // secret, each readable only by the host's own cloud identity. Errors never contain the secret.
 import type { SSMClient } from "@aws-sdk/client-ssm";
-import type { AgentConfig, UriSource } from "./config";
-import { parseHostUri, type HostUri } from "../uri";
+import type { AgentConfig, UriSource } from "../contract/agent-config";
+import { parseHostUri, type HostUri } from "../contract/uri";
 import { UriSourceError, describeUriSource } from "./uri-source-names";
 
 export const GCP_METADATA_URL = "http://metadata.google.internal";

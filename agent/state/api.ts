@@ -3,9 +3,9 @@
 // nothing; every answer to an authenticated request is signed.
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { z } from "zod";
-import { formatPath } from "../../lib/topology";
-import { API, MAX_BODY_BYTES, PROTOCOL_VERSION, offlineRequestSchema, pollRequestSchema, type ErrorResponse, type OfflineResponse } from "../protocol";
-import { HEADERS, NonceCache, signResponse, verifyRequest, type VerifyFailure } from "../signing";
+import { formatPath } from "../contract/topology";
+import { API, MAX_BODY_BYTES, PROTOCOL_VERSION, offlineRequestSchema, pollRequestSchema, type ErrorResponse, type OfflineResponse } from "../contract/protocol";
+import { HEADERS, NonceCache, signResponse, verifyRequest, type VerifyFailure } from "../contract/signing";
 import type { HostEntry, StateCore } from "./core";
 import type { ServiceMetrics, RequestOutcome } from "./metrics";
 

@@ -3,8 +3,8 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync, 
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it, vi } from "vitest";
-import { deriveHostSecret } from "../signing";
-import { PinnedTestAgent, report, signedCall } from "./testkit";
+import { deriveHostSecret } from "../contract/signing";
+import { PinnedTestAgent, report, signedCall } from "../../test/support/state-testkit";
 import { DATA_FILES, formatStatus, parseListen, readMasterKey, runStateCli } from "./cli";
 import { SqliteStore } from "./sqlite-store";
 

@@ -2,9 +2,9 @@
 import { randomBytes } from "node:crypto";
 import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { connectedPairs, type Topology } from "../../lib/topology";
-import { DEFAULT_STATE_PORT } from "../uri";
-import { decodeMasterKey, MASTER_KEY_BYTES } from "../signing";
+import { connectedPairs, type Topology } from "../contract/topology";
+import { DEFAULT_STATE_PORT } from "../contract/uri";
+import { decodeMasterKey, MASTER_KEY_BYTES } from "../contract/signing";
 import type { HostView } from "./engine";
 import { jsonLogger } from "./log";
 import { startStateService } from "./service";

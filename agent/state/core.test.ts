@@ -5,14 +5,14 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { parseTopology, type TopologyInput } from "../../lib/topology";
-import { desiredStateSchema, type DesiredState } from "../protocol";
+import { parseTopology, type TopologyInput } from "../contract/topology";
+import { desiredStateSchema, type DesiredState } from "../contract/protocol";
 import { StateCore, replayDecisions, type Clock, type CoreOptions } from "./core";
 import type { Decision } from "./engine";
 import { memoryLogger } from "./log";
 import { ServiceMetrics } from "./metrics";
 import { SqliteStore } from "./sqlite-store";
-import { report } from "./testkit";
+import { report } from "../../test/support/state-testkit";
 
 const dirs: string[] = [];
 afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));

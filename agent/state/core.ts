@@ -7,9 +7,9 @@
 //   really changed are woken.
 // - Two clocks: the engine runs on a monotonic clock (a wall-clock step is no silence); what is
 //   stored and shown (decisions, events, reports, snapshot, status) is wall-clock time.
-import { connectedPairs, type Link, type Topology } from "../../lib/topology";
-import type { HostReport } from "../protocol";
-import { deriveHostSecret, deriveKey } from "../signing";
+import { connectedPairs, type Link, type Topology } from "../contract/topology";
+import type { HostReport } from "../contract/protocol";
+import { deriveHostSecret, deriveKey } from "../contract/signing";
 import { Durable } from "./durable";
 import { FailoverEngine, type Decision, type EngineSnapshot, type HostView } from "./engine";
 import type { Logger } from "./log";

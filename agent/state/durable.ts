@@ -1,6 +1,6 @@
 // A rendered value that is handed out only once the change that made it is stored: the service
 // answers with `value` (durable) while a newer `pending` one waits for its generation to be written.
-import { sha256Hex } from "../signing";
+import { sha256Hex } from "../contract/signing";
 
 export class Durable {
   /** The newest stored value; undefined until the first one is stored. */

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { parseTopology } from "../../lib/topology";
-import { desiredStateSchema } from "../protocol";
+import { parseTopology } from "../contract/topology";
+import { desiredStateSchema } from "../contract/protocol";
 import { Allowlist, LinkIndex, allowedAddresses, desiredStateJson, renderHost, type RenderInput, type ReportedHost } from "./render";
 
 const topology = parseTopology({

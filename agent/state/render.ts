@@ -2,8 +2,8 @@
 // reported, and the link's secrets. A link is indexed once per topology load, so rendering one host
 // costs the size of its own output; the firewall allowlist, the same for every host of a link, is
 // kept once per link (Allowlist) and spliced into each answer (desiredStateJson).
-import { connectedPairs, type Host, type Link, type Location } from "../../lib/topology";
-import { DEFAULT_HOST_CHECK_PORT, PROTOCOL_VERSION, type DesiredState, type HostCheckTarget, type PeerHost, type PeerLocation, type UnchangedState } from "../protocol";
+import { connectedPairs, type Host, type Link, type Location } from "../contract/topology";
+import { DEFAULT_HOST_CHECK_PORT, PROTOCOL_VERSION, type DesiredState, type HostCheckTarget, type PeerHost, type PeerLocation, type UnchangedState } from "../contract/protocol";
 
 /** What a host reported that renders use: addresses where the topology names none, its host-check port. */
 export interface ReportedHost {

@@ -5,14 +5,14 @@ import { get, request } from "node:https";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
-import type { TopologyInput } from "../../lib/topology";
-import { API, MAX_BODY_BYTES, desiredStateSchema, errorResponseSchema, offlineResponseSchema, unchangedStateSchema, type DesiredState } from "../protocol";
-import { deriveHostSecret, deriveKey } from "../signing";
+import type { TopologyInput } from "../contract/topology";
+import { API, MAX_BODY_BYTES, desiredStateSchema, errorResponseSchema, offlineResponseSchema, unchangedStateSchema, type DesiredState } from "../contract/protocol";
+import { deriveHostSecret, deriveKey } from "../contract/signing";
 import { runStateCli } from "./cli";
 import { memoryLogger } from "./log";
 import { startStateService, type StateService } from "./service";
 import { SqliteStore } from "./sqlite-store";
-import { PinnedTestAgent, report, signedCall, type CallResult } from "./testkit";
+import { PinnedTestAgent, report, signedCall, type CallResult } from "../../test/support/state-testkit";
 import { selfSignedCertificate } from "./tls";
 
 const tls = selfSignedCertificate({ names: ["127.0.0.1"] });

@@ -2,7 +2,7 @@
 // topology reload). Used by `sitelink state serve`, the tests, the lab and the benchmark.
 import { createServer, type Server } from "node:https";
 import type { AddressInfo } from "node:net";
-import { DEFAULT_STATE_PORT } from "../uri";
+import { DEFAULT_STATE_PORT } from "../contract/uri";
 import { createApiHandler } from "./api";
 import { StateCore } from "./core";
 import { jsonLogger, type Logger } from "./log";

@@ -5,7 +5,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import { DATABASE_FILE, SqliteStore } from "./sqlite-store";
 import type { Decision } from "./engine";
 import { sortedPair } from "./store";
-import { report } from "./testkit";
+import { report } from "../../test/support/state-testkit";
 
 const dirs: string[] = [];
 const tempDir = () => {

@@ -1,7 +1,7 @@
 // What the state service keeps across restarts, behind a small asynchronous interface so a
 // PostgreSQL implementation (several replicas) can follow the SQLite one.
 import { randomBytes } from "node:crypto";
-import type { HostReport } from "../protocol";
+import type { HostReport } from "../contract/protocol";
 import type { Decision, EngineSnapshot, HostView } from "./engine";
 
 export interface StoredReport {

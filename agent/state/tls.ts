@@ -1,8 +1,8 @@
 // TLS material of the state service: a self-signed certificate written with node:crypto alone
 // (a minimal X.509 v3 in DER, ECDSA P-256), and the SHA-256 fingerprint agents pin.
 import { X509Certificate, createPrivateKey, generateKeyPairSync, randomBytes, sign } from "node:crypto";
-import { parseAddress } from "../../lib/net";
-import { normalizeFingerprint } from "../uri";
+import { parseAddress } from "../contract/net";
+import { normalizeFingerprint } from "../contract/uri";
 
 /** SHA-256 fingerprint of a PEM certificate: lower-case hex without colons, as in the host URI. */
 export function certificateFingerprint(certPem: string | Buffer): string {

@@ -2,7 +2,7 @@
 // document is validated first; an invalid one is refused and the old one keeps serving.
 import { readFileSync, watch, type FSWatcher } from "node:fs";
 import { basename, dirname } from "node:path";
-import { checkTopology, type Topology, type TopologyIssue } from "../../lib/topology";
+import { checkTopology, type Topology, type TopologyIssue } from "../contract/topology";
 
 export type LoadResult = { ok: true; topology: Topology } | { ok: false; issues: TopologyIssue[] };
 

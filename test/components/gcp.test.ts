@@ -3,10 +3,10 @@
 import { createHash } from "node:crypto";
 import * as pulumi from "@pulumi/pulumi";
 import { beforeAll, describe, expect, it } from "vitest";
-import { agentConfigSchema } from "../../agent/host/config";
-import { deriveHostSecret } from "../../agent/signing";
-import { parseHostUri } from "../../agent/uri";
-import { parseTopology } from "../../lib/topology";
+import { agentConfigSchema } from "../../agent/contract/agent-config";
+import { deriveHostSecret } from "../../agent/contract/signing";
+import { parseHostUri } from "../../agent/contract/uri";
+import { parseTopology } from "../../agent/contract/topology";
 import { GCP_PROJECT, MASTER_KEY_BASE64, captured, dependsOnUrns, isSecretValue, named, one, options, optionsOf, plain, resources, settle, setupMocks, valueOf } from "./harness";
 
 type Lib = typeof import("../../lib/index.js");

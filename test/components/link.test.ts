@@ -1,10 +1,10 @@
 // The AWS components under Pulumi mocks: exact resources, inputs, options, outputs and secrets.
 import * as pulumi from "@pulumi/pulumi";
 import { beforeAll, describe, expect, it } from "vitest";
-import { agentConfigSchema } from "../../agent/host/config";
-import { deriveHostSecret, sha256Hex } from "../../agent/signing";
-import { parseHostUri } from "../../agent/uri";
-import { parseTopology } from "../../lib/topology";
+import { agentConfigSchema } from "../../agent/contract/agent-config";
+import { deriveHostSecret, sha256Hex } from "../../agent/contract/signing";
+import { parseHostUri } from "../../agent/contract/uri";
+import { parseTopology } from "../../agent/contract/topology";
 import {
   ACCOUNT_ID,
   AMI_ID,

@@ -5,10 +5,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as pulumi from "@pulumi/pulumi";
 import { beforeAll, describe, expect, it } from "vitest";
-import { agentConfigSchema } from "../../agent/host/config";
-import { deriveHostSecret, sha256Hex } from "../../agent/signing";
-import { parseHostUri } from "../../agent/uri";
-import { renderSshInstall, renderSshUninstall, sshInstallCommand, sshUninstallCommand } from "../../lib/ssh-install";
+import { agentConfigSchema } from "../../agent/contract/agent-config";
+import { deriveHostSecret, sha256Hex } from "../../agent/contract/signing";
+import { parseHostUri } from "../../agent/contract/uri";
+import { renderSshInstall, renderSshUninstall, sshInstallCommand, sshUninstallCommand } from "../../lib/onprem/install";
 import { captured, isSecretValue, named, one, optionsOf, plain, resolve, settle, setupMocks, valueOf } from "./harness";
 
 type Lib = typeof import("../../lib/index.js");

@@ -3,7 +3,7 @@
 // "site" interface. Location east = host a (10.1.0.0/24); location west = hosts b and c, both
 // 10.2.0.0/24 (c is west's standby, the same site). east < west, so east initiates.
 import { randomBytes } from "node:crypto";
-import type { PeerLocation } from "../../agent/protocol";
+import type { PeerLocation } from "../../agent/contract/protocol";
 import { startCharon, type Charon } from "../support/charon";
 import { NetnsSandbox } from "../support/netns";
 

@@ -2,7 +2,7 @@
 // in network namespaces. Bounds are generous (CI machines are slow and shared); the precise
 // figures come from `npm run bench:failover`.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { DEFAULTS } from "../../lib/topology";
+import { DEFAULTS } from "../../agent/contract/topology";
 import { requireRoot } from "../support/netns";
 import { startCapture } from "./capture";
 import { agentStartDrill, controlPlaneCutDrill, failoverDrill, flapDrill, preferredHost, stateOutageDrill, waitForSteady, type FailoverResult, type UnchangedResult } from "./drills";

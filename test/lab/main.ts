@@ -6,7 +6,7 @@ import { agentStartDrill, controlPlaneCutDrill, failoverDrill, flapDrill, stateO
 import { Lab } from "./lab";
 import { summarize } from "./outage";
 import { locationPairs } from "./plan";
-import { DEFAULTS } from "../../lib/topology";
+import { DEFAULTS } from "../../agent/contract/topology";
 
 interface Options {
   bench: boolean;

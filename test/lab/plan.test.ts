@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { allHosts, hostById, hostByPrivateAddress, locationPairs, planLab } from "./plan";
-import { cidrContains, parseCidr } from "../../lib/net";
+import { cidrContains, parseCidr } from "../../agent/contract/net";
 
 describe("planLab", () => {
   it("plans two locations of two hosts, the first preferred, on lab-only addresses", () => {

@@ -2,7 +2,7 @@
 // Pure, so the address scheme is unit-tested without root. Only 198.18.0.0/15 ("internet")
 // and 10.x (sites) are ever used.
 import { randomBytes } from "node:crypto";
-import { parseTopology, type Topology, type TopologyInput } from "../../lib/topology";
+import { parseTopology, type Topology, type TopologyInput } from "../../agent/contract/topology";
 
 export const INTERNET_CIDR_PREFIX = 16;
 export const INTERNET_BRIDGE_ADDRESS = "198.18.0.1";

@@ -15,7 +15,7 @@ import { join } from "node:path";
 import * as pulumi from "@pulumi/pulumi";
 import { afterAll, beforeAll, describe, expect, it, onTestFailed, vi } from "vitest";
 import { agentStatusSchema } from "../../agent/host/status";
-import { deriveHostSecret } from "../../agent/signing";
+import { deriveHostSecret } from "../../agent/contract/signing";
 import { memoryLogger } from "../../agent/state/log";
 import { startStateService, type StateService } from "../../agent/state/service";
 import { certificateFingerprint, selfSignedCertificate } from "../../agent/state/tls";

@@ -6,8 +6,8 @@ import { execFileSync, spawnSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
-import { PACKAGED_BUNDLE, PACKAGED_UNITS, SITELINK_DIR } from "../../lib/bootstrap";
-import { SSH_STAGED_FILES, sshInstallCommand, sshUninstallCommand } from "../../lib/ssh-install";
+import { PACKAGED_BUNDLE, PACKAGED_UNITS, SITELINK_DIR } from "../../lib/bootstrap/bootstrap";
+import { SSH_STAGED_FILES, sshInstallCommand, sshUninstallCommand } from "../../lib/onprem/install";
 
 export const REPO = resolve(__dirname, "../..");
 

@@ -8,10 +8,10 @@ import { spawnSync } from "node:child_process";
 import { existsSync, lstatSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { agentConfigSchema } from "../../agent/host/config";
-import { sha256Hex } from "../../agent/signing";
-import { CHARON_TUNING, HOST_PACKAGES, SITELINK_BIN, SITELINK_DIR } from "../../lib/bootstrap";
-import { renderSshInstall, renderSshUninstall, SSH_STAGED_FILES } from "../../lib/ssh-install";
+import { agentConfigSchema } from "../../agent/contract/agent-config";
+import { sha256Hex } from "../../agent/contract/signing";
+import { CHARON_TUNING, HOST_PACKAGES, SITELINK_BIN, SITELINK_DIR } from "../../lib/bootstrap/bootstrap";
+import { renderSshInstall, renderSshUninstall, SSH_STAGED_FILES } from "../../lib/onprem/install";
 import { HostFixture, REPO, type HostRoot } from "./fixture";
 
 const { version } = JSON.parse(readFileSync(join(REPO, "package.json"), "utf8")) as { version: string };

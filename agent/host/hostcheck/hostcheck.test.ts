@@ -1,6 +1,6 @@
 import { connect, createServer, type AddressInfo, type Socket } from "node:net";
 import { afterEach, describe, expect, it, vi } from "vitest";
-import type { HostCheckTarget } from "../../protocol";
+import type { HostCheckTarget } from "../../contract/protocol";
 import { createLogger } from "../log";
 import { HostCheckListener } from "./listener";
 import { HostCheckProber, probe } from "./prober";

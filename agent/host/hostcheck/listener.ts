@@ -4,7 +4,7 @@
 // prober that the peer's kernel and agent are both alive. Garbage, oversized lines and silent
 // clients are cut off; nothing a client sends can make it throw.
 import { createServer, type AddressInfo, type Server, type Socket } from "node:net";
-import { DEFAULT_HOST_CHECK_PORT } from "../../protocol";
+import { DEFAULT_HOST_CHECK_PORT } from "../../contract/protocol";
 import type { Logger } from "../log";
 import { assertHostId, encodeAnswer, MAX_LINE_BYTES, parseChallenge } from "./protocol";
 

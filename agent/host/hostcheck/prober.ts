@@ -3,8 +3,8 @@
 // the latest verdict per target and tells listeners at once when a target flips, or when its
 // failures in a row reach DOWN_AFTER_FAILURES (what the state service needs to confirm a crash).
 import { connect, type Socket } from "node:net";
-import { DOWN_AFTER_FAILURES } from "../../../lib/topology";
-import type { DesiredState, HostCheckResult, HostCheckTarget } from "../../protocol";
+import { DOWN_AFTER_FAILURES } from "../../contract/topology";
+import type { DesiredState, HostCheckResult, HostCheckTarget } from "../../contract/protocol";
 import { errorMessage, type Logger } from "../log";
 import type { HostChecker } from "../types";
 import { assertHostId, encodeChallenge, MAX_LINE_BYTES, newChallenge, verifyAnswer } from "./protocol";

@@ -5,7 +5,7 @@
 // host that knows the key and is the host the prober meant can answer; the "answer" tag keeps an
 // answer from ever being valid as a challenge. Host ids never contain spaces (topology rule).
 import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
-import { HOST_ID_PATTERN } from "../../../lib/topology";
+import { HOST_ID_PATTERN } from "../../contract/topology";
 
 export const MAGIC = "SLHC1";
 /** Longest line either side sends (128-char host id + nonce or MAC + framing), with room to spare. */

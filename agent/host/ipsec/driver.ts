@@ -3,7 +3,7 @@
 // a peer location's new active host, reports tunnel state from charon's events, and puts its own
 // connections and secrets back when someone else removed them (checked every 2 s).
 import { networkInterfaces } from "node:os";
-import type { PeerLocation, TunnelReport } from "../../protocol";
+import type { PeerLocation, TunnelReport } from "../../contract/protocol";
 import { errorMessage, type Logger } from "../log";
 import type { IpsecDriver } from "../types";
 import { ViciCommandError } from "../vici/connection";

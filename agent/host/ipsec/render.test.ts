@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import type { PeerLocation } from "../../protocol";
+import type { PeerLocation } from "../../contract/protocol";
 import { IpsecConfigError, connName, renderIpsec, type SelfAddresses } from "./render";
 
 const PSK = "cHJlLXNoYXJlZC1rZXktb2YtdGhlLWVhc3Qtd2VzdC1wYWlyLTEyMzQ=";

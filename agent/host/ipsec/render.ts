@@ -2,8 +2,8 @@
 // PSK per connected peer location, as VICI load-conn / load-shared messages. Nothing here is
 // specific to userspace ESP (kernel-libipsec) or kernel ESP: that is charon's plugin choice.
 import { createHash } from "node:crypto";
-import { parseAddress, parseCidr } from "../../../lib/net";
-import type { PeerLocation } from "../../protocol";
+import { parseAddress, parseCidr } from "../../contract/net";
+import type { PeerLocation } from "../../contract/protocol";
 import type { ViciInput } from "../vici/message";
 
 /** Every connection and secret the agent loads carries this prefix; nothing else is ever touched. */

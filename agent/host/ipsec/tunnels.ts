@@ -1,7 +1,7 @@
 // Tunnel state per peer location, kept from charon's own listing (list-sas, on start and after the
 // event connection reconnects) and its events (ike-updown, child-updown, ike-rekey, child-rekey).
 // Pure bookkeeping: no I/O, a clock passed in.
-import type { TunnelReport, TunnelState } from "../../protocol";
+import type { TunnelReport, TunnelState } from "../../contract/protocol";
 import type { ViciSection, ViciValue } from "../vici/message";
 import { NAME_PREFIX } from "./render";
 

@@ -10,7 +10,7 @@ import {
 } from "@aws-sdk/client-ec2";
 import { mockClient } from "aws-sdk-client-mock";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { agentConfigSchema } from "../config";
+import { agentConfigSchema } from "../../contract/agent-config";
 import { AwsRouteProvider, readImdsIdentity } from "./aws";
 import { createRouteProvider } from "./index";
 

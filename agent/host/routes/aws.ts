@@ -2,7 +2,7 @@
 // route tables are ever read or written. Pulumi creates each route (and ignores its target); the
 // agent of the active host moves the target with ReplaceRoute, creating the route if it is missing.
 import type { EC2Client, EC2ClientConfig, Route } from "@aws-sdk/client-ec2";
-import { parseCidr } from "../../../lib/net";
+import { parseCidr } from "../../contract/net";
 import type { RouteProvider } from "../types";
 import { Failures, normalizeCidr } from "./failures";
 import { request, type Fetch } from "./http";

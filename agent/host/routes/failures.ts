@@ -1,6 +1,6 @@
 // One error for everything that went wrong in one apply, naming the provider and each CIDR/table,
 // so the agent can report it (routes.error) and the rest of the CIDRs still get applied.
-import { cidrProblem, parseCidr } from "../../../lib/net";
+import { cidrProblem, parseCidr } from "../../contract/net";
 import { errorMessage } from "../log";
 
 export class RouteApplyError extends Error {

@@ -2,7 +2,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { agentConfigSchema } from "../config";
+import { agentConfigSchema } from "../../contract/agent-config";
 import type { RouteProvider } from "../types";
 import { FileRouteProvider } from "./file";
 import { createRouteProvider } from "./index";

@@ -1,7 +1,7 @@
 import { createServer, type IncomingMessage, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { agentConfigSchema } from "../config";
+import { agentConfigSchema } from "../../contract/agent-config";
 import { GcpRouteProvider, gcpRouteName } from "./gcp";
 import { createRouteProvider } from "./index";
 

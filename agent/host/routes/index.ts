@@ -1,6 +1,6 @@
 // Picks the route provider the agent config names and checks that its config section is there.
 import type { EC2Client } from "@aws-sdk/client-ec2";
-import type { AgentConfig } from "../config";
+import type { AgentConfig } from "../../contract/agent-config";
 import type { RouteProvider } from "../types";
 import { AwsRouteProvider } from "./aws";
 import type { CommandRunner } from "./command";

@@ -1,7 +1,7 @@
 // kernel and lab providers against real routing tables of namespaces this test creates.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { NetnsSandbox, requireRoot } from "../../../test/support/netns";
-import { agentConfigSchema } from "../config";
+import { agentConfigSchema } from "../../contract/agent-config";
 import { inNetns } from "./command";
 import { createRouteProvider } from "./index";
 import { createKernelRouteProvider } from "./kernel";

@@ -1,5 +1,5 @@
 // The rules that turn host-check results into decisions: crash confirmation, partition, the election.
-import { DOWN_AFTER_FAILURES } from "../../../lib/topology";
+import { DOWN_AFTER_FAILURES } from "../../contract/topology";
 import type { CheckResult, HostState, LocationState } from "./model";
 
 /** One lost probe is no evidence: a target is down after DOWN_AFTER_FAILURES failures in a row. */

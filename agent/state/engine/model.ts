@@ -1,5 +1,5 @@
 // The engine's mutable state: one record per host and per location, built from the topology.
-import { connectedPairs, type Link, type Topology } from "../../../lib/topology";
+import { connectedPairs, type Link, type Topology } from "../../contract/topology";
 import type { OfflineReason, PartitionReason } from "./types";
 
 /** A link's timing in ms, plus the windows derived from it. */

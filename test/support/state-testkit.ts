@@ -3,9 +3,9 @@
 import { randomBytes } from "node:crypto";
 import https from "node:https";
 import type { TLSSocket } from "node:tls";
-import type { HostReport } from "../protocol";
-import { HEADERS, signRequest, verifyResponse } from "../signing";
-import { peerFingerprint } from "../uri";
+import type { HostReport } from "../../agent/contract/protocol";
+import { HEADERS, signRequest, verifyResponse } from "../../agent/contract/signing";
+import { peerFingerprint } from "../../agent/contract/uri";
 
 export interface SignedCall {
   hostId: string;

@@ -7,9 +7,9 @@ import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSyn
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { agentConfigSchema } from "../agent/host/config";
-import { DEFAULT_STATUS_PATH } from "../agent/host/status";
-import { expectCleanBash } from "../test/support/shell";
+import { agentConfigSchema } from "../../agent/contract/agent-config";
+import { DEFAULT_STATUS_PATH } from "../../agent/host/status";
+import { expectCleanBash } from "../../test/support/shell";
 import {
   AGENT_FILES,
   BETTER_SQLITE3_VERSION,

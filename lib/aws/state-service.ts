@@ -7,15 +7,15 @@ import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
 import * as random from "@pulumi/random";
 import * as tls from "@pulumi/tls";
-import { decodeMasterKey, MASTER_KEY_BYTES, sha256Hex } from "../agent/signing";
-import { DEFAULT_STATE_PORT } from "../agent/uri";
-import { cidrSlug, egressRule, hostCidr, ingressRule } from "./aws-firewall";
-import { EC2_ASSUME_ROLE_POLICY, statePolicy } from "./aws-iam";
-import { awsAccountOf, ubuntuAmi } from "./aws-lookup";
-import type { AwsLocation } from "./aws-location";
-import { renderStateBootstrap } from "./bootstrap";
-import type { LinkHost } from "./location";
-import { throwIfInvalid, validateStateServiceArgs } from "./validate";
+import { decodeMasterKey, MASTER_KEY_BYTES, sha256Hex } from "../../agent/contract/signing";
+import { DEFAULT_STATE_PORT } from "../../agent/contract/uri";
+import { cidrSlug, egressRule, hostCidr, ingressRule } from "./firewall";
+import { EC2_ASSUME_ROLE_POLICY, statePolicy } from "./iam";
+import { awsAccountOf, ubuntuAmi } from "./lookup";
+import type { AwsLocation } from "./location";
+import { renderStateBootstrap } from "../bootstrap/bootstrap";
+import type { LinkHost } from "../link/location";
+import { throwIfInvalid, validateStateServiceArgs } from "../link/validate";
 
 export interface StateServiceArgs {
   /** The link the service serves. */

@@ -3,7 +3,7 @@
 // family without ranges gets no rule.
 import * as gcp from "@pulumi/gcp";
 import * as pulumi from "@pulumi/pulumi";
-import { parseCidr } from "./net";
+import { parseCidr } from "../../agent/contract/net";
 
 export interface IngressRule {
   /** The Pulumi resource name; the GCP name is `${tag}-${suffix}`. */

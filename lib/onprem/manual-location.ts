@@ -1,10 +1,10 @@
 // A location whose hosts an engineer sets up by hand: the component only declares them (for the
 // topology and the peers' firewalls) and hands out each host's URI for `sitelink add-uri`.
 import * as pulumi from "@pulumi/pulumi";
-import { Location, type LinkContext, type LinkHost } from "./location";
-import { existingLinkHosts, existingLocationSpec, type ExistingHostArgs } from "./ssh-hosts";
-import { validateManualLocationArgs } from "./ssh-validate";
-import { throwIfInvalid, type LocationSpec } from "./validate";
+import { Location, type LinkContext, type LinkHost } from "../link/location";
+import { existingLinkHosts, existingLocationSpec, type ExistingHostArgs } from "./hosts";
+import { validateManualLocationArgs } from "./validate";
+import { throwIfInvalid, type LocationSpec } from "../link/validate";
 
 export interface ManualLocationArgs {
   /** CIDRs of this location reachable through the link. */

@@ -3,8 +3,8 @@
 // one look at the disk: that a given agentTarball is a file.
 import { statSync } from "node:fs";
 import { z } from "zod";
-import { isAddress } from "./net";
-import { inputString, isRecord, locationTopologyIssues, uniqueIssues, zodIssues, type ArgIssue } from "./validate";
+import { isAddress } from "../../agent/contract/net";
+import { inputString, isRecord, locationTopologyIssues, uniqueIssues, zodIssues, type ArgIssue } from "../link/validate";
 
 /** Where the agent of an SSH host may write its routes file: the packaged unit only lets it write there. */
 export const ROUTES_FILE_DIRS = ["/etc/sitelink/", "/run/sitelink/"] as const;

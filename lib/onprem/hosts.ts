@@ -1,8 +1,8 @@
 // Hosts that already exist (offices, data centers): given by address, not created. Shared by
 // SshLocation and ManualLocation.
 import * as pulumi from "@pulumi/pulumi";
-import type { LinkHost } from "./location";
-import { hostId, hostSpecs, type LocationSpec } from "./validate";
+import type { LinkHost } from "../link/location";
+import { hostId, hostSpecs, type LocationSpec } from "../link/validate";
 
 export interface ExistingHostArgs {
   /** Host name, unique in the location (1-63 of a-z 0-9 -). */

@@ -1,6 +1,6 @@
 // Test fixtures for the failover engine: small topologies and agent reports.
-import { parseTopology, type Topology, type TopologyInput } from "../../../lib/topology";
-import type { HostCheckResult, HostReport } from "../../protocol";
+import { parseTopology, type Topology, type TopologyInput } from "../../agent/contract/topology";
+import type { HostCheckResult, HostReport } from "../../agent/contract/protocol";
 
 export interface HostSpec {
   id: string;

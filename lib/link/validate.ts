@@ -2,10 +2,10 @@
 // return every problem at once, each naming the argument field; the topology rules themselves are
 // not repeated here but taken from checkTopology (lib/topology.ts) with its paths mapped to args.
 import { z } from "zod";
-import { normalizeFingerprint } from "../agent/uri";
-import { NODE_SOURCES } from "./bootstrap";
-import { cidrProblem } from "./net";
-import { DEFAULTS, checkTopology, uniqueIssues, type TopologyInput } from "./topology";
+import { normalizeFingerprint } from "../../agent/contract/uri";
+import { NODE_SOURCES } from "../bootstrap/bootstrap";
+import { cidrProblem } from "../../agent/contract/net";
+import { DEFAULTS, checkTopology, uniqueIssues, type TopologyInput } from "../../agent/contract/topology";
 
 export interface ArgIssue {
   /** The offending argument field, e.g. `locations[1].hosts[0].priority`. */

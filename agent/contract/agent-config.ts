@@ -1,8 +1,8 @@
 // The agent's configuration file (/etc/sitelink/agent.json, mode 0600). Written by the CLI
 // (`sitelink add-uri`, `set-provider`, …) and by the cloud bootstrap the Pulumi components render.
 import { z } from "zod";
-import { isAddress } from "../../lib/net";
-import { DEFAULT_HOST_CHECK_PORT } from "../protocol";
+import { isAddress } from "./net";
+import { DEFAULT_HOST_CHECK_PORT } from "./protocol";
 
 export const DEFAULT_CONFIG_PATH = "/etc/sitelink/agent.json";
 export const DEFAULT_VICI_SOCKET = "/var/run/charon.vici";

@@ -2,7 +2,7 @@
 // a change of sources adds or removes exactly the rules it concerns.
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
-import { parseCidr } from "./net";
+import { parseCidr } from "../../agent/contract/net";
 
 /** The ports link hosts need between each other, and nothing else from the internet. */
 export const LINK_PORTS = [

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
-import { FailoverEngine, SnapshotError, UnknownHostError, type Decision } from "./engine";
-import { check, report, topologyOf } from "./engine/fixtures";
-import type { HostCheckResult } from "../protocol";
+import { FailoverEngine, SnapshotError, UnknownHostError, type Decision } from ".";
+import { check, report, topologyOf } from "../../../test/support/engine-fixtures";
+import type { HostCheckResult } from "../../contract/protocol";
 
 const T0 = 1_700_000_000_000;
 

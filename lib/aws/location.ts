@@ -2,13 +2,13 @@
 // secrets, and the route table entries that send remote routes into the link.
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
-import { EC2_ASSUME_ROLE_POLICY, hostPolicy, type AwsAccount } from "./aws-iam";
-import { cidrSlug, egressRule, hostCidr, ingressRule, LINK_PORTS } from "./aws-firewall";
-import { awsAccountOf, ubuntuAmi } from "./aws-lookup";
-import { renderAgentBootstrap, renderAgentConfig, type NodeSource } from "./bootstrap";
-import { initialActive, Location, type LinkContext, type LinkHost } from "./location";
-import { parseCidr } from "./net";
-import { hostId, hostSpecs, throwIfInvalid, validateAwsLocationArgs, type LocationSpec } from "./validate";
+import { EC2_ASSUME_ROLE_POLICY, hostPolicy, type AwsAccount } from "./iam";
+import { cidrSlug, egressRule, hostCidr, ingressRule, LINK_PORTS } from "./firewall";
+import { awsAccountOf, ubuntuAmi } from "./lookup";
+import { renderAgentBootstrap, renderAgentConfig, type NodeSource } from "../bootstrap/bootstrap";
+import { initialActive, Location, type LinkContext, type LinkHost } from "../link/location";
+import { parseCidr } from "../../agent/contract/net";
+import { hostId, hostSpecs, throwIfInvalid, validateAwsLocationArgs, type LocationSpec } from "../link/validate";
 
 export interface AwsHostArgs {
   /** Host name, unique in the location (1-63 of a-z 0-9 -). */

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { formatPath } from "../lib/topology";
+import { formatPath } from "./topology";
 import { desiredStateSchema, hostReportSchema, pollAnswerSchema, type DesiredState, type HostReport } from "./protocol";
 
 const key = Buffer.alloc(32, 7).toString("base64");

@@ -1,15 +1,15 @@
 // The Link: a set of locations connected by self-healing IPsec tunnels, the state service that
 // decides their active hosts, and the topology document that describes it all.
 import * as pulumi from "@pulumi/pulumi";
-import { agentVersion } from "../agent/host/version";
-import { deriveHostSecret } from "../agent/signing";
-import { formatHostUri, normalizeFingerprint, type StateEndpoint } from "../agent/uri";
-import { AwsLocation } from "./aws-location";
-import { GcpLocation } from "./gcp-location";
-import { GcpStateService } from "./gcp-state-service";
+import { agentVersion } from "../../agent/contract/version";
+import { deriveHostSecret } from "../../agent/contract/signing";
+import { formatHostUri, normalizeFingerprint, type StateEndpoint } from "../../agent/contract/uri";
+import { AwsLocation } from "../aws/location";
+import { GcpLocation } from "../gcp/location";
+import { GcpStateService } from "../gcp/state-service";
 import { initialActive, type LinkHost, type Location } from "./location";
-import { connectedPairs, parseTopology, type Cipher, type Timing, type Topology } from "./topology";
-import { masterKeyBytes, StateService } from "./state-service";
+import { connectedPairs, parseTopology, type Cipher, type Timing, type Topology } from "../../agent/contract/topology";
+import { masterKeyBytes, StateService } from "../aws/state-service";
 import { throwIfInvalid, validateLinkArgs } from "./validate";
 
 /** Runs the state service on a small instance in one of the link's AWS or GCP locations. */

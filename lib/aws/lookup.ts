@@ -2,7 +2,7 @@
 // (each location may have its own region and account).
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
-import type { AwsAccount } from "./aws-iam";
+import type { AwsAccount } from "./iam";
 
 /** Canonical's AWS account: the publisher of the official Ubuntu images. */
 export const CANONICAL_OWNER = "099720109477";

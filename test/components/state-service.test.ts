@@ -5,8 +5,8 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { readMasterKey, runStateCli } from "../agent/state/cli";
-import { certificateFingerprint, masterKeyBytes } from "./state-service";
+import { readMasterKey, runStateCli } from "../../agent/state/cli";
+import { certificateFingerprint, masterKeyBytes } from "../../lib/aws/state-service";
 
 const dir = mkdtempSync(join(tmpdir(), "sitelink-state-service-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));

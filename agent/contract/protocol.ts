@@ -3,8 +3,8 @@
 // Content is checked as strictly as the topology it comes from (same address, CIDR, name and
 // timing rules), so a signed answer with a bad field is refused as a whole.
 import { z } from "zod";
-import { isAddress } from "../lib/net";
-import { ESP_PROPOSALS, HOST_ID_PATTERN, IKE_PROPOSALS, NAME_PATTERN, hostAddressSchema, routeSchema, timingFields } from "../lib/topology";
+import { isAddress } from "./net";
+import { ESP_PROPOSALS, HOST_ID_PATTERN, IKE_PROPOSALS, NAME_PATTERN, hostAddressSchema, routeSchema, timingFields } from "./topology";
 
 export const PROTOCOL_VERSION = 1;
 

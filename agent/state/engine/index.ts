@@ -13,11 +13,11 @@
 //   online and heard, the active host keeps the role even offline; only a graceful stop gives it up;
 // - after the service itself stalled (resume) or restarted (restore), hosts get a grace period to
 //   report before they can time out.
-import { formatPath, type Topology } from "../../lib/topology";
-import type { HostCheckResult, HostReport } from "../protocol";
-import { DeadlineQueue } from "./engine/deadlines";
-import { chooseActive, crashConfirmed, failedSettled, isDown, isEligible, judgePartitions, reachedUntil, settled, silentHandover } from "./engine/judge";
-import { buildModel, carryOver, locationKey, type CheckResult, type HostState, type LocationState, type Model } from "./engine/model";
+import { formatPath, type Topology } from "../../contract/topology";
+import type { HostCheckResult, HostReport } from "../../contract/protocol";
+import { DeadlineQueue } from "./deadlines";
+import { chooseActive, crashConfirmed, failedSettled, isDown, isEligible, judgePartitions, reachedUntil, settled, silentHandover } from "./judge";
+import { buildModel, carryOver, locationKey, type CheckResult, type HostState, type LocationState, type Model } from "./model";
 import {
   SnapshotError,
   UnknownHostError,
@@ -26,10 +26,10 @@ import {
   type EngineSnapshot,
   type HostView,
   type OfflineReason,
-} from "./engine/types";
+} from "./types";
 
 export { SnapshotError, UnknownHostError, engineSnapshotSchema };
-export type { Decision, EngineSnapshot, HostStatus, HostView, Role } from "./engine/types";
+export type { Decision, EngineSnapshot, HostStatus, HostView, Role } from "./types";
 
 type Timer =
   | { kind: "timeout" | "crash" | "backoff"; host: HostState }

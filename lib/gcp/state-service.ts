@@ -5,14 +5,14 @@
 // state lives on its own persistent disk.
 import * as gcp from "@pulumi/gcp";
 import * as pulumi from "@pulumi/pulumi";
-import { renderGcpStateBootstrap } from "./bootstrap";
-import { cidrsByFamily, hostSources, ingressFirewall } from "./gcp-firewall";
-import { CLOUD_PLATFORM_SCOPE, SECRET_ACCESSOR_ROLE, serviceAccountMember } from "./gcp-iam";
-import { GCP_LOCATION_DEFAULTS, type GcpLocation } from "./gcp-location";
-import { GCP_ACCOUNT_ID_MAX, gcpName } from "./gcp-names";
-import type { LinkHost } from "./location";
-import { certificateFingerprint, STATE_SERVICE_DEFAULTS, stateCredentials } from "./state-service";
-import { gcpRegionOf, throwIfInvalid, validateGcpStateServiceArgs } from "./validate";
+import { renderGcpStateBootstrap } from "../bootstrap/bootstrap";
+import { cidrsByFamily, hostSources, ingressFirewall } from "./firewall";
+import { CLOUD_PLATFORM_SCOPE, SECRET_ACCESSOR_ROLE, serviceAccountMember } from "./iam";
+import { GCP_LOCATION_DEFAULTS, type GcpLocation } from "./location";
+import { GCP_ACCOUNT_ID_MAX, gcpName } from "./names";
+import type { LinkHost } from "../link/location";
+import { certificateFingerprint, STATE_SERVICE_DEFAULTS, stateCredentials } from "../aws/state-service";
+import { gcpRegionOf, throwIfInvalid, validateGcpStateServiceArgs } from "../link/validate";
 
 export interface GcpStateServiceArgs {
   /** The link the service serves. */

@@ -1,8 +1,8 @@
 // The host URI: everything an agent needs to reach its state service.
 //   sitelink://hostId:secret@host[:port][,host2[:port]…]?fp=<sha256 of the server certificate>
 import type { TLSSocket } from "node:tls";
-import { isAddress } from "../lib/net";
-import { HOST_ID_PATTERN } from "../lib/topology";
+import { isAddress } from "./net";
+import { HOST_ID_PATTERN } from "./topology";
 
 export const DEFAULT_STATE_PORT = 9443;
 

@@ -5,14 +5,14 @@
 import { readFileSync } from "node:fs";
 import * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
-import { agentConfigSchema, type AgentConfigInput } from "../agent/host/config";
-import { sha256Hex } from "../agent/signing";
-import { Location, type LinkContext, type LinkHost } from "./location";
-import { parseCidr } from "./net";
-import { existingLinkHosts, existingLocationSpec, type ExistingHostArgs } from "./ssh-hosts";
-import { renderSshInstall, renderSshUninstall, SSH_STAGED_FILES, sshInstallCommand, sshUninstallCommand } from "./ssh-install";
-import { validateSshLocationArgs } from "./ssh-validate";
-import { throwIfInvalid, type LocationSpec } from "./validate";
+import { agentConfigSchema, type AgentConfigInput } from "../../agent/contract/agent-config";
+import { sha256Hex } from "../../agent/contract/signing";
+import { Location, type LinkContext, type LinkHost } from "../link/location";
+import { parseCidr } from "../../agent/contract/net";
+import { existingLinkHosts, existingLocationSpec, type ExistingHostArgs } from "./hosts";
+import { renderSshInstall, renderSshUninstall, SSH_STAGED_FILES, sshInstallCommand, sshUninstallCommand } from "./install";
+import { validateSshLocationArgs } from "./validate";
+import { throwIfInvalid, type LocationSpec } from "../link/validate";
 
 /** An SSH endpoint: who logs in where, with which key, and which host key to expect. */
 export interface SshEndpointArgs {

@@ -4,11 +4,11 @@
 // engine's timers are run the way the service runs them.
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { DEFAULTS, type Topology } from "../../lib/topology";
-import type { HostCheckResult } from "../protocol";
-import { FailoverEngine, type Decision, type HostView } from "./engine";
-import { report, topologyOf, type HostSpec } from "./engine/fixtures";
-import { linkTiming } from "./engine/model";
+import { DEFAULTS, type Topology } from "../../contract/topology";
+import type { HostCheckResult } from "../../contract/protocol";
+import { FailoverEngine, type Decision, type HostView } from ".";
+import { report, topologyOf, type HostSpec } from "../../../test/support/engine-fixtures";
+import { linkTiming } from "./model";
 
 const T0 = 1_700_000_000_000;
 const CRASH_CONFIRM_MS = DEFAULTS.timing.crashConfirm * 1000;

@@ -3,13 +3,13 @@
 // routes: on GCP the active host's agent creates them (see docs/components.md, "Routes on GCP").
 import * as gcp from "@pulumi/gcp";
 import * as pulumi from "@pulumi/pulumi";
-import type { AwsHostArgs } from "./aws-location";
-import { GCP_AGENT_ATTRIBUTES, renderAgentConfig, renderGcpAgentBootstrap, type NodeSource } from "./bootstrap";
-import { cidrsByFamily, hostSources, ingressFirewall, type IngressRule } from "./gcp-firewall";
-import { CLOUD_PLATFORM_SCOPE, GCP_ROUTE_PERMISSIONS, SECRET_ACCESSOR_ROLE, serviceAccountMember } from "./gcp-iam";
-import { GCP_ACCOUNT_ID_MAX, gcpName, gcpRoleId } from "./gcp-names";
-import { Location, type LinkContext, type LinkHost } from "./location";
-import { gcpRegionOf, hostId, hostSpecs, throwIfInvalid, validateGcpLocationArgs, type LocationSpec } from "./validate";
+import type { AwsHostArgs } from "../aws/location";
+import { GCP_AGENT_ATTRIBUTES, renderAgentConfig, renderGcpAgentBootstrap, type NodeSource } from "../bootstrap/bootstrap";
+import { cidrsByFamily, hostSources, ingressFirewall, type IngressRule } from "./firewall";
+import { CLOUD_PLATFORM_SCOPE, GCP_ROUTE_PERMISSIONS, SECRET_ACCESSOR_ROLE, serviceAccountMember } from "./iam";
+import { GCP_ACCOUNT_ID_MAX, gcpName, gcpRoleId } from "./names";
+import { Location, type LinkContext, type LinkHost } from "../link/location";
+import { gcpRegionOf, hostId, hostSpecs, throwIfInvalid, validateGcpLocationArgs, type LocationSpec } from "../link/validate";
 
 /** A host of a GCP location: the same settings as on AWS. */
 export type GcpHostArgs = AwsHostArgs;

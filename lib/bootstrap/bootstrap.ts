@@ -7,8 +7,8 @@
 // $SITELINK_ROOT (empty on a real host) so a test can run a script in a temporary root with
 // stubbed system commands.
 import { posix } from "node:path";
-import { agentConfigSchema, DEFAULT_CONFIG_PATH, type AgentConfigInput } from "../agent/host/config";
-import { ACTIVE_STATUS_LINE, DEFAULT_STATUS_PATH } from "../agent/host/status";
+import { agentConfigSchema, DEFAULT_CONFIG_PATH, type AgentConfigInput } from "../../agent/contract/agent-config";
+import { ACTIVE_STATUS_LINE, DEFAULT_STATUS_PATH } from "../../agent/host/status";
 
 /** Ubuntu packages of a link host. strongswan-starter runs charon (with its VICI socket) at boot. */
 export const HOST_PACKAGES = [

@@ -1,7 +1,7 @@
 // IAM documents and image choice: pure functions, checked for other partitions and Graviton types.
 import { describe, expect, it } from "vitest";
-import { hostPolicy, routeTableArn, statePolicy } from "./aws-iam";
-import { architectureOf } from "./aws-lookup";
+import { hostPolicy, routeTableArn, statePolicy } from "./iam";
+import { architectureOf } from "./lookup";
 
 const govcloud = { partition: "aws-us-gov", region: "us-gov-west-1", accountId: "111122223333" };
 
