@@ -7,6 +7,9 @@ import { DEFAULT_HOST_CHECK_PORT } from "./protocol";
 export const DEFAULT_CONFIG_PATH = "/etc/sitelink/agent.json";
 export const DEFAULT_VICI_SOCKET = "/var/run/charon.vici";
 
+/** Priority of the routes a GCP host creates (lower wins), unless its config says otherwise. */
+export const GCP_ROUTE_PRIORITY = 900;
+
 export const ROUTE_PROVIDERS = ["aws", "gcp", "kernel", "file", "none", "lab"] as const;
 
 const ipAddress = z.string().refine(isAddress, "must be an IP address");
@@ -46,7 +49,7 @@ export const agentConfigSchema = z.strictObject({
       network: z.string().min(1),
       project: z.string().min(1).optional(),
       /** Route priority (lower wins); the agent's routes use it. */
-      priority: z.int().min(0).max(65535).default(900),
+      priority: z.int().min(0).max(65535).default(GCP_ROUTE_PRIORITY),
     })
     .optional(),
   /** The agent runs with / as its directory: a relative path would not be where the operator meant. */

@@ -263,7 +263,7 @@ export function connectedPairs(link: Pick<Link, "locations" | "connections">): [
 }
 
 type Raw = Record<string, unknown>;
-const isRecord = (v: unknown): v is Raw => typeof v === "object" && v !== null && !Array.isArray(v);
+export const isRecord = (v: unknown): v is Raw => typeof v === "object" && v !== null && !Array.isArray(v);
 const arrayAt = (v: unknown, key: string): unknown[] => (isRecord(v) && Array.isArray(v[key]) ? v[key] : []);
 
 function crossFieldIssues(input: unknown): TopologyIssue[] {

@@ -16,7 +16,7 @@ import { StrongswanDriver } from "./ipsec/driver";
 import { IptablesFirewall } from "./firewall";
 import { IptablesMssClamp } from "./mss-clamp";
 import { HostCheckListener, HostCheckProber } from "./hostcheck";
-import { createRouteProvider } from "./routes";
+import { createRouteProvider, ROUTE_PROVIDER_SECTIONS } from "./routes";
 import type { HostChecker, RouteProvider } from "./types";
 
 export interface RunAgentOptions {
@@ -27,7 +27,7 @@ export interface RunAgentOptions {
 }
 
 /** Config fields whose change needs new seams, i.e. a restart of the agent. */
-const RESTART_FIELDS = ["uris", "uriSources", "provider", "aws", "gcp", "file", "kernel", "lab", "publicAddress", "privateAddress", "viciSocket", "hostCheckPort"] as const;
+const RESTART_FIELDS = ["uris", "uriSources", "provider", ...ROUTE_PROVIDER_SECTIONS, "publicAddress", "privateAddress", "viciSocket", "hostCheckPort"] as const;
 
 export async function runAgent(opts: RunAgentOptions): Promise<number> {
   let config = await loadConfig(opts.configPath);

@@ -4,7 +4,8 @@ import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { runAgentCli } from "./cli";
-import { ACTIVE_STATUS_LINE, writeStatus, type AgentStatus } from "./status";
+import { ACTIVE_STATUS_LINE } from "../contract/status";
+import { writeStatus, type AgentStatus } from "./status";
 import { agentVersion } from "../contract/version";
 
 const SECRET = "c2VjcmV0LXNlY3JldC1zZWNyZXQ";

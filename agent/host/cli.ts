@@ -4,10 +4,12 @@
 import { dirname } from "node:path";
 import { DEFAULT_CONFIG_PATH, ROUTE_PROVIDERS, type AgentConfig, type RouteProviderName } from "../contract/agent-config";
 import { ConfigError, loadConfig, saveConfig } from "./config-file";
-import { DEFAULT_STATUS_PATH, StatusError, formatStatus, readStatus } from "./status";
+import { DEFAULT_STATUS_PATH } from "../contract/status";
+import { StatusError, formatStatus, readStatus } from "./status";
 import { agentVersion } from "../contract/version";
 import { UriSourceError, describeUriSource } from "./uri-source-names";
 import { parseHostUri, redactHostUri, UriError } from "../contract/uri";
+import { ROUTE_PROVIDER_REGISTRY } from "./routes";
 
 export interface CliIo {
   out(text: string): void;
@@ -25,12 +27,8 @@ commands:
   add-uri URI                 add (or replace) the host URI sitelink://hostId:secret@host[:port]…?fp=…
   remove-uri URI|HOST_ID      remove a host URI
   list                        list host URIs (secrets masked) and URI sources
-  set-provider NAME [FLAGS]   route provider: aws|gcp|kernel|file|none|lab
-      aws:    --route-table rtb-… (repeatable or comma-separated) [--region R]
-      gcp:    --network N [--project P] [--priority N]
-      kernel: --device DEV and/or --via ADDRESS
-      file:   --path FILE (absolute; the packaged unit writes only under /etc/sitelink and /run)
-      lab:    --namespace NS --via ADDRESS
+  set-provider NAME [FLAGS]   route provider: ${ROUTE_PROVIDERS.join("|")}
+${providerUsage()}
   firewall-on | firewall-off          manage the agent's own firewall chain
   remove-routes-on | remove-routes-off delete own routes that are no longer desired
   host-check-on | host-check-off      serve and run host checks
@@ -47,6 +45,14 @@ options:
 
 A running agent applies config changes on SIGHUP: systemctl reload sitelink-agent`;
 
+/** One usage line per route provider that takes flags. */
+function providerUsage(): string {
+  return ROUTE_PROVIDERS.map((name) => ROUTE_PROVIDER_REGISTRY[name])
+    .filter((d) => d.usage)
+    .map((d) => `      ${`${d.name}:`.padEnd(8)}${d.usage}`)
+    .join("\n");
+}
+
 class UsageError extends Error {}
 
 interface Args {
@@ -58,7 +64,7 @@ interface Args {
 /** Flags that take no value. */
 const SWITCHES = new Set(["json", "help"]);
 /** Every flag that takes a value, of any command (which command accepts which is checked after parsing). */
-const VALUE_FLAGS = new Set(["config", "status", "route-table", "region", "network", "project", "priority", "device", "via", "path", "namespace"]);
+const VALUE_FLAGS = new Set(["config", "status", ...Object.values(ROUTE_PROVIDER_REGISTRY).flatMap((d) => d.flags)]);
 
 function parseArgs(argv: string[]): Args {
   const args: Args = { command: undefined, positionals: [], flags: new Map() };
@@ -90,19 +96,10 @@ function parseArgs(argv: string[]): Args {
 }
 
 /** Flags each command accepts (besides --config and --help). */
-const PROVIDER_FLAGS: Record<RouteProviderName, string[]> = {
-  aws: ["route-table", "region"],
-  gcp: ["network", "project", "priority"],
-  kernel: ["device", "via"],
-  file: ["path"],
-  lab: ["namespace", "via"],
-  none: [],
-};
-
-function allowedFlags(command: string, positionals: string[]): string[] {
+function allowedFlags(command: string, positionals: string[]): readonly string[] {
   if (command === "status") return ["status", "json"];
   if (command === "run") return ["status"];
-  if (command === "set-provider") return PROVIDER_FLAGS[providerName(positionals[0])];
+  if (command === "set-provider") return ROUTE_PROVIDER_REGISTRY[providerName(positionals[0])].flags;
   return [];
 }
 
@@ -256,47 +253,14 @@ async function dispatch(args: Args, io: CliIo): Promise<number> {
 }
 
 function setProvider(config: AgentConfig, name: RouteProviderName, args: Args): AgentConfig {
-  const next: AgentConfig = { ...config, provider: name };
-  const has = (f: string) => args.flags.has(f);
-  switch (name) {
-    case "aws": {
-      const tables = (args.flags.get("route-table") ?? []).flatMap((v) => v.split(",")).filter(Boolean);
-      if (tables.length === 0 && !config.aws) throw new UsageError("set-provider aws needs --route-table rtb-…");
-      const region = flag(args, "region") ?? config.aws?.region;
-      return { ...next, aws: { routeTableIds: tables.length ? tables : config.aws!.routeTableIds, ...(region && { region }) } };
-    }
-    case "gcp": {
-      const network = flag(args, "network") ?? config.gcp?.network;
-      if (!network) throw new UsageError("set-provider gcp needs --network");
-      const project = flag(args, "project") ?? config.gcp?.project;
-      const priorityText = flag(args, "priority");
-      if (priorityText !== undefined && !/^\d+$/.test(priorityText)) throw new UsageError(`--priority "${priorityText}" is not a number`);
-      const priority = priorityText !== undefined ? Number(priorityText) : (config.gcp?.priority ?? 900);
-      return { ...next, gcp: { network, priority, ...(project && { project }) } };
-    }
-    case "kernel": {
-      if (!has("device") && !has("via")) {
-        if (!config.kernel) throw new UsageError("set-provider kernel needs --device DEV or --via ADDRESS (where the remote networks' routes point)");
-        return next;
-      }
-      const device = flag(args, "device");
-      const via = flag(args, "via");
-      return { ...next, kernel: { ...(device && { device }), ...(via && { via }) } };
-    }
-    case "file": {
-      const path = flag(args, "path") ?? config.file?.path;
-      if (!path) throw new UsageError("set-provider file needs --path");
-      return { ...next, file: { path } };
-    }
-    case "lab": {
-      const namespace = flag(args, "namespace") ?? config.lab?.namespace;
-      const via = flag(args, "via") ?? config.lab?.via;
-      if (!namespace || !via) throw new UsageError("set-provider lab needs --namespace and --via");
-      return { ...next, lab: { namespace, via } };
-    }
-    case "none":
-      return next;
-  }
+  return ROUTE_PROVIDER_REGISTRY[name].configure(config, {
+    get: (f) => flag(args, f),
+    all: (f) => args.flags.get(f) ?? [],
+    has: (f) => args.flags.has(f),
+    usage: (message) => {
+      throw new UsageError(message);
+    },
+  });
 }
 
 /** Signal 0 only checks that the process exists. EPERM: it exists, owned by someone else. */

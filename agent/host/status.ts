@@ -5,8 +5,6 @@ import { z } from "zod";
 import { hostCheckResultSchema, routeReportSchema, tunnelReportSchema } from "../contract/protocol";
 import { writeFileAtomic } from "./atomic-file";
 
-export const DEFAULT_STATUS_PATH = "/run/sitelink/status.json";
-
 export const agentStatusSchema = z.object({
   pid: z.int(),
   hostId: z.string(),
@@ -33,12 +31,6 @@ export const agentStatusSchema = z.object({
 });
 
 export type AgentStatus = z.infer<typeof agentStatusSchema>;
-
-/**
- * A line of the status file exactly when the agent holds the active role: what a shell script
- * (the cloud hosts' refresh) greps for, without a JSON parser.
- */
-export const ACTIVE_STATUS_LINE = '"role": "active"';
 
 export function writeStatus(path: string, status: AgentStatus): Promise<void> {
   return writeFileAtomic(path, `${JSON.stringify(status, null, 2)}\n`, 0o644);

@@ -5,30 +5,18 @@ import * as pulumi from "@pulumi/pulumi";
 import { EC2_ASSUME_ROLE_POLICY, hostPolicy, type AwsAccount } from "./iam";
 import { cidrSlug, egressRule, hostCidr, ingressRule, LINK_PORTS } from "./firewall";
 import { awsAccountOf, ubuntuAmi } from "./lookup";
-import { renderAgentBootstrap, renderAgentConfig, type NodeSource } from "../bootstrap/bootstrap";
-import { initialActive, Location, type LinkContext, type LinkHost } from "../link/location";
+import { type NodeSource } from "../bootstrap/host";
+import { renderAgentConfig } from "../bootstrap/link-host";
+import { renderAwsAgentBootstrap } from "./bootstrap";
+import { initialActive, Location, type CloudHostArgs, type LinkContext, type LinkHost } from "../link/location";
+import type { StateServiceHandle, StateServiceRequest } from "../link/state-service";
+import { AwsStateService } from "./state-service";
 import { parseCidr } from "../../agent/contract/net";
-import { hostId, hostSpecs, throwIfInvalid, validateAwsLocationArgs, type LocationSpec } from "../link/validate";
+import { hostId, hostSpecs, throwIfInvalid, type LocationSpec } from "../link/args";
+import { validateAwsLocationArgs } from "./validate";
 
-export interface AwsHostArgs {
-  /** Host name, unique in the location (1-63 of a-z 0-9 -). */
-  name: string;
-  /**
-   * Higher wins the active role.
-   * @default 1
-   */
-  priority?: number;
-  /**
-   * Seconds without a heartbeat before the host counts as offline.
-   * @default 5
-   */
-  timeout?: number;
-  /**
-   * Seconds after going offline during which the host may not become active again.
-   * @default 10
-   */
-  backoff?: number;
-}
+/** A link host of an AWS location. */
+export type AwsHostArgs = CloudHostArgs;
 
 export interface AwsLocationArgs {
   /** The VPC of the location (vpc-…). */
@@ -122,6 +110,12 @@ export class AwsLocation extends Location {
 
   get nodeSource(): NodeSource {
     return this.args.nodeSource ?? AWS_LOCATION_DEFAULTS.nodeSource;
+  }
+
+  /** The link's state service on an instance of its own in this location's VPC, through this location's provider. */
+  override createStateService(name: string, request: StateServiceRequest, opts: pulumi.ComponentResourceOptions): StateServiceHandle {
+    const { settings, ...common } = request;
+    return new AwsStateService(name, { ...common, ...settings, location: this }, { ...opts, provider: this.provider });
   }
 
   /** The AWS provider this location's resources use (the state service placed here uses it too). */
@@ -276,7 +270,7 @@ export class AwsLocation extends Location {
     );
     const profile = new aws.iam.InstanceProfile(`${name}-profile`, { role: h.role.name }, opts);
     // The stable bootstrap: only the region and the parameter names, which never change for this host.
-    const userData = o.account.apply((account) => renderAgentBootstrap({ region: account.region, parameters: { package: names.package, config: names.config }, nodeSource: this.nodeSource }));
+    const userData = o.account.apply((account) => renderAwsAgentBootstrap({ region: account.region, parameters: { package: names.package, config: names.config }, nodeSource: this.nodeSource }));
     h.instance = new aws.ec2.Instance(
       name,
       {

@@ -5,54 +5,22 @@
 // volume, which outlives the instance.
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
-import * as random from "@pulumi/random";
-import * as tls from "@pulumi/tls";
-import { decodeMasterKey, MASTER_KEY_BYTES, sha256Hex } from "../../agent/contract/signing";
-import { DEFAULT_STATE_PORT } from "../../agent/contract/uri";
 import { cidrSlug, egressRule, hostCidr, ingressRule } from "./firewall";
 import { EC2_ASSUME_ROLE_POLICY, statePolicy } from "./iam";
 import { awsAccountOf, ubuntuAmi } from "./lookup";
 import type { AwsLocation } from "./location";
-import { renderStateBootstrap } from "../bootstrap/bootstrap";
-import type { LinkHost } from "../link/location";
-import { throwIfInvalid, validateStateServiceArgs } from "../link/validate";
+import { renderAwsStateBootstrap } from "./bootstrap";
+import { throwIfInvalid } from "../link/args";
+import { certificateFingerprint, STATE_SERVICE_COMMON_DEFAULTS, stateCredentials, type StateServiceArgsBase, type StateServiceHandle } from "../link/state-service";
+import { validateAwsStateServiceArgs } from "./validate";
 
-export interface StateServiceArgs {
-  /** The link the service serves. */
-  link: string;
+export interface AwsStateServiceArgs extends StateServiceArgsBase {
   /** The AWS location whose VPC, subnet and provider the service uses. */
   location: AwsLocation;
-  /** The link hosts: the only sources admitted to the service port (with `adminCidrs`). */
-  hosts: LinkHost[];
-  /** The topology document (JSON), delivered through Parameter Store. */
-  topology: pulumi.Input<string>;
-  /**
-   * What must exist before a topology is published: the routes Pulumi creates for the locations it
-   * names (an agent would otherwise create a missing route itself, and the next `pulumi up` fail on it).
-   * @default nothing
-   */
-  topologyDependsOn?: pulumi.Input<pulumi.Resource[]>;
-  /** npm spec or tarball URL of the sitelink package. */
-  agentPackage: string;
-  /**
-   * Admitted to the service port and SSH.
-   * @default []
-   */
-  adminCidrs?: string[];
   /**
    * @default "t3.micro"
    */
   instanceType?: string;
-  /**
-   * Port of the HTTPS API.
-   * @default 9443
-   */
-  port?: number;
-  /**
-   * Size of the state volume in GiB.
-   * @default 8
-   */
-  volumeSize?: number;
   /**
    * Image of the instance.
    * @default newest Canonical Ubuntu 24.04 LTS image (looked up once; later images do not replace the instance)
@@ -60,47 +28,13 @@ export interface StateServiceArgs {
   ami?: pulumi.Input<string>;
 }
 
-export const STATE_SERVICE_DEFAULTS = {
+export const AWS_STATE_SERVICE_DEFAULTS = {
   instanceType: "t3.micro",
-  port: DEFAULT_STATE_PORT,
-  volumeSize: 8,
-  /** Agents pin the certificate by fingerprint, so its expiry protects nothing; ten years. */
-  certificateValidityHours: 24 * 365 * 10,
+  ...STATE_SERVICE_COMMON_DEFAULTS,
 } as const;
 
-/** SHA-256 of the certificate's DER, lower-case hex: what agents pin (`fp=` of the host URI). */
-export function certificateFingerprint(pem: string): string {
-  const match = /-----BEGIN CERTIFICATE-----([\s\S]+?)-----END CERTIFICATE-----/.exec(pem);
-  if (!match?.[1]) throw new Error("not a PEM certificate");
-  return sha256Hex(Buffer.from(match[1].replace(/\s+/g, ""), "base64"));
-}
-
-/** The master key as the state service reads its key file (readMasterKey in agent/state/cli.ts): base64 of 32 random bytes. */
-export function masterKeyBytes(fileText: string): Buffer {
-  const key = decodeMasterKey(fileText);
-  if (!key) throw new Error(`the state service's master key must be the base64 of ${MASTER_KEY_BYTES} random bytes`);
-  return key;
-}
-
-/** The service's master key (secret), TLS key and a certificate for `address`; on AWS and GCP alike. */
-export function stateCredentials(name: string, link: string, address: pulumi.Output<string>, parent: pulumi.CustomResourceOptions) {
-  const masterKey = new random.RandomBytes(`${name}-master-key`, { length: 32 }, parent);
-  const tlsKey = new tls.PrivateKey(`${name}-tls-key`, { algorithm: "ECDSA", ecdsaCurve: "P256" }, parent);
-  const cert = new tls.SelfSignedCert(
-    `${name}-tls-cert`,
-    {
-      privateKeyPem: tlsKey.privateKeyPem,
-      subject: { commonName: `sitelink-${link}-state` },
-      ipAddresses: [address],
-      validityPeriodHours: STATE_SERVICE_DEFAULTS.certificateValidityHours,
-      allowedUses: ["digital_signature", "key_encipherment", "server_auth"],
-    },
-    parent,
-  );
-  return { masterKey: pulumi.secret(masterKey.base64), tlsKey, cert };
-}
-
-export class StateService extends pulumi.ComponentResource {
+export class AwsStateService extends pulumi.ComponentResource implements StateServiceHandle {
+  readonly kind = "aws";
   /** `https://EIP:port`. */
   readonly url: pulumi.Output<string>;
   /** The Elastic IP agents reach it at. */
@@ -113,12 +47,12 @@ export class StateService extends pulumi.ComponentResource {
   readonly instance: aws.ec2.Instance;
   readonly volume: aws.ebs.Volume;
 
-  constructor(name: string, args: StateServiceArgs, opts?: pulumi.ComponentResourceOptions) {
-    throwIfInvalid(`StateService "${name}"`, validateStateServiceArgs(args));
+  constructor(name: string, args: AwsStateServiceArgs, opts?: pulumi.ComponentResourceOptions) {
+    throwIfInvalid(`StateService "${name}"`, validateAwsStateServiceArgs(args));
     super("sitelink:index:StateService", name, {}, opts);
     const parent = { parent: this };
-    const port = args.port ?? STATE_SERVICE_DEFAULTS.port;
-    const instanceType = args.instanceType ?? STATE_SERVICE_DEFAULTS.instanceType;
+    const port = args.port ?? AWS_STATE_SERVICE_DEFAULTS.port;
+    const instanceType = args.instanceType ?? AWS_STATE_SERVICE_DEFAULTS.instanceType;
     this.port = port;
 
     const sg = new aws.ec2.SecurityGroup(
@@ -178,13 +112,13 @@ export class StateService extends pulumi.ComponentResource {
     const subnet = aws.ec2.getSubnetOutput({ id: args.location.subnetId }, parent);
     this.volume = new aws.ebs.Volume(
       `${name}-data`,
-      { availabilityZone: subnet.availabilityZone, size: args.volumeSize ?? STATE_SERVICE_DEFAULTS.volumeSize, type: "gp3", encrypted: true, tags: { Name: `sitelink-${args.link}-state-data` } },
+      { availabilityZone: subnet.availabilityZone, size: args.volumeSize ?? AWS_STATE_SERVICE_DEFAULTS.volumeSize, type: "gp3", encrypted: true, tags: { Name: `sitelink-${args.link}-state-data` } },
       parent,
     );
     // The stable bootstrap: region, volume, port and parameter names; the package comes from its parameter.
     const userData = pulumi
       .all([account, this.volume.id])
-      .apply(([a, volumeId]) => renderStateBootstrap({ region: a.region, volumeId, port, parameters: names, nodeSource: args.location.nodeSource }));
+      .apply(([a, volumeId]) => renderAwsStateBootstrap({ region: a.region, volumeId, port, parameters: names, nodeSource: args.location.nodeSource }));
     this.instance = new aws.ec2.Instance(
       name,
       {

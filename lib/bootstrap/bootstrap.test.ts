@@ -8,30 +8,15 @@ import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { agentConfigSchema } from "../../agent/contract/agent-config";
-import { DEFAULT_STATUS_PATH } from "../../agent/host/status";
+import { DEFAULT_STATUS_PATH } from "../../agent/contract/status";
 import { expectCleanBash } from "../../test/support/shell";
-import {
-  AGENT_FILES,
-  BETTER_SQLITE3_VERSION,
-  CHARON_TUNING,
-  GCP_AGENT_ATTRIBUTES,
-  HOST_PACKAGES,
-  INSTALL_FILES,
-  PACKAGED_BUNDLE,
-  PACKAGED_UNITS,
-  REFRESH_RANDOM_DELAY_SECONDS,
-  REFRESH_SECONDS,
-  renderAgentBootstrap,
-  renderAgentConfig,
-  renderGcpAgentBootstrap,
-  renderGcpStateBootstrap,
-  renderStateBootstrap,
-  SITELINK_BIN,
-  SITELINK_DIR,
-  STATE_FILES,
-} from "./bootstrap";
+import { renderAwsAgentBootstrap as renderAgentBootstrap, renderAwsStateBootstrap as renderStateBootstrap } from "../aws/bootstrap";
+import { GCP_AGENT_ATTRIBUTES, renderGcpAgentBootstrap, renderGcpStateBootstrap } from "../gcp/bootstrap";
+import { BETTER_SQLITE3_VERSION, CHARON_TUNING, HOST_PACKAGES, INSTALL_FILES, PACKAGED_BUNDLE, PACKAGED_UNITS, REFRESH_RANDOM_DELAY_SECONDS, REFRESH_SECONDS, SITELINK_BIN, SITELINK_DIR } from "./host";
+import { AGENT_FILES, renderAgentConfig } from "./link-host";
+import { STATE_FILES } from "./state-host";
 
-const REPO = resolve(__dirname, "..");
+const REPO = resolve(__dirname, "../..");
 const dirs: string[] = [];
 afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
 

@@ -3,16 +3,20 @@
 // routes: on GCP the active host's agent creates them (see docs/components.md, "Routes on GCP").
 import * as gcp from "@pulumi/gcp";
 import * as pulumi from "@pulumi/pulumi";
-import type { AwsHostArgs } from "../aws/location";
-import { GCP_AGENT_ATTRIBUTES, renderAgentConfig, renderGcpAgentBootstrap, type NodeSource } from "../bootstrap/bootstrap";
+import { type NodeSource } from "../bootstrap/host";
+import { renderAgentConfig } from "../bootstrap/link-host";
+import { GCP_AGENT_ATTRIBUTES, renderGcpAgentBootstrap } from "./bootstrap";
 import { cidrsByFamily, hostSources, ingressFirewall, type IngressRule } from "./firewall";
 import { CLOUD_PLATFORM_SCOPE, GCP_ROUTE_PERMISSIONS, SECRET_ACCESSOR_ROLE, serviceAccountMember } from "./iam";
 import { GCP_ACCOUNT_ID_MAX, gcpName, gcpRoleId } from "./names";
-import { Location, type LinkContext, type LinkHost } from "../link/location";
-import { gcpRegionOf, hostId, hostSpecs, throwIfInvalid, validateGcpLocationArgs, type LocationSpec } from "../link/validate";
+import { Location, type CloudHostArgs, type LinkContext, type LinkHost } from "../link/location";
+import type { StateServiceHandle, StateServiceRequest } from "../link/state-service";
+import { GcpStateService } from "./state-service";
+import { hostId, hostSpecs, throwIfInvalid, type LocationSpec } from "../link/args";
+import { gcpRegionOf, validateGcpLocationArgs } from "./validate";
 
 /** A host of a GCP location: the same settings as on AWS. */
-export type GcpHostArgs = AwsHostArgs;
+export type GcpHostArgs = CloudHostArgs;
 
 export interface GcpLocationArgs {
   /** The VPC network: name or self-link. The agent's routes go into it. */
@@ -104,6 +108,12 @@ export class GcpLocation extends Location {
 
   get nodeSource(): NodeSource {
     return this.args.nodeSource ?? GCP_LOCATION_DEFAULTS.nodeSource;
+  }
+
+  /** The link's state service on an instance of its own in this location's network, through this location's provider. */
+  override createStateService(name: string, request: StateServiceRequest, opts: pulumi.ComponentResourceOptions): StateServiceHandle {
+    const { settings, ...common } = request;
+    return new GcpStateService(name, { ...common, ...settings, location: this }, { ...opts, provider: this.provider });
   }
 
   /** The GCP provider this location's resources use (the state service placed here uses it too). */

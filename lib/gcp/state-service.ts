@@ -5,50 +5,22 @@
 // state lives on its own persistent disk.
 import * as gcp from "@pulumi/gcp";
 import * as pulumi from "@pulumi/pulumi";
-import { renderGcpStateBootstrap } from "../bootstrap/bootstrap";
+import { renderGcpStateBootstrap } from "./bootstrap";
 import { cidrsByFamily, hostSources, ingressFirewall } from "./firewall";
 import { CLOUD_PLATFORM_SCOPE, SECRET_ACCESSOR_ROLE, serviceAccountMember } from "./iam";
 import { GCP_LOCATION_DEFAULTS, type GcpLocation } from "./location";
 import { GCP_ACCOUNT_ID_MAX, gcpName } from "./names";
-import type { LinkHost } from "../link/location";
-import { certificateFingerprint, STATE_SERVICE_DEFAULTS, stateCredentials } from "../aws/state-service";
-import { gcpRegionOf, throwIfInvalid, validateGcpStateServiceArgs } from "../link/validate";
+import { throwIfInvalid } from "../link/args";
+import { certificateFingerprint, STATE_SERVICE_COMMON_DEFAULTS, stateCredentials, type StateServiceArgsBase, type StateServiceHandle } from "../link/state-service";
+import { gcpRegionOf, validateGcpStateServiceArgs } from "./validate";
 
-export interface GcpStateServiceArgs {
-  /** The link the service serves. */
-  link: string;
+export interface GcpStateServiceArgs extends StateServiceArgsBase {
   /** The GCP location whose network, subnetwork, zone and provider the service uses. */
   location: GcpLocation;
-  /** The link hosts: the only sources admitted to the service port (with `adminCidrs`). */
-  hosts: LinkHost[];
-  /** The topology document (JSON), delivered through Secret Manager. */
-  topology: pulumi.Input<string>;
-  /**
-   * What must exist before a topology is published (see StateServiceArgs.topologyDependsOn).
-   * @default nothing
-   */
-  topologyDependsOn?: pulumi.Input<pulumi.Resource[]>;
-  /** npm spec or tarball URL of the sitelink package. */
-  agentPackage: string;
-  /**
-   * Admitted to the service port and SSH.
-   * @default []
-   */
-  adminCidrs?: string[];
   /**
    * @default "e2-micro"
    */
   machineType?: string;
-  /**
-   * Port of the HTTPS API.
-   * @default 9443
-   */
-  port?: number;
-  /**
-   * Size of the state disk in GiB.
-   * @default 8
-   */
-  volumeSize?: number;
   /**
    * @default "projects/ubuntu-os-cloud/global/images/family/ubuntu-2404-lts-amd64"
    */
@@ -57,7 +29,8 @@ export interface GcpStateServiceArgs {
 
 export const GCP_STATE_SERVICE_DEFAULTS = { machineType: "e2-micro", diskDeviceName: "sitelink-state" } as const;
 
-export class GcpStateService extends pulumi.ComponentResource {
+export class GcpStateService extends pulumi.ComponentResource implements StateServiceHandle {
+  readonly kind = "gcp";
   /** `https://ADDRESS:port`. */
   readonly url: pulumi.Output<string>;
   /** The static external address agents reach it at. */
@@ -78,7 +51,7 @@ export class GcpStateService extends pulumi.ComponentResource {
     const location = args.location;
     const project = location.projectArg;
     const region = gcpRegionOf(location.zone);
-    const port = args.port ?? STATE_SERVICE_DEFAULTS.port;
+    const port = args.port ?? STATE_SERVICE_COMMON_DEFAULTS.port;
     this.port = port;
     const base = gcpName(["sitelink", args.link, "state"], `${args.link}/state`, 50);
 
@@ -115,7 +88,7 @@ export class GcpStateService extends pulumi.ComponentResource {
 
     this.disk = new gcp.compute.Disk(
       `${name}-data`,
-      { name: `${base}-data`, project, zone: location.zone, size: args.volumeSize ?? STATE_SERVICE_DEFAULTS.volumeSize, type: GCP_LOCATION_DEFAULTS.bootDiskType, labels: { "sitelink-link": args.link } },
+      { name: `${base}-data`, project, zone: location.zone, size: args.volumeSize ?? STATE_SERVICE_COMMON_DEFAULTS.volumeSize, type: GCP_LOCATION_DEFAULTS.bootDiskType, labels: { "sitelink-link": args.link } },
       // Separate from the instance: replacing the instance keeps the state.
       named,
     );

@@ -4,13 +4,13 @@ import * as pulumi from "@pulumi/pulumi";
 import { agentVersion } from "../../agent/contract/version";
 import { deriveHostSecret } from "../../agent/contract/signing";
 import { formatHostUri, normalizeFingerprint, type StateEndpoint } from "../../agent/contract/uri";
-import { AwsLocation } from "../aws/location";
-import { GcpLocation } from "../gcp/location";
-import { GcpStateService } from "../gcp/state-service";
+import type { AwsStateService } from "../aws/state-service";
+import type { GcpStateService } from "../gcp/state-service";
+import { throwIfInvalid } from "./args";
 import { initialActive, type LinkHost, type Location } from "./location";
 import { connectedPairs, parseTopology, type Cipher, type Timing, type Topology } from "../../agent/contract/topology";
-import { masterKeyBytes, StateService } from "../aws/state-service";
-import { throwIfInvalid, validateLinkArgs } from "./validate";
+import { masterKeyBytes, type StateServiceHandle } from "./state-service";
+import { stateSettingsOf, validateLinkArgs } from "./validate";
 
 /** Runs the state service on a small instance in one of the link's AWS or GCP locations. */
 export interface OwnedStateServiceArgs {
@@ -128,10 +128,18 @@ export class Link extends pulumi.ComponentResource {
   readonly fingerprint: pulumi.Output<string>;
   /** The topology document (JSON, no secrets); deliver it yourself to an external state service. */
   readonly topology: pulumi.Output<string>;
-  /** Present when the link runs its own state service. */
-  readonly stateService?: StateService;
-  /** Present when the link runs its own state service in a GCP location. */
-  readonly gcpStateService?: GcpStateService;
+  /** Present when the link runs its own state service, whichever kind of location runs it. */
+  readonly ownStateService?: StateServiceHandle;
+
+  /** @deprecated Use `ownStateService`. Present when the link runs its own state service in an AWS location. */
+  get stateService(): AwsStateService | undefined {
+    return this.ownStateService?.kind === "aws" ? (this.ownStateService as AwsStateService) : undefined;
+  }
+
+  /** @deprecated Use `ownStateService`. Present when the link runs its own state service in a GCP location. */
+  get gcpStateService(): GcpStateService | undefined {
+    return this.ownStateService?.kind === "gcp" ? (this.ownStateService as GcpStateService) : undefined;
+  }
 
   constructor(name: string, args: LinkArgs, opts?: pulumi.ComponentResourceOptions) {
     throwIfInvalid(`Link "${name}"`, validateLinkArgs(name, args));
@@ -147,8 +155,7 @@ export class Link extends pulumi.ComponentResource {
     let routesCreated!: (routes: pulumi.Resource[]) => void;
     const topologyDependsOn = new Promise<pulumi.Resource[]>((resolve) => (routesCreated = resolve));
     const { state, service } = this.stateAccess(name, args, { hosts: allHosts, agentPackage, adminCidrs, topologyDependsOn });
-    if (service instanceof GcpStateService) this.gcpStateService = service;
-    else this.stateService = service;
+    this.ownStateService = service;
     this.stateUrl = state.url;
     this.fingerprint = state.fingerprint;
     const hostUri = (id: string) =>
@@ -194,20 +201,20 @@ export class Link extends pulumi.ComponentResource {
     name: string,
     args: LinkArgs,
     shared: { hosts: LinkHost[]; agentPackage: string; adminCidrs: string[]; topologyDependsOn: Promise<pulumi.Resource[]> },
-  ): { state: StateAccess; service?: StateService | GcpStateService } {
+  ): { state: StateAccess; service?: StateServiceHandle } {
     const settings = args.stateService;
     if ("location" in settings) {
-      const location = args.locations.find((l) => l.spec.name === settings.location);
-      const common = { link: name, ...shared, topology: this.topology, port: settings.port, volumeSize: settings.volumeSize };
-      let service: StateService | GcpStateService;
-      if (location instanceof GcpLocation) {
-        service = new GcpStateService(`${name}-state`, { ...common, location, machineType: settings.machineType, image: settings.image }, { parent: this, provider: location.provider });
-      } else if (location instanceof AwsLocation) {
-        service = new StateService(`${name}-state`, { ...common, location, instanceType: settings.instanceType, ami: settings.ami }, { parent: this, provider: location.provider });
-      } else {
-        // validateLinkArgs has made sure of it; this narrows the type.
-        throw new Error(`stateService.location: "${settings.location}" is not an AWS or GCP location`);
-      }
+      // validateLinkArgs has made sure it is a location of this link that can run the service.
+      const location = args.locations.find((l) => l.spec.name === settings.location)!;
+      const request = {
+        link: name,
+        ...shared,
+        topology: this.topology,
+        port: settings.port,
+        volumeSize: settings.volumeSize,
+        settings: stateSettingsOf(location.spec.cloud, settings as unknown as Record<string, unknown>),
+      };
+      const service = location.createStateService(`${name}-state`, request, { parent: this });
       return {
         service,
         state: {

@@ -1,7 +1,29 @@
 // The cloud-agnostic side of a location: what a Link needs from it and hands to it.
 // AwsLocation, GcpLocation, SshLocation and ManualLocation implement it.
 import * as pulumi from "@pulumi/pulumi";
-import type { LocationLike, LocationSpec } from "./validate";
+import type { LocationLike, LocationSpec } from "./args";
+import type { StateServiceHandle, StateServiceRequest } from "./state-service";
+
+/** A link host of a cloud location, where the location creates the instance. */
+export interface CloudHostArgs {
+  /** Host name, unique in the location (1-63 of a-z 0-9 -). */
+  name: string;
+  /**
+   * Higher wins the active role.
+   * @default 1
+   */
+  priority?: number;
+  /**
+   * Seconds without a heartbeat before the host counts as offline.
+   * @default 5
+   */
+  timeout?: number;
+  /**
+   * Seconds after going offline during which the host may not become active again.
+   * @default 10
+   */
+  backoff?: number;
+}
 
 /** A link host once its location has allocated its addresses. */
 export interface LinkHost {
@@ -66,6 +88,15 @@ export abstract class Location extends pulumi.ComponentResource implements Locat
    */
   cloudRoutes(): pulumi.Resource[] {
     return [];
+  }
+
+  /**
+   * Runs the link's state service in this location (never on a link host). A kind that can host
+   * one overrides this and lists its settings in the Link's rules (`STATE_HOSTS`), which refuse
+   * every other kind before anything is registered.
+   */
+  createStateService(_name: string, _request: StateServiceRequest, _opts: pulumi.ComponentResourceOptions): StateServiceHandle {
+    throw new Error(`location "${this.spec.name}" cannot run the state service`);
   }
 }
 

@@ -1,6 +1,9 @@
 // Every validation rule of the components' arguments, with its exact message and field path.
 import { describe, expect, it } from "vitest";
-import { ArgsError, hostId, hostSpecs, throwIfInvalid, validateAwsLocationArgs, validateGcpStateServiceArgs, validateLinkArgs, validateStateServiceArgs, type LocationLike } from "./validate";
+import { validateAwsLocationArgs, validateAwsStateServiceArgs as validateStateServiceArgs } from "../aws/validate";
+import { validateGcpStateServiceArgs } from "../gcp/validate";
+import { ArgsError, hostId, hostSpecs, throwIfInvalid, type LocationLike } from "./args";
+import { validateLinkArgs } from "./validate";
 
 const VPC = "vpc-0123456789abcdef0";
 const SUBNET = "subnet-01234567";

@@ -2,7 +2,7 @@
 // SshLocation and ManualLocation.
 import * as pulumi from "@pulumi/pulumi";
 import type { LinkHost } from "../link/location";
-import { hostId, hostSpecs, type LocationSpec } from "../link/validate";
+import { hostId, hostSpecs, type LocationSpec } from "../link/args";
 
 export interface ExistingHostArgs {
   /** Host name, unique in the location (1-63 of a-z 0-9 -). */

@@ -4,7 +4,8 @@
 // holds a secret, so both can sit in plain Pulumi state; every path is under $SITELINK_ROOT so
 // tests run them in a temp root.
 import { DEFAULT_CONFIG_PATH } from "../../agent/contract/agent-config";
-import { HOST_PACKAGES, HOST_TUNING_FILES, hostTuning, installPackages, installSitelink, quote, script, section, SITELINK_BIN, SITELINK_BUNDLE, SITELINK_DIR } from "../bootstrap/bootstrap";
+import { HOST_PACKAGES, HOST_TUNING_FILES, hostTuning, installSitelink, SITELINK_BIN, SITELINK_BUNDLE, SITELINK_DIR } from "../bootstrap/host";
+import { installPackages, quote, script, section } from "../bootstrap/shell";
 
 export interface SshInstallOptions {
   /** npm spec or tarball URL of the sitelink package (used unless `agentTarball` is given). */

@@ -4,7 +4,7 @@ import * as pulumi from "@pulumi/pulumi";
 import { Location, type LinkContext, type LinkHost } from "../link/location";
 import { existingLinkHosts, existingLocationSpec, type ExistingHostArgs } from "./hosts";
 import { validateManualLocationArgs } from "./validate";
-import { throwIfInvalid, type LocationSpec } from "../link/validate";
+import { throwIfInvalid, type LocationSpec } from "../link/args";
 
 export interface ManualLocationArgs {
   /** CIDRs of this location reachable through the link. */

@@ -12,7 +12,7 @@ import { parseCidr } from "../../agent/contract/net";
 import { existingLinkHosts, existingLocationSpec, type ExistingHostArgs } from "./hosts";
 import { renderSshInstall, renderSshUninstall, SSH_STAGED_FILES, sshInstallCommand, sshUninstallCommand } from "./install";
 import { validateSshLocationArgs } from "./validate";
-import { throwIfInvalid, type LocationSpec } from "../link/validate";
+import { throwIfInvalid, type LocationSpec } from "../link/args";
 
 /** An SSH endpoint: who logs in where, with which key, and which host key to expect. */
 export interface SshEndpointArgs {

@@ -4,7 +4,7 @@
 import { statSync } from "node:fs";
 import { z } from "zod";
 import { isAddress } from "../../agent/contract/net";
-import { inputString, isRecord, locationTopologyIssues, uniqueIssues, zodIssues, type ArgIssue } from "../link/validate";
+import { inputString, isRecord, locationTopologyIssues, uniqueIssues, zodIssues, type ArgIssue } from "../link/args";
 
 /** Where the agent of an SSH host may write its routes file: the packaged unit only lets it write there. */
 export const ROUTES_FILE_DIRS = ["/etc/sitelink/", "/run/sitelink/"] as const;

@@ -6,7 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { readMasterKey, runStateCli } from "../../agent/state/cli";
-import { certificateFingerprint, masterKeyBytes } from "../../lib/aws/state-service";
+import { certificateFingerprint, masterKeyBytes } from "../../lib/link/state-service";
 
 const dir = mkdtempSync(join(tmpdir(), "sitelink-state-service-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));

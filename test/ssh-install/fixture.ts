@@ -6,7 +6,7 @@ import { execFileSync, spawnSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
-import { PACKAGED_BUNDLE, PACKAGED_UNITS, SITELINK_DIR } from "../../lib/bootstrap/bootstrap";
+import { PACKAGED_BUNDLE, PACKAGED_UNITS, SITELINK_DIR } from "../../lib/bootstrap/host";
 import { SSH_STAGED_FILES, sshInstallCommand, sshUninstallCommand } from "../../lib/onprem/install";
 
 export const REPO = resolve(__dirname, "../..");

@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { agentConfigSchema } from "../../agent/contract/agent-config";
 import { sha256Hex } from "../../agent/contract/signing";
-import { CHARON_TUNING, HOST_PACKAGES, SITELINK_BIN, SITELINK_DIR } from "../../lib/bootstrap/bootstrap";
+import { CHARON_TUNING, HOST_PACKAGES, SITELINK_BIN, SITELINK_DIR } from "../../lib/bootstrap/host";
 import { renderSshInstall, renderSshUninstall, SSH_STAGED_FILES } from "../../lib/onprem/install";
 import { HostFixture, REPO, type HostRoot } from "./fixture";
 

@@ -3,7 +3,9 @@
 // agent of the active host moves the target with ReplaceRoute, creating the route if it is missing.
 import type { EC2Client, EC2ClientConfig, Route } from "@aws-sdk/client-ec2";
 import { parseCidr } from "../../contract/net";
+import type { AgentConfig } from "../../contract/agent-config";
 import type { RouteProvider } from "../types";
+import { missingSection, type ProviderFlags, type RouteProviderDescriptor } from "./descriptor";
 import { Failures, normalizeCidr } from "./failures";
 import { request, type Fetch } from "./http";
 
@@ -175,3 +177,20 @@ function isMissingRoute(error: unknown): boolean {
   const name = errorName(error);
   return name === "InvalidRoute.NotFound" || (name === "InvalidParameterValue" && /no route/i.test((error as Error).message));
 }
+
+export const awsRoutes: RouteProviderDescriptor = {
+  name: "aws",
+  section: "aws",
+  flags: ["route-table", "region"],
+  usage: "--route-table rtb-… (repeatable or comma-separated) [--region R]",
+  configure(config: AgentConfig, flags: ProviderFlags): AgentConfig {
+    const tables = flags.all("route-table").flatMap((v) => v.split(",")).filter(Boolean);
+    if (tables.length === 0 && !config.aws) flags.usage("set-provider aws needs --route-table rtb-…");
+    const region = flags.get("region") ?? config.aws?.region;
+    return { ...config, provider: "aws", aws: { routeTableIds: tables.length ? tables : config.aws!.routeTableIds, ...(region && { region }) } };
+  },
+  create(config, _self, deps) {
+    if (!config.aws) throw missingSection("aws", "aws", "aws.routeTableIds lists the location's route tables");
+    return new AwsRouteProvider({ routeTableIds: config.aws.routeTableIds, region: config.aws.region, imdsEndpoint: deps.imdsEndpoint, ec2: deps.ec2, fetch: deps.fetch });
+  },
+};

@@ -5,6 +5,8 @@
 import { readFile } from "node:fs/promises";
 import { writeFileAtomic } from "../atomic-file";
 import type { RouteProvider } from "../types";
+import type { AgentConfig } from "../../contract/agent-config";
+import { missingSection, type ProviderFlags, type RouteProviderDescriptor } from "./descriptor";
 import { Failures } from "./failures";
 
 export class FileRouteProvider implements RouteProvider {
@@ -49,3 +51,19 @@ export class FileRouteProvider implements RouteProvider {
     return [`# sitelink routes of host ${this.self.hostId}: send these networks via ${via}`, ...cidrs, ""].join("\n");
   }
 }
+
+export const fileRoutes: RouteProviderDescriptor = {
+  name: "file",
+  section: "file",
+  flags: ["path"],
+  usage: "--path FILE (absolute; the packaged unit writes only under /etc/sitelink and /run)",
+  configure(config: AgentConfig, flags: ProviderFlags): AgentConfig {
+    const path = flags.get("path") ?? config.file?.path;
+    if (!path) flags.usage("set-provider file needs --path");
+    return { ...config, provider: "file", file: { path } };
+  },
+  create(config, self) {
+    if (!config.file) throw missingSection("file", "file", "file.path is where the routes file is written");
+    return new FileRouteProvider(config.file.path, self);
+  },
+};

@@ -7,6 +7,8 @@ import { createHash } from "node:crypto";
 import { Failures } from "./failures";
 import { HttpError, request, type Fetch } from "./http";
 import type { RouteProvider } from "../types";
+import { GCP_ROUTE_PRIORITY, type AgentConfig } from "../../contract/agent-config";
+import { missingSection, type ProviderFlags, type RouteProviderDescriptor } from "./descriptor";
 
 export const GCP_METADATA_URL = "http://metadata.google.internal/computeMetadata/v1";
 export const GCP_COMPUTE_URL = "https://compute.googleapis.com/compute/v1";
@@ -246,3 +248,23 @@ async function inBatches<T>(items: T[], task: (item: T) => Promise<void>): Promi
   }
   return outcomes;
 }
+
+export const gcpRoutes: RouteProviderDescriptor = {
+  name: "gcp",
+  section: "gcp",
+  flags: ["network", "project", "priority"],
+  usage: "--network N [--project P] [--priority N]",
+  configure(config: AgentConfig, flags: ProviderFlags): AgentConfig {
+    const network = flags.get("network") ?? config.gcp?.network;
+    if (!network) flags.usage("set-provider gcp needs --network");
+    const project = flags.get("project") ?? config.gcp?.project;
+    const priorityText = flags.get("priority");
+    if (priorityText !== undefined && !/^\d+$/.test(priorityText)) flags.usage(`--priority "${priorityText}" is not a number`);
+    const priority = priorityText !== undefined ? Number(priorityText) : (config.gcp?.priority ?? GCP_ROUTE_PRIORITY);
+    return { ...config, provider: "gcp", gcp: { network, priority, ...(project && { project }) } };
+  },
+  create(config, self, deps) {
+    if (!config.gcp) throw missingSection("gcp", "gcp", "gcp.network names the VPC network");
+    return new GcpRouteProvider({ ...config.gcp, hostId: self.hostId, metadataUrl: deps.gcpMetadataUrl, computeUrl: deps.gcpComputeUrl, fetch: deps.fetch });
+  },
+};

@@ -1,5 +1,6 @@
 // `none`: routes are someone else's business (static routes, a router the operator manages).
 import type { RouteProvider } from "../types";
+import type { RouteProviderDescriptor } from "./descriptor";
 
 export class NoneRouteProvider implements RouteProvider {
   readonly name = "none" as const;
@@ -9,3 +10,11 @@ export class NoneRouteProvider implements RouteProvider {
     return [];
   }
 }
+
+export const noneRoutes: RouteProviderDescriptor = {
+  name: "none",
+  flags: [],
+  usage: "",
+  configure: (config) => ({ ...config, provider: "none" }),
+  create: () => new NoneRouteProvider(),
+};
