@@ -148,6 +148,12 @@ export interface UnchangedResult {
  */
 async function unchangedThrough(lab: Lab, downSeconds: number, fault: () => Promise<void>, heal: () => Promise<void>): Promise<UnchangedResult> {
   await waitForSteady(lab);
+  // An earlier drill's crossed initiations can leave a second IKE SA to one peer until charon drops
+  // the duplicate; "nothing changed" is judged from a snapshot without one.
+  await waitFor("one IKE SA per connection on every host", 3 * PATIENCE_MS, async () => {
+    const connections = (await allSas(lab)).map((sa) => sa.replace(/#\d+$/, ""));
+    return new Set(connections).size === connections.length;
+  }, 200);
   const probes = await ProbeSet.start(lab, lab.plan.locations[0]!);
   try {
     const routesBefore = await lab.routeTable();
