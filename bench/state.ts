@@ -85,6 +85,8 @@ async function serviceRole(dir: string) {
     listen: { host: "127.0.0.1", port: 0 },
     logger: process.env.BENCH_LOG ? jsonLogger() : { event() {} },
     watchTopology: false,
+    // Every simulated host connects from 127.0.0.1.
+    connections: { perAddress: Number.MAX_SAFE_INTEGER },
   });
   serveUsage(() => service.close());
   process.send!({ type: "ready", url: `${service.url}#${service.fingerprint}` });

@@ -74,3 +74,14 @@ function networkOf(address: ipaddr.IPv4 | ipaddr.IPv6, prefix: number): ipaddr.I
   }
   return ipaddr.fromByteArray(bytes);
 }
+
+/** Ranges no host of a link can be reached at: what a report naming one is up to, it is not a host address. */
+const UNREACHABLE_RANGES = new Set(["unspecified", "broadcast", "multicast", "linkLocal", "loopback"]);
+
+/** Why a host's reported address cannot be one of its link addresses (loopback, link-local, ...), or undefined. */
+export function specialAddressRange(text: string): string | undefined {
+  const address = parseAddress(text);
+  if (!address) return "not an address";
+  const range = address.range();
+  return UNREACHABLE_RANGES.has(range) ? range : undefined;
+}

@@ -6,7 +6,7 @@ const secret = deriveHostSecret(master, "corp.east.a");
 const req = { hostId: "corp.east.a", method: "POST", path: "/v1/poll", body: '{"a":1}' };
 const now = 1_800_000_000_000;
 
-function verify(headers: Record<string, string>, overrides: Partial<typeof req> = {}, at = now, nonces = new NonceCache()) {
+function verify(headers: Record<string, string>, overrides: Partial<typeof req> = {}, at = now, nonces = new NonceCache(REPLAY_WINDOW_MS, 0)) {
   return verifyRequest(secret, { ...req, ...overrides, headers }, nonces, at);
 }
 
@@ -36,8 +36,14 @@ describe("request signing", () => {
     expect(verify({ ...signRequest(secret, req, now - REPLAY_WINDOW_MS + 1) })).toEqual({ ok: true });
   });
 
+  it("refuses a request signed before the nonce cache began: it cannot know whether it is a replay", () => {
+    const nonces = new NonceCache(REPLAY_WINDOW_MS, now);
+    expect(verify({ ...signRequest(secret, req, now - 1) }, {}, now, nonces)).toEqual({ ok: false, reason: "stale-timestamp" });
+    expect(verify({ ...signRequest(secret, req, now) }, {}, now, nonces)).toEqual({ ok: true });
+  });
+
   it("refuses a reused nonce, but a forged request does not burn it", () => {
-    const nonces = new NonceCache();
+    const nonces = new NonceCache(REPLAY_WINDOW_MS, 0);
     const headers = { ...signRequest(secret, req, now) };
     expect(verify({ ...headers, [HEADERS.signature]: "0".repeat(64) }, {}, now, nonces).ok).toBe(false);
     expect(verify(headers, {}, now, nonces)).toEqual({ ok: true });

@@ -94,7 +94,14 @@ export class NonceCache {
   private spans: Set<string>[] = [new Set()];
   /** When the newest span began; undefined until the first nonce. */
   private spanStart: number | undefined;
-  constructor(private readonly windowMs: number = REPLAY_WINDOW_MS) {}
+  /**
+   * @param since wall-clock ms the cache began: it cannot know nonces used before, so requests
+   * signed earlier are refused (a request captured before a restart is not replayed after it).
+   */
+  constructor(
+    private readonly windowMs: number = REPLAY_WINDOW_MS,
+    readonly since: number = Date.now(),
+  ) {}
 
   /** Records the nonce; returns false when it was already used within the window. */
   remember(nonce: string, now: number): boolean {
@@ -138,7 +145,8 @@ export function verifyRequest(
   }
   const expected = mac(secret, [req.method.toUpperCase(), req.path, timestamp, nonce, sha256Hex(req.body)]);
   if (!sameHex(expected, signature)) return { ok: false, reason: "bad-signature" };
-  if (Math.abs(now - Number(timestamp)) > windowMs) return { ok: false, reason: "stale-timestamp" };
+  const signedAt = Number(timestamp);
+  if (Math.abs(now - signedAt) > windowMs || signedAt < nonces.since) return { ok: false, reason: "stale-timestamp" };
   if (!nonces.remember(nonce, now)) return { ok: false, reason: "replayed-nonce" };
   return { ok: true };
 }

@@ -152,6 +152,8 @@ export const hostSchema = z.strictObject({
   /** Known at deploy time for cloud hosts; otherwise taken from the agent's reports. */
   publicAddress: address.optional(),
   privateAddress: address.optional(),
+  /** The TCP port the host answers host checks on; when set, what the host reports is ignored. */
+  hostCheckPort: z.int().min(1).max(65535).optional(),
 });
 
 export const locationSchema = z.strictObject({

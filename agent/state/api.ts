@@ -1,12 +1,14 @@
 // The agent API over HTTPS: signed POST /v1/poll (heartbeat + long-poll) and /v1/offline, plus
 // GET /metrics and /healthz. Every rejection is a 4xx with an errorResponseSchema body and changes
 // nothing; every answer to an authenticated request is signed.
+import { randomBytes } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { z } from "zod";
 import { formatPath } from "../contract/topology";
 import { API, MAX_BODY_BYTES, PROTOCOL_VERSION, offlineRequestSchema, pollRequestSchema, type ErrorResponse, type OfflineResponse } from "../contract/protocol";
 import { HEADERS, NonceCache, signResponse, verifyRequest, type VerifyFailure } from "../contract/signing";
 import type { HostEntry, StateCore } from "./core";
+import type { Logger } from "./log";
 import type { ServiceMetrics, RequestOutcome } from "./metrics";
 
 type Endpoint = "poll" | "offline";
@@ -16,8 +18,11 @@ interface Authenticated {
   nonce: string;
 }
 
-export function createApiHandler(core: StateCore, metrics: ServiceMetrics): (req: IncomingMessage, res: ServerResponse) => void {
+export function createApiHandler(core: StateCore, metrics: ServiceMetrics, logger: Logger): (req: IncomingMessage, res: ServerResponse) => void {
+  // Begins now: requests signed before this process started are refused (not replayable after a restart).
   const nonces = new NonceCache();
+  /** Checks an unknown host's request as a known host's is checked (same work, same answer). Never matches. */
+  const dummySecret = randomBytes(32).toString("base64url");
 
   function send(res: ServerResponse, status: number, body: string, auth?: Authenticated, extraHeaders: Record<string, string> = {}) {
     const headers: Record<string, string | number> = {
@@ -43,15 +48,18 @@ export function createApiHandler(core: StateCore, metrics: ServiceMetrics): (req
     const hostId = req.headers[HEADERS.host];
     if (typeof hostId !== "string") return reject(res, endpoint, 401, "missing-headers", { error: `missing ${HEADERS.host} header` });
     const host = core.host(hostId);
-    if (!host) return reject(res, endpoint, 401, "unknown-host", { error: "unknown host" });
 
     const body = await readBody(req);
     if (body === undefined) {
       return reject(res, endpoint, 413, "too-large", { error: `body larger than ${MAX_BODY_BYTES} bytes` }, undefined, true);
     }
     // Wall-clock time: agents sign with theirs.
-    const verified = verifyRequest(host.secret, { method: req.method!, path: req.url!, body, headers: req.headers }, nonces, Date.now());
-    if (!verified.ok) return reject(res, endpoint, 401, verified.reason, { error: AUTH_ERRORS[verified.reason] });
+    const verified = verifyRequest(host?.secret ?? dummySecret, { method: req.method!, path: req.url!, body, headers: req.headers }, nonces, Date.now());
+    if (!host || !verified.ok) {
+      // An unknown host fails as a bad signature does (the dummy secret never matches) and is told the same.
+      const reason = verified.ok ? "bad-signature" : verified.reason;
+      return reject(res, endpoint, 401, !host && reason === "bad-signature" ? "unknown-host" : reason, { error: AUTH_ERRORS[reason] });
+    }
     const auth: Authenticated = { host, nonce: req.headers[HEADERS.nonce] as string };
 
     let json: unknown;
@@ -125,7 +133,11 @@ export function createApiHandler(core: StateCore, metrics: ServiceMetrics): (req
     if (endpoint) {
       if (req.method !== "POST") return reject(res, endpoint, 405, "method-not-allowed", { error: `use POST for ${path}` }, undefined);
       handleAgent(req, res, endpoint).catch((error: unknown) => {
-        // A bug must not take the service down: answer 500 (unsigned, nothing to vouch for).
+        // A client that hung up mid-request is its own outcome: nothing to answer, nothing broken.
+        if (!req.complete && (req.destroyed || res.destroyed)) return metrics.request(endpoint, "aborted");
+        // A bug must not take the service down: answer 500 (unsigned, nothing to vouch for), and say so.
+        // The message and stack only: no request content (it may carry a report) reaches the log.
+        logger.event("internal-error", { endpoint, message: (error as Error).message, stack: (error as Error).stack?.split("\n").slice(1, 6).map((l) => l.trim()) });
         if (!res.headersSent) reject(res, endpoint, 500, "error", { error: "internal error" });
         else res.destroy(error as Error);
       });
@@ -149,8 +161,9 @@ export function createApiHandler(core: StateCore, metrics: ServiceMetrics): (req
 
 const AUTH_ERRORS: Record<VerifyFailure, string> = {
   "missing-headers": `missing or malformed ${HEADERS.timestamp}, ${HEADERS.nonce} or ${HEADERS.signature} header`,
-  "bad-signature": "signature does not match",
-  "stale-timestamp": "timestamp outside the replay window (check the host clock)",
+  // The same for an unknown host: host ids cannot be probed for.
+  "bad-signature": "unknown host or bad signature",
+  "stale-timestamp": "timestamp outside the replay window or before the service started (check the host clock)",
   "replayed-nonce": "nonce already used",
 };
 

@@ -14,7 +14,8 @@ import { Durable } from "./durable";
 import { FailoverEngine, type Decision, type EngineSnapshot, type HostView } from "./engine";
 import type { Logger } from "./log";
 import type { ServiceMetrics } from "./metrics";
-import { Allowlist, LinkIndex, allowedAddresses, desiredStateJson, renderHost, unchangedStateJson, type ReportedHost } from "./render";
+import { screenReport } from "./address-claims";
+import { Allowlist, LinkIndex, allowedAddresses, desiredStateJson, probeTarget, renderHost, unchangedStateJson, type ReportedHost } from "./render";
 import { newPsk, sortedPair, type LoadedState, type StateStore, type StoredReport } from "./store";
 
 export interface HostEntry {
@@ -93,6 +94,8 @@ export class StateCore {
   /** The report fields worth storing, per host: unchanged reports are not rewritten. */
   private readonly reportKeys = new Map<string, string>();
   private readonly dirtyReports = new Set<string>();
+  /** What was last logged as ignored of each host's reported addresses: logged again only when it changes. */
+  private readonly ignoredKeys = new Map<string, string>();
   private readonly psks = new Map<string, string>();
   private readonly hostCheckKeys = new Map<string, string>();
   private readonly listeners = new Map<string, Set<() => void>>();
@@ -166,12 +169,18 @@ export class StateCore {
     return this.engine.hosts();
   }
 
-  /** Records a heartbeat; the host's report updates liveness, addresses and partition evidence. */
-  heartbeat(hostId: string, report: HostReport): void {
+  /**
+   * Records a heartbeat; the host's report updates liveness, addresses and partition evidence. Of
+   * the report, only addresses the host may claim (screenReport) and results about targets it was
+   * told to probe (probeTarget) are taken.
+   */
+  heartbeat(hostId: string, sent: HostReport): void {
     const now = this.clock.now();
     this.noticeStall(now);
     const started = performance.now();
     const previous = this.reports.get(hostId)?.report;
+    const link = this.linkOf(hostId);
+    const report = this.screen(link, hostId, sent);
     this.reports.set(hostId, { hostId, at: this.clock.wallNow(), report });
     const key = reportKey(report);
     if (this.reportKeys.get(hostId) !== key) {
@@ -184,7 +193,6 @@ export class StateCore {
     const links = new Set<LinkState>();
     if (previous === undefined || addressKey(previous) !== addressKey(report)) {
       // What peers and probers are told about this host changed: its location and the connected ones.
-      const link = this.linkOf(hostId);
       if (link.allow.set(hostId, allowedAddresses(link.index.hosts.get(hostId)!.host, report))) links.add(link);
       hosts.push(...link.index.neighbourhood(this.hostIndex.get(hostId)!.location));
     }
@@ -277,6 +285,7 @@ export class StateCore {
       this.rendered.delete(hostId);
       this.reports.delete(hostId);
       this.reportKeys.delete(hostId);
+      this.ignoredKeys.delete(hostId);
       this.notify(hostId); // a held poll of a removed host is answered (with an error) now
     }
     this.event("topology-loaded", { links: topology.links.map((l) => l.name), hosts: this.hostIndex.size });
@@ -331,12 +340,39 @@ export class StateCore {
     for (const link of this.topology.links) {
       const index = new LinkIndex(link);
       const state: LinkState = { index, allow: new Allowlist(), allowJson: previous.get(link.name)?.allowJson, hostCheckKey: this.hostCheckKey(link.name) };
+      // The topology's addresses first: a stored report cannot claim them.
       for (const [hostId, { host, location }] of index.hosts) {
         this.hostIndex.set(hostId, { hostId, link, location: location.location.name, secret: deriveHostSecret(this.opts.masterKey, hostId) });
-        state.allow.set(hostId, allowedAddresses(host, this.reported(hostId)));
+        state.allow.set(hostId, allowedAddresses(host, undefined));
+      }
+      for (const [hostId, { host }] of index.hosts) {
+        const stored = this.reports.get(hostId);
+        if (!stored) continue;
+        const report = this.screenAddresses(state, hostId, stored.report);
+        if (report !== stored.report) this.reports.set(hostId, { ...stored, report });
+        state.allow.set(hostId, allowedAddresses(host, report));
       }
       this.links.set(link.name, state);
     }
+  }
+
+  /** The report as the service takes it: claimable addresses (screenAddresses), results about given targets only. */
+  private screen(link: LinkState, hostId: string, sent: HostReport): HostReport {
+    const report = this.screenAddresses(link, hostId, sent);
+    const checks = report.hostChecks.filter((c) => probeTarget(link.index, hostId, c.target, this.reported(c.target)) !== undefined);
+    return checks.length === report.hostChecks.length ? report : { ...report, hostChecks: checks };
+  }
+
+  /** The report without the addresses the host may not claim; what is ignored is logged when it changes. */
+  private screenAddresses(link: LinkState, hostId: string, sent: HostReport): HostReport {
+    const { report, ignored } = screenReport(link.index, link.allow, hostId, sent, (id) => this.reported(id));
+    const key = ignored.map((i) => `${i.field}=${i.address}`).join(",");
+    if ((this.ignoredKeys.get(hostId) ?? "") !== key) {
+      if (key === "") this.ignoredKeys.delete(hostId);
+      else this.ignoredKeys.set(hostId, key);
+      for (const i of ignored) this.opts.logger.event("address-ignored", { host: hostId, field: `report.${i.field}`, address: i.address, reason: i.reason });
+    }
+    return report;
   }
 
   private linkOf(hostId: string): LinkState {

@@ -15,6 +15,8 @@ export type RequestOutcome =
   | "invalid"
   | "not-found"
   | "method-not-allowed"
+  /** The client hung up before its request was read whole. */
+  | "aborted"
   | "error";
 
 export class ServiceMetrics {

@@ -38,7 +38,7 @@ const index = new LinkIndex(link);
 const active: Record<string, string | null> = { aws: "aws-a", office: "off-a", gcp: null };
 const reported: Record<string, ReportedHost> = {
   "off-a": { publicAddress: "198.18.2.1", privateAddress: "10.2.0.5" },
-  // A reported address differing from the topology's: the topology wins for peers, both are allowed.
+  // A reported address differing from the topology's: the topology wins, the reported one is not allowed.
   "aws-b": { publicAddress: "198.18.1.99" },
 };
 
@@ -59,7 +59,7 @@ function input(hostId: string, role: "active" | "standby", overrides: Partial<Re
   };
 }
 
-const allow = ["10.1.0.10", "10.1.0.11", "10.2.0.5", "198.18.1.1", "198.18.1.2", "198.18.1.99", "198.18.2.1", "198.18.4.1"];
+const allow = ["10.1.0.10", "10.1.0.11", "10.2.0.5", "198.18.1.1", "198.18.1.2", "198.18.2.1", "198.18.4.1"];
 
 /** The link's allowlist from every host's topology and reported addresses. */
 function allowlistOf(report: (id: string) => ReportedHost | undefined): string[] {

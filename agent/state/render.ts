@@ -76,15 +76,7 @@ export function renderHost(input: RenderInput): RenderedHost {
   const self = index.hosts.get(hostId);
   if (!self) throw new Error(`host "${hostId}" is not in link "${index.link.name}"`);
   const own = self.location;
-  const addressesOf = (id: string) => {
-    const host = index.hosts.get(id)?.host;
-    const reported = input.reported(id);
-    return {
-      publicAddress: host?.publicAddress ?? reported?.publicAddress,
-      privateAddress: host?.privateAddress ?? reported?.privateAddress,
-      hostCheckPort: reported?.hostCheckPort ?? DEFAULT_HOST_CHECK_PORT,
-    };
-  };
+  const addressesOf = (id: string) => effectiveAddresses(index.hosts.get(id)!.host, input.reported(id));
   const peerHost = (id: string): PeerHost => {
     const publicAddress = addressesOf(id).publicAddress;
     return publicAddress === undefined ? { id } : { id, publicAddress };
@@ -109,15 +101,10 @@ export function renderHost(input: RenderInput): RenderedHost {
         });
 
   const targets: HostCheckTarget[] = [];
-  for (const host of own.location.hosts) {
-    if (host.id === hostId) continue;
-    const { privateAddress, hostCheckPort } = addressesOf(host.id);
-    if (privateAddress !== undefined) targets.push({ hostId: host.id, address: privateAddress, port: hostCheckPort, scope: "location" });
-  }
-  for (const { location: peer } of own.peers) {
-    for (const host of peer.hosts) {
-      const { publicAddress, hostCheckPort } = addressesOf(host.id);
-      if (publicAddress !== undefined) targets.push({ hostId: host.id, address: publicAddress, port: hostCheckPort, scope: "peer" });
+  for (const location of [own, ...own.peers]) {
+    for (const host of location.location.hosts) {
+      const target = probeTarget(index, hostId, host.id, input.reported(host.id));
+      if (target) targets.push(target);
     }
   }
 
@@ -136,18 +123,46 @@ export function renderHost(input: RenderInput): RenderedHost {
   };
 }
 
-/** The addresses a host adds to its link's allowlist: the topology's and the reported ones. */
-export function allowedAddresses(host: Host, reported: ReportedHost | undefined): string[] {
-  const all = [host.publicAddress, host.privateAddress, reported?.publicAddress, reported?.privateAddress];
-  return [...new Set(all.filter((a): a is string => a !== undefined))];
+/**
+ * A host's addresses and host-check port as handed out: what the topology pins wins, a reported
+ * value fills only what it leaves open (a host cannot move itself off its pinned addresses).
+ */
+export function effectiveAddresses(host: Host, reported: ReportedHost | undefined): { publicAddress?: string; privateAddress?: string; hostCheckPort: number } {
+  return {
+    publicAddress: host.publicAddress ?? reported?.publicAddress,
+    privateAddress: host.privateAddress ?? reported?.privateAddress,
+    hostCheckPort: host.hostCheckPort ?? reported?.hostCheckPort ?? DEFAULT_HOST_CHECK_PORT,
+  };
 }
 
 /**
- * The firewall allowlist of a link: every address of every host of it. Addresses are counted per
- * host, so one host's change costs O(its addresses) and says whether the list changed.
+ * What `proberId` is told to probe of `targetId`: a host of its own location on its private address,
+ * a host of a connected location on its public address; undefined for any other host, and for one
+ * whose address nobody knows. Reported results about anything else are no evidence.
+ */
+export function probeTarget(index: LinkIndex, proberId: string, targetId: string, reported: ReportedHost | undefined): HostCheckTarget | undefined {
+  const prober = index.hosts.get(proberId);
+  const target = index.hosts.get(targetId);
+  if (!prober || !target || proberId === targetId) return undefined;
+  const { publicAddress, privateAddress, hostCheckPort: port } = effectiveAddresses(target.host, reported);
+  if (target.location === prober.location) return privateAddress === undefined ? undefined : { hostId: targetId, address: privateAddress, port, scope: "location" };
+  if (!prober.location.peers.includes(target.location)) return undefined;
+  return publicAddress === undefined ? undefined : { hostId: targetId, address: publicAddress, port, scope: "peer" };
+}
+
+/** The addresses a host adds to its link's allowlist: its effective ones (effectiveAddresses). */
+export function allowedAddresses(host: Host, reported: ReportedHost | undefined): string[] {
+  const { publicAddress, privateAddress } = effectiveAddresses(host, reported);
+  return [...new Set([publicAddress, privateAddress].filter((a): a is string => a !== undefined))];
+}
+
+/**
+ * The firewall allowlist of a link: every address of every host of it, with the hosts that hold
+ * each (so a reported address another host holds can be told apart). One host's change costs
+ * O(its addresses) and says whether the list changed.
  */
 export class Allowlist {
-  private readonly counts = new Map<string, number>();
+  private readonly holders = new Map<string, Set<string>>();
   private readonly byHost = new Map<string, string[]>();
 
   /** Sets the addresses one host adds; true when the list changed. */
@@ -155,22 +170,33 @@ export class Allowlist {
     const before = this.byHost.get(hostId) ?? [];
     let changed = false;
     for (const a of before) {
-      const n = this.counts.get(a)! - 1;
-      if (n === 0) this.counts.delete(a);
-      else this.counts.set(a, n);
+      const holders = this.holders.get(a)!;
+      holders.delete(hostId);
+      if (holders.size === 0) this.holders.delete(a);
     }
-    for (const a of addresses) this.counts.set(a, (this.counts.get(a) ?? 0) + 1);
-    for (const a of before) if (!this.counts.has(a)) changed = true;
-    for (const a of addresses) if (this.counts.get(a) === 1 && !before.includes(a)) changed = true;
+    for (const a of addresses) {
+      let holders = this.holders.get(a);
+      if (!holders) this.holders.set(a, (holders = new Set()));
+      holders.add(hostId);
+    }
+    for (const a of before) if (!this.holders.has(a)) changed = true;
+    for (const a of addresses) if (this.holders.get(a)!.size === 1 && !before.includes(a)) changed = true;
     if (addresses.length === 0) this.byHost.delete(hostId);
     else this.byHost.set(hostId, addresses);
     return changed;
   }
 
+  /** The hosts whose addresses include `address`. */
+  holdersOf(address: string): ReadonlySet<string> {
+    return this.holders.get(address) ?? NOBODY;
+  }
+
   addresses(): string[] {
-    return [...this.counts.keys()].sort();
+    return [...this.holders.keys()].sort();
   }
 }
+
+const NOBODY: ReadonlySet<string> = new Set();
 
 /** One answer: a host's rendered state (JSON) with its link's allowlist (JSON array) and the per-answer fields. */
 export function desiredStateJson(hostJson: string, allowJson: string, generation: number, serverTime: number, etag: string): string {

@@ -173,7 +173,7 @@ describe("state service", () => {
       if (fields) expect(body.fields).toEqual(fields);
     };
 
-    expectError(await send({ secret: secret("aws-a") }), 401, /signature does not match/);
+    expectError(await send({ secret: secret("aws-a") }), 401, /unknown host or bad signature/);
     expectError(await send({ now: Date.now() - 60_000 }), 401, /timestamp outside the replay window/);
     expectError(await send({ hostId: "nobody", secret: secret("nobody"), body: good("nobody") }), 401, /unknown host/);
     expectError(await send({ headers: { [`x-sitelink-nonce`]: "not-hex" } }), 401, /missing or malformed/);

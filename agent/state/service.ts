@@ -10,6 +10,7 @@ import { ServiceMetrics } from "./metrics";
 import { RETENTION, SqliteStore } from "./sqlite-store";
 import type { StateStore } from "./store";
 import { certificateFingerprint, keyMatchesCertificate } from "./tls";
+import { capConnectionsPerAddress, connectionDefaults, type ConnectionLimits } from "./connection-limits";
 import { loadTopologyFile, watchTopologyFile } from "./topology-source";
 
 /** Pending connections the kernel queues (capped by net.core.somaxconn). */
@@ -38,6 +39,8 @@ export interface StateServiceOptions {
   snapshotIntervalMs?: number;
   /** How often the store is checked for PSKs rotated by another process. @default 1000 */
   storePollMs?: number;
+  /** Connection caps and timeouts (see connection-limits.ts for the defaults and why). */
+  connections?: Partial<ConnectionLimits>;
 }
 
 /** Old events and decisions are pruned at start and then this often. */
@@ -72,11 +75,26 @@ export async function startStateService(opts: StateServiceOptions): Promise<Stat
   }
   const state = core;
 
-  const server: Server = createServer({ cert: opts.tls.cert, key: opts.tls.key }, createApiHandler(state, metrics));
-  // Agents keep one connection and poll again at once; held polls last up to 30 s (timing.heartbeat max).
-  server.keepAliveTimeout = 65_000;
-  server.headersTimeout = 70_000;
-  server.requestTimeout = 120_000;
+  const limits: ConnectionLimits = { ...connectionDefaults(), ...opts.connections };
+  const server: Server = createServer(
+    {
+      cert: opts.tls.cert,
+      key: opts.tls.key,
+      // Only agents connect, and they are Node: TLS 1.3 alone (no CBC suites, no renegotiation).
+      minVersion: "TLSv1.3",
+      handshakeTimeout: limits.handshakeTimeoutMs,
+      // Header and request timeouts are enforced by a sweep this often (Node's default is 30 s).
+      connectionsCheckingInterval: Math.min(1000, limits.headersTimeoutMs),
+    },
+    createApiHandler(state, metrics, logger),
+  );
+  // The request timeout runs until the request is read whole; a held poll is held after that, so it
+  // does not cut long-polls (held for up to timing.heartbeat, 30 s at most).
+  server.headersTimeout = limits.headersTimeoutMs;
+  server.requestTimeout = limits.requestTimeoutMs;
+  server.keepAliveTimeout = limits.keepAliveTimeoutMs;
+  server.maxConnections = limits.maxConnections;
+  capConnectionsPerAddress(server, limits.perAddress);
   server.on("tlsClientError", () => {}); // a failed handshake (scanner, wrong pin) is the client's problem
   const listen = opts.listen ?? { host: "0.0.0.0", port: DEFAULT_STATE_PORT };
   await new Promise<void>((resolve, reject) => {
