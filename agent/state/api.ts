@@ -56,9 +56,11 @@ export function createApiHandler(core: StateCore, metrics: ServiceMetrics, logge
     // Wall-clock time: agents sign with theirs.
     const verified = verifyRequest(host?.secret ?? dummySecret, { method: req.method!, path: req.url!, body, headers: req.headers }, nonces, Date.now());
     if (!host || !verified.ok) {
-      // An unknown host fails as a bad signature does (the dummy secret never matches) and is told the same.
+      // An unknown host fails as a bad signature does (the dummy secret never matches) and is told,
+      // logged and counted the same: /metrics is unauthenticated, so a label of its own would let
+      // anyone enumerate host ids by watching the counters.
       const reason = verified.ok ? "bad-signature" : verified.reason;
-      return reject(res, endpoint, 401, !host && reason === "bad-signature" ? "unknown-host" : reason, { error: AUTH_ERRORS[reason] });
+      return reject(res, endpoint, 401, reason, { error: AUTH_ERRORS[reason] });
     }
     const auth: Authenticated = { host, nonce: req.headers[HEADERS.nonce] as string };
 

@@ -5,7 +5,6 @@ import type { HostView } from "./engine";
 
 export type RequestOutcome =
   | "ok"
-  | "unknown-host"
   | "missing-headers"
   | "bad-signature"
   | "stale-timestamp"
