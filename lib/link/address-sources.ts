@@ -8,23 +8,38 @@ import { parseAddress } from "../../agent/contract/net";
 import type { LinkHost } from "./location";
 
 export interface AddressSource {
-  /** The hosts behind the address, in the order given; the first names the source's resource. */
+  /** The hosts behind the address, in the order given. */
   hostIds: string[];
+  /** The address when known at construction. */
+  known?: string;
   /** The address as an IPv4 /32. */
   cidr: pulumi.Output<string>;
 }
 
 /** One source per distinct public address of `hosts` known at construction, in host order. */
 export function publicAddressSources(hosts: LinkHost[]): AddressSource[] {
-  const byAddress = new Map<string, { hostIds: string[]; address: pulumi.Output<string> }>();
+  const byAddress = new Map<string, { hostIds: string[]; known?: string; address: pulumi.Output<string> }>();
   for (const host of hosts) {
+    const known = host.known?.publicAddress;
     // Host ids never start with "#": an address known only later never meets a known one here.
-    const key = host.known?.publicAddress ?? `#${host.id}`;
+    const key = known ?? `#${host.id}`;
     const source = byAddress.get(key);
     if (source) source.hostIds.push(host.id);
-    else byAddress.set(key, { hostIds: [host.id], address: host.publicAddress });
+    else byAddress.set(key, { hostIds: [host.id], ...(known === undefined ? {} : { known }), address: host.publicAddress });
   }
-  return [...byAddress.values()].map(({ hostIds, address }) => ({ hostIds, cidr: address.apply((a) => ipv4HostCidr(a, hostIds[0]!)) }));
+  return [...byAddress.values()].map(({ address, ...source }) => ({ ...source, cidr: address.apply((a) => ipv4HostCidr(a, source.hostIds[0]!)) }));
+}
+
+/**
+ * How a resource of its own for `source` is named: after its host while the host has the address
+ * alone (so a link of hosts with addresses of their own keeps the names it had), after the address
+ * once hosts share it. Each form lists the other as aliases, so a host joining or leaving an
+ * address renames the resource in place instead of creating a second identical rule (which AWS
+ * refuses) before the old one goes.
+ */
+export function sourceNaming(source: AddressSource): { key: string; aliases: string[] } {
+  if (source.known === undefined) return { key: source.hostIds[0]!, aliases: [] };
+  return source.hostIds.length === 1 ? { key: source.hostIds[0]!, aliases: [source.known] } : { key: source.known, aliases: source.hostIds };
 }
 
 /**

@@ -4,7 +4,7 @@
 import * as pulumi from "@pulumi/pulumi";
 import { beforeAll, describe, expect, it } from "vitest";
 import { parseTopology } from "../../agent/contract/topology";
-import { named, one, settle, setupMocks, valueOf } from "./harness";
+import { captured, named, one, optionsOf, settle, setupMocks, valueOf } from "./harness";
 
 type Lib = typeof import("../../lib/index.js");
 let lib: Lib;
@@ -57,36 +57,37 @@ async function collectingRejections(body: () => Promise<void>): Promise<string[]
 }
 
 describe("hosts of one location behind one NAT", () => {
-  it("get one state service rule and one prefix list entry for their address (AWS), the single host keeping its rule's name", async () => {
+  it("get one state service rule and one prefix list entry for their address (AWS); a host with an address of its own keeps its rule's name", async () => {
     const east = awsEast("nat");
-    const link = new lib.Link("nat", { locations: [east, office("nat-office", [[NAT, "10.20.0.10"], [NAT, "10.20.0.11"]])], stateService: { location: "nat-east" } });
+    const solo = office("nat-solo", [["192.0.2.20", "10.40.0.10"]], ["10.40.0.0/16"]);
+    const link = new lib.Link("nat", { locations: [east, office("nat-office", [[NAT, "10.20.0.10"], [NAT, "10.20.0.11"]]), solo], stateService: { location: "nat-east" } }, captured());
     const hosts = await valueOf(link.hosts);
     await settle();
     const eastAddress = hosts.find((h) => h.id === "nat.nat-east.a")!.publicAddress;
     const stateSg = one("nat-state-sg", "aws:ec2/securityGroup:SecurityGroup").id;
+    const rule = (cidr: string, description: string) => ({ securityGroupId: stateSg, ipProtocol: "tcp", fromPort: 9443, toPort: 9443, cidrIpv4: cidr, description });
     const rules = named("nat-state-in-", INGRESS)
-      .map((r) => ({ name: r.name, ...r.inputs }))
+      .map((r) => ({ name: r.name, aliases: optionsOf(r.name, INGRESS).opts.aliases, ...r.inputs }))
       .sort((a, b) => a.name.localeCompare(b.name));
+    // Shared, the rule is named after the address; alone, after its host; each form aliases the
+    // other, so a host joining or leaving the address renames the rule in place, never a second
+    // identical rule (which AWS refuses) before the old one goes. A cloud address is never shared.
     expect(rules).toEqual([
-      { name: "nat-state-in-nat.nat-east.a", securityGroupId: stateSg, ipProtocol: "tcp", fromPort: 9443, toPort: 9443, cidrIpv4: `${eastAddress}/32`, description: "link host nat.nat-east.a" },
-      {
-        name: "nat-state-in-nat.nat-office.a",
-        securityGroupId: stateSg,
-        ipProtocol: "tcp",
-        fromPort: 9443,
-        toPort: 9443,
-        cidrIpv4: `${NAT}/32`,
-        description: "link host nat.nat-office.a and 1 more behind the same address",
-      },
+      { name: `nat-state-in-${NAT}`, aliases: [{ name: "nat-state-in-nat.nat-office.a" }, { name: "nat-state-in-nat.nat-office.b" }], ...rule(`${NAT}/32`, "link host nat.nat-office.a and 1 more behind the same address") },
+      { name: "nat-state-in-nat.nat-east.a", aliases: [], ...rule(`${eastAddress}/32`, "link host nat.nat-east.a") },
+      { name: "nat-state-in-nat.nat-solo.a", aliases: [{ name: "nat-state-in-192.0.2.20" }], ...rule("192.0.2.20/32", "link host nat.nat-solo.a") },
     ]);
     expect(one("nat-east-peers", PREFIX_LIST).inputs).toEqual({
       name: "sitelink-nat-nat-east-peers",
       addressFamily: "IPv4",
-      maxEntries: 1,
-      entries: [{ cidr: `${NAT}/32`, description: "link host nat.nat-office.a and 1 more behind the same address" }],
+      maxEntries: 2,
+      entries: [
+        { cidr: `${NAT}/32`, description: "link host nat.nat-office.a and 1 more behind the same address" },
+        { cidr: "192.0.2.20/32", description: "link host nat.nat-solo.a" },
+      ],
       tags: { Name: "sitelink-nat-nat-east-peers" },
     });
-    // The rest of the location is as with one office host: three link-port rules on the list.
+    // The rest of the location is as with one host per address: three link-port rules on the list.
     expect(named("nat-east-in-", INGRESS).map((r) => r.name).sort()).toEqual(["nat-east-in-check", "nat-east-in-check-nat.nat-east.a", "nat-east-in-ike", "nat-east-in-natt", "nat-east-in-site-10.0.0.0-16"]);
     // Both hosts are in the topology with the one address.
     const topology = parseTopology(JSON.parse(await valueOf(link.topology)));
