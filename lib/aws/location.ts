@@ -8,6 +8,7 @@ import { awsAccountOf, ubuntuAmi } from "./lookup";
 import { type NodeSource } from "../bootstrap/host";
 import { renderAgentConfig } from "../bootstrap/link-host";
 import { renderAwsAgentBootstrap } from "./bootstrap";
+import { addressRanges, describeHosts, publicAddressSources } from "../link/address-sources";
 import { initialActive, Location, type CloudHostArgs, type LinkContext, type LinkHost } from "../link/location";
 import type { StateServiceHandle, StateServiceRequest } from "../link/state-service";
 import { AwsStateService } from "./state-service";
@@ -183,14 +184,16 @@ export class AwsLocation extends Location {
     const opts = { parent: this };
     if (ctx.peerHosts.length > 0) {
       // One list per location (prefix lists are regional, like the location's provider) and three
-      // rules, however many peers. Its size counts against the group's rule quota: exactly the peers.
+      // rules, however many peers. Its size counts against the group's rule quota: one entry per
+      // peer address (peers behind one NAT share an entry; a list refuses a duplicate).
+      const sources = publicAddressSources(ctx.peerHosts);
       const peers = new aws.ec2.ManagedPrefixList(
         `${name}-peers`,
         {
           name: `sitelink-${ctx.link}-${name}-peers`,
           addressFamily: "IPv4",
-          maxEntries: ctx.peerHosts.length,
-          entries: ctx.peerHosts.map((peer) => ({ cidr: hostCidr(peer.publicAddress), description: `link host ${peer.id}` })),
+          maxEntries: sources.length,
+          entries: addressRanges(sources).apply((ranges) => ranges.map((r) => ({ cidr: r.cidr, description: describeHosts(r.hostIds) }))),
           tags: { Name: `sitelink-${ctx.link}-${name}-peers` },
         },
         opts,

@@ -5,11 +5,12 @@
 // volume, which outlives the instance.
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
-import { cidrSlug, egressRule, hostCidr, ingressRule } from "./firewall";
+import { cidrSlug, egressRule, ingressRule } from "./firewall";
 import { EC2_ASSUME_ROLE_POLICY, statePolicy } from "./iam";
 import { awsAccountOf, ubuntuAmi } from "./lookup";
 import type { AwsLocation } from "./location";
 import { renderAwsStateBootstrap } from "./bootstrap";
+import { describeHosts, distinctAddressSources, sourceNaming } from "../link/address-sources";
 import { throwIfInvalid } from "../link/args";
 import { certificateFingerprint, STATE_SERVICE_COMMON_DEFAULTS, stateCredentials, type StateServiceArgsBase, type StateServiceHandle } from "../link/state-service";
 import { validateAwsStateServiceArgs } from "./validate";
@@ -88,8 +89,11 @@ export class AwsStateService extends pulumi.ComponentResource implements StateSe
       masterKey: new aws.ssm.Parameter(`${name}-master-key-param`, { name: names.masterKey, type: "SecureString", value: this.masterKey }, parent),
     };
 
-    for (const host of args.hosts) {
-      ingressRule(`${name}-in-${host.id}`, sg.id, { protocol: "tcp", port, cidr: hostCidr(host.publicAddress), description: `link host ${host.id}` }, parent);
+    // One rule per address: AWS refuses a second identical one.
+    for (const source of distinctAddressSources(args.hosts)) {
+      const { key, aliases } = sourceNaming(source);
+      const rule = { protocol: "tcp" as const, port, cidr: source.cidr, description: describeHosts(source.hostIds) };
+      ingressRule(`${name}-in-${key}`, sg.id, rule, { ...parent, aliases: aliases.map((alias) => ({ name: `${name}-in-${alias}` })) });
     }
     for (const cidr of args.adminCidrs ?? []) {
       ingressRule(`${name}-in-admin-${cidrSlug(cidr)}`, sg.id, { protocol: "tcp", port, cidr, description: `admin network ${cidr}` }, parent);

@@ -4,6 +4,8 @@
 import * as gcp from "@pulumi/gcp";
 import * as pulumi from "@pulumi/pulumi";
 import { parseCidr } from "../../agent/contract/net";
+import { addressRanges, publicAddressSources } from "../link/address-sources";
+import type { LinkHost } from "../link/location";
 
 export interface IngressRule {
   /** The Pulumi resource name; the GCP name is `${tag}-${suffix}`. */
@@ -48,7 +50,12 @@ export function ingressFirewall(target: FirewallTarget, rule: IngressRule, sourc
   );
 }
 
-/** Public addresses of hosts as /32 sources. */
+/** Addresses of cloud hosts (IPv4) as /32 sources. */
 export function hostSources(addresses: pulumi.Output<string>[]): pulumi.Output<string>[] {
   return addresses.map((a) => a.apply((ip) => `${ip}/32`));
+}
+
+/** The public addresses of link hosts as the sources of one rule, each address once. */
+export function publicAddressRanges(hosts: LinkHost[]): pulumi.Output<string[]> {
+  return addressRanges(publicAddressSources(hosts)).apply((ranges) => ranges.map((r) => r.cidr));
 }

@@ -6,7 +6,7 @@ import * as pulumi from "@pulumi/pulumi";
 import { type NodeSource } from "../bootstrap/host";
 import { renderAgentConfig } from "../bootstrap/link-host";
 import { GCP_AGENT_ATTRIBUTES, renderGcpAgentBootstrap } from "./bootstrap";
-import { cidrsByFamily, hostSources, ingressFirewall, type IngressRule } from "./firewall";
+import { cidrsByFamily, hostSources, ingressFirewall, publicAddressRanges, type IngressRule } from "./firewall";
 import { CLOUD_PLATFORM_SCOPE, GCP_ROUTE_PERMISSIONS, SECRET_ACCESSOR_ROLE, serviceAccountMember } from "./iam";
 import { GCP_ACCOUNT_ID_MAX, gcpName, gcpRoleId } from "./names";
 import { Location, type CloudHostArgs, type LinkContext, type LinkHost } from "../link/location";
@@ -188,7 +188,7 @@ export class GcpLocation extends Location {
     const rule = (suffix: string, description: string, allows: IngressRule["allows"], sources: pulumi.Input<pulumi.Input<string>[]>) =>
       this.firewalls.push(ingressFirewall(target, { resource: `${this.spec.name}-fw-${suffix}`, suffix, description, allows }, sources, opts));
     if (ctx.peerHosts.length > 0) {
-      rule("link", `sitelink ${ctx.link}: IKE, NAT-T and host checks from the peer hosts`, GCP_LINK_ALLOWS, hostSources(ctx.peerHosts.map((p) => p.publicAddress)));
+      rule("link", `sitelink ${ctx.link}: IKE, NAT-T and host checks from the peer hosts`, GCP_LINK_ALLOWS, publicAddressRanges(ctx.peerHosts));
     }
     rule("check", `sitelink ${ctx.link}: host checks from the hosts of ${this.spec.name}`, [{ protocol: "tcp", ports: ["9790"] }], hostSources(this.hosts.map((h) => h.host.privateAddress)));
     for (const [family, ranges] of cidrsByFamily(this.spec.routes)) {

@@ -6,7 +6,7 @@
 import * as gcp from "@pulumi/gcp";
 import * as pulumi from "@pulumi/pulumi";
 import { renderGcpStateBootstrap } from "./bootstrap";
-import { cidrsByFamily, hostSources, ingressFirewall } from "./firewall";
+import { cidrsByFamily, ingressFirewall, publicAddressRanges } from "./firewall";
 import { CLOUD_PLATFORM_SCOPE, SECRET_ACCESSOR_ROLE, serviceAccountMember } from "./iam";
 import { GCP_LOCATION_DEFAULTS, type GcpLocation } from "./location";
 import { GCP_ACCOUNT_ID_MAX, gcpName } from "./names";
@@ -65,7 +65,7 @@ export class GcpStateService extends pulumi.ComponentResource implements StateSe
     this.url = pulumi.interpolate`https://${external.address}:${port}`;
 
     const target = { network: location.network, project, tag: base };
-    ingressFirewall(target, { resource: `${name}-fw-api`, suffix: "api", description: `sitelink ${args.link}: state service API from the link hosts`, allows: [{ protocol: "tcp", ports: [String(port)] }] }, hostSources(args.hosts.map((h) => h.publicAddress)), parent);
+    ingressFirewall(target, { resource: `${name}-fw-api`, suffix: "api", description: `sitelink ${args.link}: state service API from the link hosts`, allows: [{ protocol: "tcp", ports: [String(port)] }] }, publicAddressRanges(args.hosts), parent);
     for (const [family, ranges] of cidrsByFamily(args.adminCidrs ?? [])) {
       const admin = { resource: `${name}-fw-admin${family}`, suffix: `admin${family}`, description: `sitelink ${args.link}: state service API and SSH from the admin networks`, allows: [{ protocol: "tcp", ports: [String(port), "22"] }] };
       ingressFirewall(target, admin, ranges, parent);

@@ -31,12 +31,20 @@ export function throwIfInvalid(component: string, issues: ArgIssue[]): void {
   if (issues.length > 0) throw new ArgsError(component, issues);
 }
 
+/** A host's addresses given as plain strings, normalized: known before anything is deployed. */
+export interface KnownAddresses {
+  publicAddress?: string;
+  privateAddress?: string;
+}
+
 /** A host of a location, defaults filled in. */
 export interface HostSpec {
   name: string;
   priority: number;
   timeout: number;
   backoff: number;
+  /** The addresses known at construction (on-prem hosts); an Output or a cloud-made address is not. */
+  known?: KnownAddresses;
 }
 
 /** What the Link needs to know about a location to validate and render the topology. */

@@ -8,7 +8,7 @@ import type { AwsStateService } from "../aws/state-service";
 import type { GcpStateService } from "../gcp/state-service";
 import { throwIfInvalid } from "./args";
 import { initialActive, type LinkHost, type Location } from "./location";
-import { connectedPairs, parseTopology, type Cipher, type Timing, type Topology } from "../../agent/contract/topology";
+import { checkTopology, connectedPairs, parseTopology, type Cipher, type Timing, type Topology, type TopologyInput } from "../../agent/contract/topology";
 import { masterKeyBytes, type StateServiceHandle } from "./state-service";
 import { stateSettingsOf, validateLinkArgs } from "./validate";
 
@@ -242,9 +242,14 @@ export class Link extends pulumi.ComponentResource {
   }
 }
 
-/** The topology document of the link; host addresses once known. Validated, defaults filled in. */
-function topologyDocument(name: string, args: LinkArgs, hostsByLocation: Map<string, LinkHost[]>, addresses?: Map<string, [string, string]>): Topology {
-  return parseTopology({
+/** The topology document of the link (validated, defaults filled in), before host addresses are known. */
+function topologyDocument(name: string, args: LinkArgs, hostsByLocation: Map<string, LinkHost[]>): Topology {
+  return parseTopology(topologyInput(name, args, hostsByLocation));
+}
+
+/** The topology document of the link as written; host addresses once known. */
+function topologyInput(name: string, args: LinkArgs, hostsByLocation: Map<string, LinkHost[]>, addresses?: Map<string, [string, string]>): TopologyInput {
+  return {
     version: 1,
     links: [
       {
@@ -269,15 +274,29 @@ function topologyDocument(name: string, args: LinkArgs, hostsByLocation: Map<str
         ...(args.timing ? { timing: args.timing } : {}),
       },
     ],
-  });
+  };
 }
 
-/** The document as JSON, once every host address is known. */
+/**
+ * The document as JSON, once every host address is known. Addresses given as plain strings were
+ * checked at construction; one known only now (a cloud address, an Output) may still clash with
+ * another, which fails here naming the hosts.
+ */
 function renderTopology(name: string, args: LinkArgs, hostsByLocation: Map<string, LinkHost[]>): pulumi.Output<string> {
   const hosts = [...hostsByLocation.values()].flat();
   return pulumi.all(hosts.map((h) => pulumi.all([h.publicAddress, h.privateAddress]))).apply((addresses) => {
     const byId = new Map(hosts.map((h, i): [string, [string, string]] => [h.id, addresses[i]!]));
+    const result = checkTopology(topologyInput(name, args, hostsByLocation, byId));
+    if (!result.ok) throw new Error(`Link "${name}": the host addresses known at deployment clash:\n${result.issues.map((i) => `  ${hostNamed(i.path, args, hostsByLocation)}: ${hostNamed(i.message, args, hostsByLocation)}`).join("\n")}`);
     // Compact: it travels in a parameter of at most 8 KB.
-    return JSON.stringify(topologyDocument(name, args, hostsByLocation, byId));
+    return JSON.stringify(result.topology);
+  });
+}
+
+/** `text` with the document paths of host fields (`links[0].locations[1].hosts[0].publicAddress`) as `host <id> publicAddress`. */
+function hostNamed(text: string, args: LinkArgs, hostsByLocation: Map<string, LinkHost[]>): string {
+  return text.replace(/links\[0\]\.locations\[(\d+)\]\.hosts\[(\d+)\]\.(\w+)/g, (path, l: string, h: string, field: string) => {
+    const host = hostsByLocation.get(args.locations[Number(l)]?.spec.name ?? "")?.[Number(h)];
+    return host ? `host ${host.id} ${field}` : path;
   });
 }

@@ -1,7 +1,7 @@
 // The cloud-agnostic side of a location: what a Link needs from it and hands to it.
 // AwsLocation, GcpLocation, SshLocation and ManualLocation implement it.
 import * as pulumi from "@pulumi/pulumi";
-import type { LocationLike, LocationSpec } from "./args";
+import type { KnownAddresses, LocationLike, LocationSpec } from "./args";
 import type { StateServiceHandle, StateServiceRequest } from "./state-service";
 
 /** A link host of a cloud location, where the location creates the instance. */
@@ -38,6 +38,8 @@ export interface LinkHost {
   publicAddress: pulumi.Output<string>;
   /** Where hosts of its own location reach it (host checks). */
   privateAddress: pulumi.Output<string>;
+  /** The addresses already known at construction (given as plain strings), for rules decided then. */
+  known?: KnownAddresses;
 }
 
 /** What a Link hands a location when it joins: everything that depends on the other locations. */

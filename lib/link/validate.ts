@@ -1,10 +1,11 @@
 // The Link's own argument rules: its fields, where its state service runs, and the topology rules
 // across its locations (taken from checkTopology, with document paths mapped to argument paths).
 import { z } from "zod";
+import { parseAddress } from "../../agent/contract/net";
 import { normalizeFingerprint } from "../../agent/contract/uri";
 import { AWS_STATE_SETTINGS } from "../aws/validate";
 import { GCP_STATE_SETTINGS } from "../gcp/validate";
-import { hostId, isDeferred, isRecord, MAX_HOST_ID_LENGTH, topologyIssues, uniqueIssues, withIds, zodIssues, type ArgIssue, type LocationLike } from "./args";
+import { hostId, isDeferred, isRecord, MAX_HOST_ID_LENGTH, topologyIssues, uniqueIssues, withIds, zodIssues, type ArgIssue, type HostSpec, type LocationLike } from "./args";
 import { adminCidrsSchema, agentPackageSchema, STATE_SETTINGS_COMMON } from "./state-service";
 
 /**
@@ -66,13 +67,51 @@ export function validateLinkArgs(name: string, args: unknown): ArgIssue[] {
     links: [
       {
         name,
-        locations: locations.map((l) => withIds(name, l.spec)),
+        locations: locations.map((l) => withIds(name, { ...l.spec, hosts: l.spec.hosts.map(topologyHost) })),
         ...definedOnly({ connections: args.connections, cipher: args.cipher, timing: args.timing }),
       },
     ],
   };
-  issues.push(...topologyIssues(doc, "links[0]"));
+  issues.push(...topologyIssues(doc, "links[0]"), ...ipv6AddressIssues(args, locations));
   return uniqueIssues(issues);
+}
+
+/** A host as the topology has it: the addresses known now are checked now (one public address per location). */
+function topologyHost({ known, ...host }: HostSpec) {
+  return { ...host, ...known };
+}
+
+/** The location kinds whose hosts have IPv4 public addresses only (an Elastic IP, a GCP external address). */
+const IPV4_ONLY: Record<string, string> = { aws: "AWS", gcp: "GCP" };
+
+/**
+ * A host's public address is where IKE peers and the state service see it from: an IPv6 one works
+ * only with IPv6 at the other end, so it is refused where the other end has IPv4 only.
+ */
+function ipv6AddressIssues(args: Record<string, unknown>, locations: LocationLike[]): ArgIssue[] {
+  const names = locations.map((l) => l.spec.name);
+  const pairs: unknown[] = Array.isArray(args.connections) ? args.connections : names.flatMap((a, i) => names.slice(i + 1).map((b) => [a, b]));
+  const peersOf = (name: string) => pairs.flatMap((p) => (Array.isArray(p) && p.length === 2 ? (p[0] === name ? [p[1]] : p[1] === name ? [p[0]] : []) : []));
+  const ownState = isRecord(args.stateService) && typeof args.stateService.location === "string" ? args.stateService.location : undefined;
+  const issues: ArgIssue[] = [];
+  locations.forEach((l, i) => {
+    const ipv4Peers = locations.filter((p) => IPV4_ONLY[p.spec.cloud] && peersOf(l.spec.name).includes(p.spec.name));
+    l.spec.hosts.forEach((h, j) => {
+      const address = h.known?.publicAddress;
+      if (address === undefined || parseAddress(address)?.kind() !== "ipv6") return;
+      const path = `locations[${i}].hosts[${j}].publicAddress`;
+      for (const peer of ipv4Peers) {
+        issues.push({ path, message: `${address} is an IPv6 address, but connected location "${peer.spec.name}" (${IPV4_ONLY[peer.spec.cloud]}) has IPv4 addresses only: IKE needs both ends in one address family` });
+      }
+      if (ownState !== undefined) {
+        issues.push({
+          path,
+          message: `${address} is an IPv6 address, but the link's own state service (in "${ownState}") has an IPv4 address and admits hosts by their public address: give the IPv4 address the host reaches the internet from, or use a state service run elsewhere ({ url, fingerprint, masterKey })`,
+        });
+      }
+    });
+  });
+  return issues;
 }
 
 /** `stateService`: run by this link in one of its locations that can host it, or run elsewhere. */

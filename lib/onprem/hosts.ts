@@ -1,8 +1,9 @@
 // Hosts that already exist (offices, data centers): given by address, not created. Shared by
 // SshLocation and ManualLocation.
 import * as pulumi from "@pulumi/pulumi";
+import { parseAddress } from "../../agent/contract/net";
 import type { LinkHost } from "../link/location";
-import { hostId, hostSpecs, type LocationSpec } from "../link/args";
+import { hostId, hostSpecs, type KnownAddresses, type LocationSpec } from "../link/args";
 
 export interface ExistingHostArgs {
   /** Host name, unique in the location (1-63 of a-z 0-9 -). */
@@ -33,7 +34,13 @@ export interface ExistingHostArgs {
 
 /** The spec of a location of existing hosts. */
 export function existingLocationSpec(name: string, cloud: "ssh" | "manual", args: { routes: string[]; hosts: ExistingHostArgs[] }): LocationSpec {
-  return { name, cloud, routes: [...args.routes], hosts: hostSpecs(args) };
+  return { name, cloud, routes: [...args.routes], hosts: hostSpecs(args).map((h, i) => ({ ...h, known: knownAddresses(args.hosts[i]!) })) };
+}
+
+/** The addresses given as plain strings, normalized as the topology writes them (`2001:db8::10`). */
+function knownAddresses(host: ExistingHostArgs): KnownAddresses {
+  const known = (address: pulumi.Input<string>) => (typeof address === "string" ? parseAddress(address)?.toString() : undefined);
+  return { publicAddress: known(host.publicAddress), privateAddress: known(host.privateAddress) };
 }
 
 /** The link hosts of a location of existing hosts, in the order of `hosts`. */

@@ -93,11 +93,16 @@ export function validateSshLocationArgs(name: string, args: unknown): ArgIssue[]
   return uniqueIssues([...issues, ...topologyIssues(name, args)]);
 }
 
-/** The topology rules on the fields the topology knows (addresses may be Outputs here; checked above). */
+const TOPOLOGY_HOST_FIELDS = ["name", "priority", "timeout", "backoff"];
+const ADDRESS_FIELDS = ["publicAddress", "privateAddress"];
+
+/**
+ * The topology rules on the fields the topology knows, addresses among them when they are plain
+ * strings (so a private address used twice is refused now); Outputs are checked once they resolve.
+ */
 function topologyIssues(name: string, args: unknown): ArgIssue[] {
   if (!isRecord(args)) return locationTopologyIssues(name, args);
-  const hosts = Array.isArray(args.hosts)
-    ? args.hosts.map((h: unknown) => (isRecord(h) ? Object.fromEntries(Object.entries(h).filter(([k]) => ["name", "priority", "timeout", "backoff"].includes(k))) : h))
-    : args.hosts;
+  const known = ([k, v]: [string, unknown]) => TOPOLOGY_HOST_FIELDS.includes(k) || (ADDRESS_FIELDS.includes(k) && typeof v === "string" && isAddress(v));
+  const hosts = Array.isArray(args.hosts) ? args.hosts.map((h: unknown) => (isRecord(h) ? Object.fromEntries(Object.entries(h).filter(known)) : h)) : args.hosts;
   return locationTopologyIssues(name, { routes: args.routes, hosts });
 }

@@ -33,7 +33,8 @@ describe("preview with unknown cloud values", () => {
     expect(pulumi.isUnknown(named("pv-a-a-config")[0]!.inputs.value)).toBe(true);
     expect(pulumi.isUnknown(named("pv-state-topology")[0]!.inputs.value)).toBe(true);
     expect(pulumi.isUnknown(named("pv-a-route")[0]!.inputs.networkInterfaceId)).toBe(true);
-    expect((named("pv-a-peers")[0]!.inputs.entries as { cidr: unknown }[]).every((e) => pulumi.isUnknown(e.cidr))).toBe(true);
+    // (each address listed once, so the entries are known once every address is)
+    expect(pulumi.isUnknown(named("pv-a-peers")[0]!.inputs.entries)).toBe(true);
     expect(named("pv-a-route").map((r) => r.inputs.destinationCidrBlock)).toEqual(["10.2.0.0/16"]);
   });
 });
