@@ -8,6 +8,7 @@ import { API, MAX_BODY_BYTES, PROTOCOL_VERSION, offlineRequestSchema, pollReques
 import { HEADERS, NonceCache, signResponse, verifyRequest, type VerifyFailure } from "../contract/signing";
 import type { HostEntry, StateCore } from "./core";
 import type { ServiceMetrics, RequestOutcome } from "./metrics";
+import { createOperatorHandler } from "./operator-api";
 
 type Endpoint = "poll" | "offline";
 
@@ -18,6 +19,7 @@ interface Authenticated {
 
 export function createApiHandler(core: StateCore, metrics: ServiceMetrics): (req: IncomingMessage, res: ServerResponse) => void {
   const nonces = new NonceCache();
+  const operator = createOperatorHandler(core, metrics);
 
   function send(res: ServerResponse, status: number, body: string, auth?: Authenticated, extraHeaders: Record<string, string> = {}) {
     const headers: Record<string, string | number> = {
@@ -120,6 +122,7 @@ export function createApiHandler(core: StateCore, metrics: ServiceMetrics): (req
   }
 
   return (req, res) => {
+    if (operator(req, res)) return;
     const path = req.url ?? "";
     const endpoint = path === API.poll ? "poll" : path === API.offline ? "offline" : undefined;
     if (endpoint) {
@@ -147,7 +150,7 @@ export function createApiHandler(core: StateCore, metrics: ServiceMetrics): (req
   };
 }
 
-const AUTH_ERRORS: Record<VerifyFailure, string> = {
+export const AUTH_ERRORS: Record<VerifyFailure, string> = {
   "missing-headers": `missing or malformed ${HEADERS.timestamp}, ${HEADERS.nonce} or ${HEADERS.signature} header`,
   "bad-signature": "signature does not match",
   "stale-timestamp": "timestamp outside the replay window (check the host clock)",
@@ -155,7 +158,7 @@ const AUTH_ERRORS: Record<VerifyFailure, string> = {
 };
 
 /** The request body, or undefined once it grows past MAX_BODY_BYTES (reading stops there). */
-function readBody(req: IncomingMessage): Promise<Buffer | undefined> {
+export function readBody(req: IncomingMessage): Promise<Buffer | undefined> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
