@@ -3,7 +3,7 @@ import { randomBytes } from "node:crypto";
 import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { connectedPairs, type Topology } from "../contract/topology";
-import { DEFAULT_STATE_PORT, normalizeFingerprint } from "../contract/uri";
+import { DEFAULT_STATE_PORT, isFingerprint } from "../contract/uri";
 import { fetchOperatorStatus, readiness } from "../contract/operator";
 import type { OperatorStatus } from "../contract/protocol";
 import { decodeMasterKey, deriveOperatorKey, MASTER_KEY_BYTES } from "../contract/signing";
@@ -269,15 +269,6 @@ export function formatOperatorStatus(status: OperatorStatus, url: string, verdic
   const waiting = verdicts.filter((v) => !v.ready);
   const verdict = waiting.length === 0 ? "ready" : `not ready:\n${waiting.map((v) => `  ${v.id}: ${v.reason}`).join("\n")}`;
   return `${url} generation ${status.generation}\n${table(["LINK", "LOCATION", "HOST", "STATUS", "ROLE", "LAST CONTACT", "AGENT", "TUNNELS"], rows)}${verdict}\n`;
-}
-
-function isFingerprint(text: string): boolean {
-  try {
-    normalizeFingerprint(text);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 function table(header: string[], rows: string[][]): string {
