@@ -4,7 +4,7 @@ import { API, type OperatorHost, type OperatorStatus } from "./protocol";
 import { fetchOperatorStatus, readiness, waitForReadiness } from "./operator";
 import { deriveOperatorKey } from "./signing";
 import { PinnedTestAgent, report, signedCall } from "../../test/support/state-testkit";
-import { startTestStateService, type TestStateService } from "../../test/support/state-fixture";
+import { EAST_WEST, startTestStateService, type TestStateService } from "../../test/support/state-fixture";
 
 const NOW = Date.parse("2030-01-01T12:00:00Z");
 
@@ -109,18 +109,7 @@ describe("operator client", () => {
     });
 
   beforeAll(async () => {
-    state = await startTestStateService({
-      version: 1,
-      links: [
-        {
-          name: "corp",
-          locations: [
-            { name: "east", routes: ["10.1.0.0/16"], hosts: [{ id: "corp.east.a", name: "a", timeout: 120 }] },
-            { name: "west", routes: ["10.2.0.0/16"], hosts: [{ id: "corp.west.a", name: "a", timeout: 120 }] },
-          ],
-        },
-      ],
-    });
+    state = await startTestStateService(EAST_WEST);
     agent = new PinnedTestAgent(state.service.fingerprint);
   });
 

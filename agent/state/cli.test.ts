@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { deriveHostSecret } from "../contract/signing";
 import { PinnedTestAgent, report, signedCall } from "../../test/support/state-testkit";
-import { startTestStateService, type TestStateService } from "../../test/support/state-fixture";
+import { EAST_WEST, startTestStateService, type TestStateService } from "../../test/support/state-fixture";
 import { DATA_FILES, formatStatus, parseListen, readMasterKey, runStateCli } from "./cli";
 import { SqliteStore } from "./sqlite-store";
 
@@ -164,18 +164,7 @@ describe("sitelink state status --url (from anywhere)", () => {
   let operatorKeyFile: string;
 
   beforeAll(async () => {
-    state = await startTestStateService({
-      version: 1,
-      links: [
-        {
-          name: "corp",
-          locations: [
-            { name: "east", routes: ["10.1.0.0/16"], hosts: [{ id: "corp.east.a", name: "a", timeout: 120 }] },
-            { name: "west", routes: ["10.2.0.0/16"], hosts: [{ id: "corp.west.a", name: "a", timeout: 120 }] },
-          ],
-        },
-      ],
-    });
+    state = await startTestStateService(EAST_WEST);
     agent = new PinnedTestAgent(state.service.fingerprint);
     const dir = tempDir();
     masterKeyFile = join(dir, "master.key");

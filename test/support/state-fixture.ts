@@ -20,6 +20,20 @@ export interface TestStateService {
   close(): Promise<void>;
 }
 
+/** Link corp: locations east and west, connected, one host each (corp.east.a, corp.west.a); long timeouts. */
+export const EAST_WEST = {
+  version: 1,
+  links: [
+    {
+      name: "corp",
+      locations: [
+        { name: "east", routes: ["10.1.0.0/16"], hosts: [{ id: "corp.east.a", name: "a", timeout: 120 }] },
+        { name: "west", routes: ["10.2.0.0/16"], hosts: [{ id: "corp.west.a", name: "a", timeout: 120 }] },
+      ],
+    },
+  ],
+};
+
 const tls = selfSignedCertificate({ names: ["127.0.0.1"] });
 
 export async function startTestStateService(topology: unknown): Promise<TestStateService> {
