@@ -14,6 +14,10 @@ export const API = {
   poll: "/v1/poll",
   /** POST OfflineRequest → OfflineResponse: graceful stop, the host is offline (and demoted) at once. */
   offline: "/v1/offline",
+  /** POST ProblemRequest → {}: a host without a working agent (failed boot, refused agent) says why. */
+  problem: "/v1/problem",
+  /** GET → OperatorStatus: read-only, signed with the operator key (signing.ts deriveOperatorKey). */
+  operatorStatus: "/v1/operator/status",
 } as const;
 
 /** Largest request body the service reads; anything larger is refused with 413. */
@@ -70,6 +74,19 @@ export const routeReportSchema = z.strictObject({
   error: z.string().max(1024).optional(),
 });
 
+/** What can keep a host from running the agent: the bundle failed its check, or the boot script failed. */
+export const problemKindSchema = z.enum(["integrity", "bootstrap"]);
+
+/** One line of printable text (it ends up in terminals), at most 500 characters, never a secret. */
+const problemMessage = z
+  .string()
+  .min(1)
+  .max(500)
+  .refine((v) => !/[\u0000-\u001f\u007f]/.test(v), "must be one line of printable text");
+
+/** A problem of the host's install, as its installer recorded it (`/etc/sitelink/install-status.json`). */
+export const installProblemSchema = z.strictObject({ kind: problemKindSchema, message: problemMessage });
+
 export const hostReportSchema = z.strictObject({
   agentVersion: z.string().min(1).max(64),
   publicAddress: address.optional(),
@@ -83,6 +100,8 @@ export const hostReportSchema = z.strictObject({
   tunnels: z.array(tunnelReportSchema).max(1024),
   hostChecks: z.array(hostCheckResultSchema).max(4096),
   routes: routeReportSchema,
+  /** Present while the installer's last run failed (the running agent is an older one). */
+  installProblem: installProblemSchema.optional(),
 });
 
 export const pollRequestSchema = z.strictObject({
@@ -104,6 +123,13 @@ export const offlineRequestSchema = z.strictObject({
   protocol: z.literal(PROTOCOL_VERSION),
   hostId,
   reason: z.string().max(256),
+});
+
+/** A problem posted by a host without a working agent; the host's next poll without `installProblem` clears it. */
+export const problemRequestSchema = z.strictObject({
+  hostId,
+  kind: problemKindSchema,
+  message: problemMessage,
 });
 
 export const peerHostSchema = z.strictObject({
@@ -194,6 +220,47 @@ export const offlineResponseSchema = z.strictObject({
   generation: z.int().nonnegative(),
 });
 
+/** How the engine shows a host (agent/state/engine HostStatus). */
+export const HOST_STATUSES = ["offline", "backoff", "partitioned", "silent", "available", "active"] as const;
+
+export const operatorHostSchema = z.strictObject({
+  id: hostId,
+  /** `offline` also for a host never heard from (then `lastContactMsAgo` is null). */
+  status: z.enum(HOST_STATUSES),
+  role: z.enum(["active", "standby"]),
+  /** Milliseconds since the host's last poll; null when it never polled. */
+  lastContactMsAgo: z.number().nonnegative().nullable(),
+  /** When the host went offline (service clock, ms since epoch); null while online or never seen. */
+  offlineSince: epochMs.nullable(),
+  agentVersion: z.string().nullable(),
+  /** As the host last reported them: one per peer location it has a tunnel to (only an active host has). */
+  tunnels: z.array(z.strictObject({ location: name, state: tunnelStateSchema })),
+  /** The host's last problem: from a running agent's report, or posted to /v1/problem. */
+  lastProblem: z
+    .strictObject({ kind: problemKindSchema, message: z.string(), at: epochMs, source: z.enum(["report", "problem"]) })
+    .nullable(),
+});
+
+export const operatorStatusSchema = z.strictObject({
+  protocol: z.literal(PROTOCOL_VERSION),
+  generation: z.int().nonnegative(),
+  serverTime: epochMs,
+  links: z.array(
+    z.strictObject({
+      name,
+      locations: z.array(
+        z.strictObject({
+          name,
+          activeHost: hostId.nullable(),
+          /** The locations this one has a tunnel with (the link's connections). */
+          connectedTo: z.array(name),
+          hosts: z.array(operatorHostSchema),
+        }),
+      ),
+    }),
+  ),
+});
+
 /** Body of every 4xx/5xx answer. */
 export const errorResponseSchema = z.strictObject({
   error: z.string(),
@@ -208,6 +275,11 @@ export type RouteReport = z.infer<typeof routeReportSchema>;
 export type HostReport = z.infer<typeof hostReportSchema>;
 export type PollRequest = z.infer<typeof pollRequestSchema>;
 export type OfflineRequest = z.infer<typeof offlineRequestSchema>;
+export type ProblemKind = z.infer<typeof problemKindSchema>;
+export type InstallProblem = z.infer<typeof installProblemSchema>;
+export type ProblemRequest = z.infer<typeof problemRequestSchema>;
+export type OperatorHost = z.infer<typeof operatorHostSchema>;
+export type OperatorStatus = z.infer<typeof operatorStatusSchema>;
 export type PeerHost = z.infer<typeof peerHostSchema>;
 export type PeerLocation = z.infer<typeof peerLocationSchema>;
 export type HostCheckTarget = z.infer<typeof hostCheckTargetSchema>;

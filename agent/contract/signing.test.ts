@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { HEADERS, NonceCache, REPLAY_WINDOW_MS, deriveHostSecret, signRequest, signResponse, verifyRequest, verifyResponse } from "./signing";
+import { HEADERS, NonceCache, OPERATOR_ID, REPLAY_WINDOW_MS, deriveHostSecret, deriveKey, deriveOperatorKey, signRequest, signResponse, verifyRequest, verifyResponse } from "./signing";
 
 const master = Buffer.alloc(32, 7);
 const secret = deriveHostSecret(master, "corp.east.a");
@@ -84,5 +84,16 @@ describe("request signing", () => {
     expect(verifyResponse(secret, nonce, 400, "{}", sig)).toBe(false);
     expect(verifyResponse(secret, nonce, 200, "{ }", sig)).toBe(false);
     expect(verifyResponse(secret, nonce, 200, "{}", undefined)).toBe(false);
+  });
+});
+
+describe("operator key", () => {
+  it("derives the operator key apart from every host secret, even of a host named \"operator\"", () => {
+    const key = deriveOperatorKey(master);
+    expect(key).toBe(deriveKey(master, "operator"));
+    expect(key).not.toBe(deriveHostSecret(master, OPERATOR_ID));
+    expect(key).not.toBe(deriveHostSecret(master, "sitelink.operator"));
+    expect(Buffer.from(key, "base64url")).toHaveLength(32);
+    expect(deriveOperatorKey(Buffer.alloc(32, 8))).not.toBe(key);
   });
 });

@@ -39,6 +39,20 @@ export function deriveKey(masterKey: Buffer, purpose: string): string {
   return createHmac("sha256", masterKey).update(`sitelink:${purpose}`).digest("base64url");
 }
 
+/** The identity the operator signs requests with (`x-sitelink-host`); its key is deriveOperatorKey. */
+export const OPERATOR_ID = "operator";
+
+/**
+ * The operator's key: read-only access to the state service's status (`sitelink state status`, the
+ * Link's readiness check). It can never be a host secret, even of a host named "operator": host
+ * secrets are HMAC(masterKey, hostId) and host ids hold only a-z 0-9 . _ -, while this key is
+ * HMAC(masterKey, "sitelink:operator"), whose ":" no host id has. Nor can a host secret open the
+ * operator endpoint, which checks signatures with this key only.
+ */
+export function deriveOperatorKey(masterKey: Buffer): string {
+  return deriveKey(masterKey, OPERATOR_ID);
+}
+
 export function sha256Hex(data: string | Buffer): string {
   return createHash("sha256").update(data).digest("hex");
 }

@@ -64,6 +64,16 @@ export function normalizeFingerprint(text: string): string {
   return hex;
 }
 
+/** True for a SHA-256 fingerprint in any form normalizeFingerprint takes. */
+export function isFingerprint(text: string): boolean {
+  try {
+    normalizeFingerprint(text);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** The fingerprint of the certificate a connected TLS peer showed, as URIs pin it; "" when it showed none. */
 export function peerFingerprint(socket: TLSSocket): string {
   const fingerprint = socket.getPeerCertificate()?.fingerprint256;

@@ -16,7 +16,7 @@ import {
 import { HEADERS, signRequest, verifyResponse, type SignedHeaders } from "../contract/signing";
 import type { HostUri, StateEndpoint } from "../contract/uri";
 import { MAX_TIMER_MS } from "./backoff";
-import { PinnedAgent } from "./pinned-agent";
+import { PinnedAgent } from "../contract/pinned-agent";
 import type { z } from "zod";
 
 /**

@@ -1,15 +1,16 @@
 // The agent API over HTTPS: signed POST /v1/poll (heartbeat + long-poll) and /v1/offline, plus
 // GET /metrics and /healthz. Every rejection is a 4xx with an errorResponseSchema body and changes
 // nothing; every answer to an authenticated request is signed.
-import { randomBytes } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { z } from "zod";
 import { formatPath } from "../contract/topology";
-import { API, MAX_BODY_BYTES, PROTOCOL_VERSION, offlineRequestSchema, pollRequestSchema, type ErrorResponse, type OfflineResponse } from "../contract/protocol";
-import { HEADERS, NonceCache, signResponse, verifyRequest, type VerifyFailure } from "../contract/signing";
+import { API, PROTOCOL_VERSION, offlineRequestSchema, pollRequestSchema, type ErrorResponse, type OfflineResponse } from "../contract/protocol";
+import { HEADERS, NonceCache, signResponse } from "../contract/signing";
 import type { HostEntry, StateCore } from "./core";
 import type { Logger } from "./log";
 import type { ServiceMetrics, RequestOutcome } from "./metrics";
+import { createOperatorHandler } from "./operator-api";
+import { createAuthenticator, failRequest, Refusal } from "./request";
 
 type Endpoint = "poll" | "offline";
 
@@ -20,9 +21,8 @@ interface Authenticated {
 
 export function createApiHandler(core: StateCore, metrics: ServiceMetrics, logger: Logger): (req: IncomingMessage, res: ServerResponse) => void {
   // Begins now: requests signed before this process started are refused (not replayable after a restart).
-  const nonces = new NonceCache();
-  /** Checks an unknown host's request as a known host's is checked (same work, same answer). Never matches. */
-  const dummySecret = randomBytes(32).toString("base64url");
+  const authenticate = createAuthenticator(new NonceCache());
+  const operator = createOperatorHandler(core, metrics, logger, authenticate);
 
   function send(res: ServerResponse, status: number, body: string, auth?: Authenticated, extraHeaders: Record<string, string> = {}) {
     const headers: Record<string, string | number> = {
@@ -41,28 +41,19 @@ export function createApiHandler(core: StateCore, metrics: ServiceMetrics, logge
   }
 
   async function handleAgent(req: IncomingMessage, res: ServerResponse, endpoint: Endpoint) {
-    const declared = Number(req.headers["content-length"] ?? 0);
-    if (declared > MAX_BODY_BYTES) {
-      return reject(res, endpoint, 413, "too-large", { error: `body larger than ${MAX_BODY_BYTES} bytes` }, undefined, true);
+    let signed;
+    try {
+      signed = await authenticate(req, (id) => core.host(id)?.secret);
+    } catch (error) {
+      if (error instanceof Refusal) return reject(res, endpoint, error.status, error.outcome, error.error, undefined, error.close);
+      throw error;
     }
-    const hostId = req.headers[HEADERS.host];
-    if (typeof hostId !== "string") return reject(res, endpoint, 401, "missing-headers", { error: `missing ${HEADERS.host} header` });
+    const hostId = signed.id;
+    // Removed by a topology reload while its body was read: answered as any unknown host is.
     const host = core.host(hostId);
-
-    const body = await readBody(req);
-    if (body === undefined) {
-      return reject(res, endpoint, 413, "too-large", { error: `body larger than ${MAX_BODY_BYTES} bytes` }, undefined, true);
-    }
-    // Wall-clock time: agents sign with theirs.
-    const verified = verifyRequest(host?.secret ?? dummySecret, { method: req.method!, path: req.url!, body, headers: req.headers }, nonces, Date.now());
-    if (!host || !verified.ok) {
-      // An unknown host fails as a bad signature does (the dummy secret never matches) and is told,
-      // logged and counted the same: /metrics is unauthenticated, so a label of its own would let
-      // anyone enumerate host ids by watching the counters.
-      const reason = verified.ok ? "bad-signature" : verified.reason;
-      return reject(res, endpoint, 401, reason, { error: AUTH_ERRORS[reason] });
-    }
-    const auth: Authenticated = { host, nonce: req.headers[HEADERS.nonce] as string };
+    if (!host) return reject(res, endpoint, 401, "bad-signature", { error: "unknown host or bad signature" });
+    const auth: Authenticated = { host, nonce: signed.nonce };
+    const body = signed.body;
 
     let json: unknown;
     try {
@@ -130,19 +121,14 @@ export function createApiHandler(core: StateCore, metrics: ServiceMetrics, logge
   }
 
   return (req, res) => {
+    if (operator(req, res)) return;
     const path = req.url ?? "";
     const endpoint = path === API.poll ? "poll" : path === API.offline ? "offline" : undefined;
     if (endpoint) {
       if (req.method !== "POST") return reject(res, endpoint, 405, "method-not-allowed", { error: `use POST for ${path}` }, undefined);
-      handleAgent(req, res, endpoint).catch((error: unknown) => {
-        // A client that hung up mid-request is its own outcome: nothing to answer, nothing broken.
-        if (!req.complete && (req.destroyed || res.destroyed)) return metrics.request(endpoint, "aborted");
-        // A bug must not take the service down: answer 500 (unsigned, nothing to vouch for), and say so.
-        // The message and stack only: no request content (it may carry a report) reaches the log.
-        logger.event("internal-error", { endpoint, message: (error as Error).message, stack: (error as Error).stack?.split("\n").slice(1, 6).map((l) => l.trim()) });
-        if (!res.headersSent) reject(res, endpoint, 500, "error", { error: "internal error" });
-        else res.destroy(error as Error);
-      });
+      handleAgent(req, res, endpoint).catch((error: unknown) =>
+        failRequest(req, res, endpoint, error, metrics, logger, () => reject(res, endpoint, 500, "error", { error: "internal error" })),
+      );
       return;
     }
     if (path === "/metrics" || path === "/healthz") {
@@ -159,33 +145,4 @@ export function createApiHandler(core: StateCore, metrics: ServiceMetrics, logge
     }
     reject(res, "other", 404, "not-found", { error: `no such path ${path.slice(0, 100)}` });
   };
-}
-
-const AUTH_ERRORS: Record<VerifyFailure, string> = {
-  "missing-headers": `missing or malformed ${HEADERS.timestamp}, ${HEADERS.nonce} or ${HEADERS.signature} header`,
-  // The same for an unknown host: host ids cannot be probed for.
-  "bad-signature": "unknown host or bad signature",
-  "stale-timestamp": "timestamp outside the replay window or before the service started (check the host clock)",
-  "replayed-nonce": "nonce already used",
-};
-
-/** The request body, or undefined once it grows past MAX_BODY_BYTES (reading stops there). */
-function readBody(req: IncomingMessage): Promise<Buffer | undefined> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    const onData = (chunk: Buffer) => {
-      size += chunk.length;
-      if (size > MAX_BODY_BYTES) {
-        req.off("data", onData);
-        req.pause();
-        resolve(undefined);
-        return;
-      }
-      chunks.push(chunk);
-    };
-    req.on("data", onData);
-    req.once("end", () => resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)));
-    req.once("error", reject);
-  });
 }

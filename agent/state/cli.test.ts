@@ -2,9 +2,10 @@ import { X509Certificate } from "node:crypto";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync, chmodSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, describe, expect, it, vi } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { deriveHostSecret } from "../contract/signing";
 import { PinnedTestAgent, report, signedCall } from "../../test/support/state-testkit";
+import { EAST_WEST, startTestStateService, type TestStateService } from "../../test/support/state-fixture";
 import { DATA_FILES, formatStatus, parseListen, readMasterKey, runStateCli } from "./cli";
 import { SqliteStore } from "./sqlite-store";
 
@@ -153,5 +154,99 @@ describe("sitelink state CLI", () => {
       ].join("\n"),
     );
     expect(formatStatus([], 1, at)).toContain("LINK  LOCATION  HOST  STATUS  LAST SEEN  APPLIED GEN");
+  });
+});
+
+describe("sitelink state status --url (from anywhere)", () => {
+  let state: TestStateService;
+  let agent: PinnedTestAgent;
+  let masterKeyFile: string;
+  let operatorKeyFile: string;
+
+  beforeAll(async () => {
+    state = await startTestStateService(EAST_WEST);
+    agent = new PinnedTestAgent(state.service.fingerprint);
+    const dir = tempDir();
+    masterKeyFile = join(dir, "master.key");
+    writeFileSync(masterKeyFile, `${state.masterKey.toString("base64")}\n`, { mode: 0o600 });
+    const printed = await run("operator-key", "--master-key-file", masterKeyFile);
+    expect(printed).toEqual({ code: 0, out: `${state.operatorKey}\n`, err: "" });
+    operatorKeyFile = join(dir, "operator.key");
+    writeFileSync(operatorKeyFile, printed.out, { mode: 0o600 });
+  });
+
+  afterAll(async () => {
+    agent.destroy();
+    await state?.close();
+  });
+
+  const remote = (...extra: string[]) => run("status", "--url", state.service.url, "--fingerprint", state.service.fingerprint, ...extra);
+  const poll = (hostId: string, peer: string) =>
+    signedCall(state.service.url, agent, {
+      hostId,
+      secret: state.secret(hostId),
+      path: "/v1/poll",
+      body: JSON.stringify({ protocol: 1, hostId, generation: 0, wait: false, report: report({ agentVersion: "0.1.0", role: "active", tunnels: [{ location: peer, state: "up" }] }) }),
+    });
+
+  it("exits 1 and says why while the link is not ready, 0 once it is", async () => {
+    const waiting = await remote("--operator-key-file", operatorKeyFile);
+    expect(waiting.code).toBe(1);
+    expect(waiting.out).toContain(`${state.service.url} generation`);
+    expect(waiting.out).toMatch(/corp\s+east\s+corp\.east\.a\s+offline\s+standby\s+never\s+-\s+-/);
+    expect(waiting.out).toContain("not ready:\n  corp.east.a: never heard from\n  corp.west.a: never heard from\n");
+
+    await poll("corp.east.a", "west");
+    await poll("corp.west.a", "east");
+    const ready = await remote("--master-key-file", masterKeyFile);
+    expect(ready.code, ready.out + ready.err).toBe(0);
+    expect(ready.out).toMatch(/corp\s+east\s+corp\.east\.a\s+active\s+active\s+\d+ s ago\s+0\.1\.0\s+west:up/);
+    expect(ready.out).toMatch(/\nready\n$/);
+
+    const json = await remote("--operator-key-file", operatorKeyFile, "--json");
+    expect(json.code).toBe(0);
+    const parsed = JSON.parse(json.out) as { ready: boolean; hosts: unknown[]; status: { links: unknown[] } };
+    expect(parsed.ready).toBe(true);
+    expect(parsed.hosts).toEqual([
+      { id: "corp.east.a", ready: true, reason: "ready" },
+      { id: "corp.west.a", ready: true, reason: "ready" },
+    ]);
+    expect(parsed.status.links).toHaveLength(1);
+  });
+
+  it("exits 1 when the service refuses or cannot be reached, never printing a key", async () => {
+    const wrongKeyFile = join(tempDir(), "wrong.key");
+    writeFileSync(wrongKeyFile, `${"A".repeat(43)}\n`, { mode: 0o600 });
+    const refused = await remote("--operator-key-file", wrongKeyFile);
+    expect(refused.code).toBe(1);
+    expect(refused.err).toContain("refused the status request: 401");
+    expect(refused.err + refused.out).not.toContain(state.operatorKey);
+    const pinned = await run("status", "--url", state.service.url, "--fingerprint", "ab".repeat(32), "--operator-key-file", operatorKeyFile);
+    expect(pinned.code).toBe(1);
+    expect(pinned.err).toContain("does not match the pinned fingerprint");
+  });
+
+  it("exits 2 on usage errors, naming the flag", async () => {
+    const usage = async (args: string[], message: string) => {
+      const result = await run(...args);
+      expect(result.code, result.err).toBe(2);
+      expect(result.err).toContain(message);
+    };
+    await usage(["status"], "give one of --data or --url");
+    await usage(["status", "--data", "d", "--url", "https://x"], "give one of --data or --url");
+    await usage(["status", "--url", "https://127.0.0.1:1", "--operator-key-file", operatorKeyFile], "--fingerprint is required with --url");
+    await usage(["status", "--url", "https://127.0.0.1:1", "--fingerprint", "abc", "--operator-key-file", operatorKeyFile], "--fingerprint: must be the SHA-256");
+    await usage(["status", "--url", "http://127.0.0.1:1", "--fingerprint", "ab".repeat(32), "--operator-key-file", operatorKeyFile], '--url: "http://127.0.0.1:1" is not https://host[:port]');
+    await usage(["status", "--url", state.service.url, "--fingerprint", "ab".repeat(32)], "give one of --operator-key-file or --master-key-file");
+    await usage(["status", "--data", "d", "--json"], "--json goes with --url, not --data");
+    await usage(["status", "--url", state.service.url, "--json=yes"], "--json takes no value");
+    const open = join(tempDir(), "open.key");
+    writeFileSync(open, `${state.operatorKey}\n`, { mode: 0o644 });
+    chmodSync(open, 0o644);
+    await usage(["status", "--url", state.service.url, "--fingerprint", "ab".repeat(32), "--operator-key-file", open], "readable by group or others");
+    const short = join(tempDir(), "short.key");
+    writeFileSync(short, "abc\n", { mode: 0o600 });
+    await usage(["status", "--url", state.service.url, "--fingerprint", "ab".repeat(32), "--operator-key-file", short], "must hold the key `sitelink state operator-key` prints");
+    await usage(["operator-key"], "give one of --data or --master-key-file");
   });
 });

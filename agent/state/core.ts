@@ -8,13 +8,14 @@
 // - Two clocks: the engine runs on a monotonic clock (a wall-clock step is no silence); what is
 //   stored and shown (decisions, events, reports, snapshot, status) is wall-clock time.
 import { connectedPairs, type Link, type Topology } from "../contract/topology";
-import type { HostReport } from "../contract/protocol";
-import { deriveHostSecret, deriveKey } from "../contract/signing";
+import type { HostReport, InstallProblem, OperatorStatus } from "../contract/protocol";
+import { deriveHostSecret, deriveKey, deriveOperatorKey } from "../contract/signing";
 import { Durable } from "./durable";
 import { FailoverEngine, type Decision, type EngineSnapshot, type HostView } from "./engine";
 import type { Logger } from "./log";
 import type { ServiceMetrics } from "./metrics";
 import { screenReport } from "./address-claims";
+import { renderOperatorStatus, type PostedProblem } from "./operator-status";
 import { Allowlist, LinkIndex, allowedAddresses, desiredStateJson, probeTarget, renderHost, unchangedStateJson, type ReportedHost } from "./render";
 import { newPsk, sortedPair, type LoadedState, type StateStore, type StoredReport } from "./store";
 
@@ -96,6 +97,8 @@ export class StateCore {
   private readonly dirtyReports = new Set<string>();
   /** What was last logged as ignored of each host's reported addresses: logged again only when it changes. */
   private readonly ignoredKeys = new Map<string, string>();
+  /** The last problem each host posted (/v1/problem); kept in memory only, until its next poll without one. */
+  private readonly problems = new Map<string, PostedProblem>();
   private readonly psks = new Map<string, string>();
   private readonly hostCheckKeys = new Map<string, string>();
   private readonly listeners = new Map<string, Set<() => void>>();
@@ -115,8 +118,12 @@ export class StateCore {
   private wakeRetry: (() => void) | undefined;
   private closed = false;
 
+  /** The key operator requests are signed with (deriveOperatorKey). Secret: never log. */
+  readonly operatorKey: string;
+
   private constructor(private readonly opts: CoreOptions) {
     this.clock = opts.clock ?? systemClock;
+    this.operatorKey = deriveOperatorKey(opts.masterKey);
   }
 
   /** Builds the state from the store and the topology; a stored engine snapshot is restored (no failover). */
@@ -182,6 +189,7 @@ export class StateCore {
     const link = this.linkOf(hostId);
     const report = this.screen(link, hostId, sent);
     this.reports.set(hostId, { hostId, at: this.clock.wallNow(), report });
+    if (!report.installProblem) this.problems.delete(hostId);
     const key = reportKey(report);
     if (this.reportKeys.get(hostId) !== key) {
       this.reportKeys.set(hostId, key);
@@ -208,6 +216,27 @@ export class StateCore {
     this.event("host-offline", { host: hostId, link: host.link.name, location: host.location, reason });
     await this.commit(decisions, [], new Set(), started);
     this.scheduleEvaluate();
+  }
+
+  /** Keeps the problem a host posted without a working agent (a failed boot, a refused agent). */
+  recordProblem(hostId: string, problem: InstallProblem): void {
+    this.problems.set(hostId, { kind: problem.kind, message: problem.message, at: this.clock.wallNow() });
+    const host = this.hostIndex.get(hostId)!;
+    this.event("host-problem", { host: hostId, link: host.link.name, location: host.location, kind: problem.kind, message: problem.message });
+  }
+
+  /** Every link, location and host as the operator endpoint shows them. */
+  operatorStatus(): OperatorStatus {
+    return renderOperatorStatus({
+      topology: this.topology,
+      views: new Map(this.engine.hosts().map((h) => [h.hostId, h])),
+      reports: this.reports,
+      problems: this.problems,
+      activeHost: (link, location) => this.engine.activeHost(link, location),
+      now: this.clock.now(),
+      wallNow: this.clock.wallNow(),
+      generation: this.durableValue,
+    });
   }
 
   /**
@@ -286,6 +315,7 @@ export class StateCore {
       this.reports.delete(hostId);
       this.reportKeys.delete(hostId);
       this.ignoredKeys.delete(hostId);
+      this.problems.delete(hostId);
       this.notify(hostId); // a held poll of a removed host is answered (with an error) now
     }
     this.event("topology-loaded", { links: topology.links.map((l) => l.name), hosts: this.hostIndex.size });
@@ -596,7 +626,8 @@ function stateGeneration(cell: Durable, allow: Durable): number {
 /** The parts of a report worth storing; probe ages and round-trip times change on every report. */
 function reportKey(report: HostReport): string {
   const tunnels = report.tunnels.map((t) => `${t.location}:${t.state}:${t.peerHost ?? ""}`).join(",");
-  return [addressKey(report), report.role, report.appliedGeneration, tunnels, report.routes.applied.join(","), report.routes.error].join("|");
+  const problem = report.installProblem && `${report.installProblem.kind}:${report.installProblem.message}`;
+  return [addressKey(report), report.role, report.appliedGeneration, tunnels, report.routes.applied.join(","), report.routes.error, problem].join("|");
 }
 
 /** The parts of a report that other hosts' desired states show. */

@@ -179,6 +179,10 @@ export class AwsLocation extends Location {
     return this.routeEntries;
   }
 
+  override hostResources(): pulumi.CustomResource[] {
+    return this.hosts.flatMap((h) => h.instance ?? []);
+  }
+
   private createFirewall(ctx: LinkContext, sgId: pulumi.Output<string>) {
     const name = this.spec.name;
     const opts = { parent: this };

@@ -178,6 +178,10 @@ export class GcpLocation extends Location {
     this.registerOutputs({ networkTag: tag, hosts: this.hosts.map((h) => ({ id: h.host.id, instanceId: h.instance?.id })) });
   }
 
+  override hostResources(): pulumi.CustomResource[] {
+    return this.hosts.flatMap((h) => h.instance ?? []);
+  }
+
   /**
    * Ingress only: IKE, NAT-T and host checks from the peer hosts, host checks from this location's
    * own hosts, site traffic from this location's routes, SSH from the admin networks.

@@ -2,7 +2,8 @@
 // decides their active hosts, and the topology document that describes it all.
 import * as pulumi from "@pulumi/pulumi";
 import { agentVersion } from "../../agent/contract/version";
-import { deriveHostSecret } from "../../agent/contract/signing";
+import { waitForReadiness, type Readiness } from "../../agent/contract/operator";
+import { deriveHostSecret, deriveOperatorKey } from "../../agent/contract/signing";
 import { formatHostUri, normalizeFingerprint, type StateEndpoint } from "../../agent/contract/uri";
 import type { AwsStateService } from "../aws/state-service";
 import type { GcpStateService } from "../gcp/state-service";
@@ -58,6 +59,29 @@ export interface ExternalStateServiceArgs {
   masterKey: pulumi.Input<string>;
 }
 
+/** Whether `pulumi up` waits for the link to work, and how long. */
+export interface ReadinessArgs {
+  /**
+   * Wait until every host has reported, every location has an active host and every connection's
+   * tunnel is up; fail `pulumi up` naming each host that is not. Turn it off on runners that cannot
+   * reach the state service (or set the stack config `sitelink:waitForReadiness` to false).
+   * @default true (the stack config `sitelink:waitForReadiness` when set)
+   */
+  wait?: boolean;
+  /**
+   * How long to wait, in seconds (1-3600), counted from when the hosts exist.
+   * @default 600
+   */
+  timeoutSeconds?: number;
+}
+
+export const READINESS_DEFAULTS = {
+  wait: true,
+  timeoutSeconds: 600,
+  /** Pause between two reads of the state service's status. */
+  intervalMs: 2000,
+} as const;
+
 export interface LinkArgs {
   /** The locations (at least two); each belongs to one link. */
   locations: Location[];
@@ -89,6 +113,11 @@ export interface LinkArgs {
    * @default []
    */
   adminCidrs?: string[];
+  /**
+   * `pulumi up` waits until the link works (not `pulumi preview`).
+   * @default { wait: true, timeoutSeconds: 600 }
+   */
+  readiness?: ReadinessArgs;
 }
 
 /** A host of the link as deployed. */
@@ -130,6 +159,11 @@ export class Link extends pulumi.ComponentResource {
   readonly topology: pulumi.Output<string>;
   /** Present when the link runs its own state service, whichever kind of location runs it. */
   readonly ownStateService?: StateServiceHandle;
+  /**
+   * Every host ready and why, once `pulumi up` has waited for it; undefined when it did not wait
+   * (preview, or `readiness.wait` false). `pulumi up` fails when the link is not ready in time.
+   */
+  readonly readiness: pulumi.Output<Readiness | undefined>;
 
   /** @deprecated Use `ownStateService`. Present when the link runs its own state service in an AWS location. */
   get stateService(): AwsStateService | undefined {
@@ -143,6 +177,7 @@ export class Link extends pulumi.ComponentResource {
 
   constructor(name: string, args: LinkArgs, opts?: pulumi.ComponentResourceOptions) {
     throwIfInvalid(`Link "${name}"`, validateLinkArgs(name, args));
+    const wait = args.readiness?.wait ?? new pulumi.Config("sitelink").getBoolean("waitForReadiness") ?? READINESS_DEFAULTS.wait;
     super("sitelink:index:Link", name, {}, opts);
     const agentPackage = args.agentPackage ?? defaultAgentPackage();
     const adminCidrs = args.adminCidrs ?? [];
@@ -178,6 +213,8 @@ export class Link extends pulumi.ComponentResource {
       });
     }
     routesCreated(args.locations.flatMap((l) => l.cloudRoutes()));
+    const timeoutSeconds = args.readiness?.timeoutSeconds ?? READINESS_DEFAULTS.timeoutSeconds;
+    this.readiness = wait ? awaitReadiness(name, state, allHosts, args.locations, timeoutSeconds) : pulumi.output(undefined);
 
     this.hosts = pulumi.all(allHosts.map((h) => pulumi.all([h.publicAddress, h.privateAddress]))).apply((addresses) =>
       allHosts.map((h, i): LinkHostStatus => {
@@ -193,7 +230,8 @@ export class Link extends pulumi.ComponentResource {
         };
       }),
     );
-    this.registerOutputs({ hosts: this.hosts, stateUrl: this.stateUrl, fingerprint: this.fingerprint, topology: this.topology });
+    // An output the engine waits for: `pulumi up` ends only once the link is ready, and fails if it is not.
+    this.registerOutputs({ hosts: this.hosts, stateUrl: this.stateUrl, fingerprint: this.fingerprint, topology: this.topology, readiness: this.readiness });
   }
 
   /** The link's own state service (when it runs one), and how hosts reach whichever it uses. */
@@ -240,6 +278,33 @@ export class Link extends pulumi.ComponentResource {
       },
     };
   }
+}
+
+/**
+ * Waits, during `pulumi up` and once every host's instance or install exists, until the state
+ * service sees the link's hosts ready; rejects with every host that is not and why.
+ */
+function awaitReadiness(name: string, state: StateAccess, hosts: LinkHost[], locations: Location[], timeoutSeconds: number): pulumi.Output<Readiness | undefined> {
+  const hostsExist = locations.flatMap((l) => l.hostResources()).map((r) => r.id);
+  const verdict = pulumi.all([pulumi.all([state.url, state.fingerprint, state.masterKey]), pulumi.all(hostsExist)]).apply(async ([[url, fingerprint, masterKey]]) => {
+    if (pulumi.runtime.isDryRun()) return undefined;
+    try {
+      return await waitForReadiness({
+        url,
+        fingerprint,
+        operatorKey: deriveOperatorKey(masterKeyBytes(masterKey)),
+        timeoutMs: timeoutSeconds * 1000,
+        intervalMs: READINESS_DEFAULTS.intervalMs,
+        expectHosts: hosts.map((h) => h.id),
+      });
+    } catch (error) {
+      throw new Error(
+        `Link "${name}": ${(error as Error).message}\n(readiness: { wait: false } skips this check, e.g. on a runner that cannot reach the state service at ${url})`,
+      );
+    }
+  });
+  // The verdict names hosts and problems, never the master key it was read with.
+  return pulumi.unsecret(verdict);
 }
 
 /** The topology document of the link (validated, defaults filled in), before host addresses are known. */

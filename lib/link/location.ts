@@ -93,6 +93,14 @@ export abstract class Location extends pulumi.ComponentResource implements Locat
   }
 
   /**
+   * What runs this location's hosts once it joined (instances, install commands): the Link's
+   * readiness check starts once they exist. None for hosts set up by hand.
+   */
+  hostResources(): pulumi.CustomResource[] {
+    return [];
+  }
+
+  /**
    * Runs the link's state service in this location (never on a link host). A kind that can host
    * one overrides this and lists its settings in the Link's rules (`STATE_HOSTS`), which refuse
    * every other kind before anything is registered.

@@ -2,7 +2,7 @@
 // across its locations (taken from checkTopology, with document paths mapped to argument paths).
 import { z } from "zod";
 import { parseAddress } from "../../agent/contract/net";
-import { normalizeFingerprint } from "../../agent/contract/uri";
+import { isFingerprint } from "../../agent/contract/uri";
 import { AWS_STATE_SETTINGS } from "../aws/validate";
 import { GCP_STATE_SETTINGS } from "../gcp/validate";
 import { hostId, isDeferred, isRecord, MAX_HOST_ID_LENGTH, topologyIssues, uniqueIssues, withIds, zodIssues, type ArgIssue, type HostSpec, type LocationLike } from "./args";
@@ -42,6 +42,12 @@ const linkArgsSchema = z.object({
   timing: z.unknown().optional(),
   agentPackage: agentPackageSchema.optional(),
   adminCidrs: adminCidrsSchema.optional(),
+  readiness: z
+    .strictObject({
+      wait: z.boolean().optional(),
+      timeoutSeconds: z.int("must be a whole number of seconds").min(1, "must be 1 to 3600 seconds").max(3600, "must be 1 to 3600 seconds").optional(),
+    })
+    .optional(),
 });
 
 /** Checks Link arguments: its own fields, the topology rules across locations, and where the state service runs. */
@@ -152,15 +158,6 @@ function isStateUrl(text: string): boolean {
   try {
     const url = new URL(text);
     return url.protocol === "https:" && (url.pathname === "/" || url.pathname === "") && !url.search && !url.username && !url.hash;
-  } catch {
-    return false;
-  }
-}
-
-function isFingerprint(text: string): boolean {
-  try {
-    normalizeFingerprint(text);
-    return true;
   } catch {
     return false;
   }

@@ -191,6 +191,10 @@ export class SshLocation extends Location {
     this.registerOutputs({ hosts: this.hosts.map((h) => ({ id: h.host.id, install: h.install?.id })) });
   }
 
+  override hostResources(): pulumi.CustomResource[] {
+    return this.hosts.flatMap((h) => h.install ?? []);
+  }
+
   /** The agent config of a host: its URI, its addresses (no detection behind NAT) and the route mode. */
   private agentConfig(uri: string, publicAddress: string, privateAddress: string): AgentConfigInput {
     const mode = this.args.routeMode ?? SSH_LOCATION_DEFAULTS.routeMode;

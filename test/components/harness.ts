@@ -171,10 +171,15 @@ function answer(args: pulumi.runtime.MockResourceArgs): pulumi.runtime.MockResou
   }
 }
 
-/** Sets the mocks; import the components after this. */
+/**
+ * Sets the mocks; import the components after this. A Link's readiness check is off (the stack
+ * config a runner without access to the state service would set): the mocked hosts have addresses
+ * no test may send to. A test of the check turns it on with the Link's `readiness.wait`.
+ */
 export async function setupMocks(opts: { preview?: boolean } = {}): Promise<void> {
   previewing = opts.preview ?? false;
   await pulumi.runtime.setMocks(mocks, "project", "stack", previewing);
+  pulumi.runtime.setConfig("sitelink:waitForReadiness", "false");
 }
 
 /** Records the options of every child of the component it is given to (the mocks never see options). */

@@ -8,7 +8,7 @@
 import https from "node:https";
 import type { Duplex } from "node:stream";
 import type { TLSSocket } from "node:tls";
-import { normalizeFingerprint, peerFingerprint } from "../contract/uri";
+import { normalizeFingerprint, peerFingerprint } from "./uri";
 
 const HANDSHAKE_TIMEOUT_MS = 10_000;
 
