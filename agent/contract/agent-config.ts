@@ -41,6 +41,12 @@ export const agentConfigSchema = z.strictObject({
     .strictObject({
       /** Route tables of this host's location; the only ones the agent ever changes. */
       routeTableIds: z.array(z.string().regex(/^rtb-[0-9a-f]+$/, "must be a route table id (rtb-…)")).min(1),
+      /**
+       * The network interfaces of the location's hosts: a route is moved here only from one of them
+       * (or from none: a missing route is created). Unset: from any network interface, never from
+       * a gateway, peering, NAT or transit gateway.
+       */
+      linkInterfaceIds: z.array(z.string().regex(/^eni-[0-9a-f]+$/, "must be a network interface id (eni-…)")).min(1).optional(),
       region: z.string().min(1).optional(),
     })
     .optional(),
