@@ -14,7 +14,7 @@ function percentile(sorted: number[], p: number): number {
 }
 
 async function main() {
-  const listener = new HostCheckListener({ hostId: "peer", key: KEY, host: "127.0.0.1", port: 0 });
+  const listener = new HostCheckListener({ hostId: "peer", key: KEY, allow: ["127.0.0.1"], host: "127.0.0.1", port: 0 });
   const { port } = await listener.start();
   const rtts: number[] = [];
   const started = performance.now();
@@ -32,7 +32,7 @@ async function main() {
   const keepAlive = setInterval(() => {}, 1000);
   await listener.close();
   for (let i = 0; i < DETECTIONS; i++) {
-    const peer = new HostCheckListener({ hostId: "peer", key: KEY, host: "127.0.0.1", port });
+    const peer = new HostCheckListener({ hostId: "peer", key: KEY, allow: ["127.0.0.1"], host: "127.0.0.1", port });
     await peer.start();
     const prober = new HostCheckProber({ hostId: "bench" });
     const up = new Promise<void>((resolve) => prober.onChange(resolve));

@@ -3,6 +3,7 @@
 import { z } from "zod";
 import { isAddress } from "./net";
 import { DEFAULT_HOST_CHECK_PORT } from "./protocol";
+import { routeSchema } from "./topology";
 
 export const DEFAULT_CONFIG_PATH = "/etc/sitelink/agent.json";
 export const DEFAULT_VICI_SOCKET = "/var/run/charon.vici";
@@ -40,6 +41,12 @@ export const agentConfigSchema = z.strictObject({
     .strictObject({
       /** Route tables of this host's location; the only ones the agent ever changes. */
       routeTableIds: z.array(z.string().regex(/^rtb-[0-9a-f]+$/, "must be a route table id (rtb-…)")).min(1),
+      /**
+       * The network interfaces of the location's hosts: a route is moved here only from one of them
+       * (or from none: a missing route is created). Unset: from any network interface, never from
+       * a gateway, peering, NAT or transit gateway.
+       */
+      linkInterfaceIds: z.array(z.string().regex(/^eni-[0-9a-f]+$/, "must be a network interface id (eni-…)")).min(1).optional(),
       region: z.string().min(1).optional(),
     })
     .optional(),
@@ -58,6 +65,12 @@ export const agentConfigSchema = z.strictObject({
   lab: z.strictObject({ namespace: z.string().min(1), via: ipAddress }).optional(),
   /** Manage the agent's own iptables/ip6tables chain (`firewall-on`). */
   firewall: z.boolean().default(false),
+  /**
+   * The remote CIDRs this host may point at itself, whatever the state service sends: each desired
+   * CIDR must lie inside one of them. Unset: any CIDR but a default route (0.0.0.0/0, ::/0), which
+   * must be listed to be taken over.
+   */
+  allowedRoutes: z.array(routeSchema).max(4096).optional(),
   /** Delete routes this host created once they are no longer desired (`remove-routes-on`). */
   removeRoutes: z.boolean().default(false),
   /** Serve and run host checks (`host-check-off` disables both). */

@@ -117,11 +117,11 @@ function reconcileOptions(config: AgentConfig): ReconcileOptions {
   return { firewall: config.firewall, removeRoutes: config.removeRoutes, hostCheck: config.hostCheck, mtu: config.mtu };
 }
 
-/** The prober, plus the listener answering with the same link-wide key the service hands out. */
+/** The prober, plus the listener answering with the same link-wide key, to the link's hosts alone, within a probe timeout. */
 function servedHostChecker(prober: HostCheckProber, listener: HostCheckListener): HostChecker {
   return {
-    setTargets(targets, key, timing) {
-      listener.setKey(key);
+    setTargets(targets, key, timing, allow) {
+      listener.update({ key, allow, requestTimeoutMs: timing.probeTimeout * 1000 });
       prober.setTargets(targets, key, timing);
     },
     results: () => prober.results(),

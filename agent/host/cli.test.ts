@@ -33,7 +33,7 @@ const saved = async () => JSON.parse(await readFile(config, "utf8"));
 describe("sitelink CLI", () => {
   it("add-uri stores the URI (0600) and prints it with the secret masked", async () => {
     const r = await cli("add-uri", URI_A);
-    expect(r).toMatchObject({ code: 0, err: "" });
+    expect(r).toMatchObject({ code: 0, err: expect.stringContaining("warning: a host URI on the command line is visible to other users") });
     expect(r.out).toBe(`added sitelink://a1:****@198.18.0.1:9443,198.18.0.2:9443?fp=${FP}`);
     expect((await saved()).uris).toEqual([URI_A]);
     expect((await stat(config)).mode & 0o777).toBe(0o600);

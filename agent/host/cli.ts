@@ -14,6 +14,8 @@ import { ROUTE_PROVIDER_REGISTRY } from "./routes";
 export interface CliIo {
   out(text: string): void;
   err(text: string): void;
+  /** All of standard input (`add-uri -`). @default process.stdin */
+  readStdin?(): Promise<string>;
 }
 
 const processIo: CliIo = {
@@ -21,10 +23,22 @@ const processIo: CliIo = {
   err: (t) => process.stderr.write(`${t}\n`),
 };
 
+async function readProcessStdin(): Promise<string> {
+  let text = "";
+  for await (const chunk of process.stdin) text += String(chunk);
+  return text;
+}
+
+/** A URI in argv is readable by every user (ps, /proc) and lands in shell history; stdin is neither. */
+const ARGV_URI_WARNING =
+  "sitelink: warning: a host URI on the command line is visible to other users (ps) and kept in shell history; give it on standard input instead: sitelink add-uri -";
+
 export const USAGE = `usage: sitelink [--config PATH] COMMAND [ARGS]
 
 commands:
-  add-uri URI                 add (or replace) the host URI sitelink://hostId:secret@host[:port]…?fp=…
+  add-uri -                   add (or replace) the host URI sitelink://hostId:secret@host[:port]…?fp=…,
+                              read as one line from standard input (keeps the secret out of argv and history)
+  add-uri URI                 the same from the command line (warns: other users and shell history see it)
   remove-uri URI|HOST_ID      remove a host URI
   list                        list host URIs (secrets masked) and URI sources
   set-provider NAME [FLAGS]   route provider: ${ROUTE_PROVIDERS.join("|")}
@@ -173,11 +187,14 @@ async function dispatch(args: Args, io: CliIo): Promise<number> {
       io.out(agentVersion());
       return 0;
     case "add-uri": {
-      const [text] = expectPositionals(args, ["URI"]);
-      const uri = parseHostUri(text!);
+      const [given] = expectPositionals(args, ["URI"]);
+      if (given !== "-") io.err(ARGV_URI_WARNING);
+      const text = given === "-" ? ((await (io.readStdin ?? readProcessStdin)()).split(/\r?\n/)[0] ?? "") : given!;
+      if (given === "-" && !text.trim()) throw new CommandError("add-uri -: no host URI on standard input");
+      const uri = parseHostUri(text);
       return edit((c) => {
         const others = c.uris.filter((u) => safeHostId(u) !== uri.hostId);
-        return { ...c, uris: [...others, text!.trim()] };
+        return { ...c, uris: [...others, text.trim()] };
       }, `added ${redactHostUri(uri)}`);
     }
     case "remove-uri": {

@@ -166,10 +166,12 @@ class FakeMss implements MssClamp {
 
 class FakeChecker implements HostChecker {
   targets: HostCheckTarget[][] = [];
+  allowed: (readonly string[])[] = [];
   current: HostCheckResult[] = [];
   listeners: (() => void)[] = [];
-  setTargets(targets: HostCheckTarget[]) {
+  setTargets(targets: HostCheckTarget[], _key: string, _timing: unknown, allow: readonly string[]) {
     this.targets.push(targets);
+    this.allowed.push(allow);
   }
   results() {
     return this.current;
@@ -303,6 +305,13 @@ describe("reconcile loop", () => {
     expect(second.input.report).toMatchObject({ role: "standby", appliedGeneration: 2, routes: { applied: [] } });
     await state.answer(desired(3, "standby"));
     expect(routes.calls).toHaveLength(2); // once
+  });
+
+  it("hands the link's host addresses to the host-check listener, with the firewall off too", async () => {
+    const { state, checker, firewall } = setup();
+    await state.answer(desired(1, "active"));
+    expect(firewall.calls).toEqual(["remove"]); // firewall off: no chain, only a leftover check
+    expect(checker.allowed).toEqual([["198.18.0.20", "198.18.0.10"]]);
   });
 
   it("a repeated desired state changes nothing (diff, not re-apply)", async () => {

@@ -465,9 +465,10 @@ export class ReconcileLoop {
   private hostCheckPlan(desired: DesiredState): PartPlan {
     const targets = this.options.hostCheck ? desired.hostCheck.targets : [];
     return {
-      key: JSON.stringify([targets, desired.hostCheck.key, desired.timing]),
+      key: JSON.stringify([targets, desired.hostCheck.key, desired.timing, desired.firewall.allow]),
       what: "setting host check targets",
-      attempt: async () => this.deps.checker.setTargets(targets, desired.hostCheck.key, desired.timing),
+      // The listener admits the link's hosts alone, whether or not the firewall is on.
+      attempt: async () => this.deps.checker.setTargets(targets, desired.hostCheck.key, desired.timing, desired.firewall.allow),
       done: () => this.deps.log.info("host check targets set", { targets: targets.map((t) => t.hostId) }),
     };
   }

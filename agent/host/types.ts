@@ -63,7 +63,8 @@ export interface MssClamp {
 
 /** Authenticated reachability probes (TCP 9790) to the targets the state service names. */
 export interface HostChecker {
-  setTargets(targets: HostCheckTarget[], key: string, timing: DesiredState["timing"]): void;
+  /** `allow`: the link's host addresses, the only sources the host-check listener admits. */
+  setTargets(targets: HostCheckTarget[], key: string, timing: DesiredState["timing"], allow: readonly string[]): void;
   results(): HostCheckResult[];
   /** Called when a target flips between reachable and unreachable, or its failures reach DOWN_AFTER_FAILURES (urgent report). */
   onChange(listener: () => void): void;

@@ -32,12 +32,13 @@ async function buildLocation(sandbox: NetnsSandbox, plan: LabPlan, loc: Location
 
   for (const host of loc.hosts) await buildHost(sandbox, plan, loc, host);
 
-  // Like the Pulumi components on AWS: every remote route starts at the highest-priority host.
+  // Like the Pulumi components on AWS: every remote route starts at the highest-priority host, and
+  // carries sitelink's mark (proto 83): the lab provider moves only routes of its own kind.
   const preferred = [...loc.hosts].sort((a, b) => b.priority - a.priority)[0]!;
   await sh(
     sandbox,
     loc.routerNs,
-    plan.locations.filter((other) => other !== loc).map((other) => `ip route replace ${other.route} via ${preferred.privateAddress}`),
+    plan.locations.filter((other) => other !== loc).map((other) => `ip route replace ${other.route} via ${preferred.privateAddress} proto 83`),
   );
 }
 

@@ -8,6 +8,7 @@ import { answerMac, encodeChallenge, newChallenge, verifyAnswer } from "./protoc
 
 const KEY = "k".repeat(43);
 const OTHER_KEY = "x".repeat(43);
+const LOOPBACK = ["127.0.0.1"];
 const TIMING = { heartbeat: 1, probeInterval: 0.05, probeTimeout: 0.5 };
 
 const cleanups: Array<() => Promise<void> | void> = [];
@@ -16,7 +17,7 @@ afterEach(async () => {
 });
 
 async function listener(hostId: string, key: string | null = KEY): Promise<{ listener: HostCheckListener; port: number }> {
-  const l = new HostCheckListener({ hostId, key: key ?? undefined, port: 0, host: "127.0.0.1" });
+  const l = new HostCheckListener({ hostId, key: key ?? undefined, allow: LOOPBACK, port: 0, host: "127.0.0.1" });
   const { port } = await l.start();
   cleanups.push(() => l.close());
   return { listener: l, port };
@@ -136,7 +137,7 @@ describe("host check listener and probe on loopback", () => {
   it("a listener without a key yet answers nothing", async () => {
     const { port, listener: l } = await listener("peer-1", null);
     expect(await probe(target("peer-1", port), "me", KEY, 1000)).toMatchObject({ ok: false, reason: "closed" });
-    l.setKey(KEY);
+    l.update({ key: KEY });
     expect(await probe(target("peer-1", port), "me", KEY, 1000)).toMatchObject({ ok: true });
   });
 
@@ -164,7 +165,7 @@ describe("host check listener and probe on loopback", () => {
 
   it("answers with a new key at once, and serves again after a close (host-check off, then on)", async () => {
     const { port, listener: l } = await listener("peer-1");
-    l.setKey(OTHER_KEY);
+    l.update({ key: OTHER_KEY });
     expect(await probe(target("peer-1", port), "me", OTHER_KEY, 1000)).toMatchObject({ ok: true });
     expect(await probe(target("peer-1", port), "me", KEY, 1000)).toMatchObject({ ok: false, reason: "impostor" });
     await l.close();
@@ -227,7 +228,7 @@ describe("host check prober", () => {
     const p = prober();
     p.setTargets([target("peer-1", port)], KEY, TIMING);
     await until(() => (p.results()[0]?.failures ?? 0) >= 2);
-    const l = new HostCheckListener({ hostId: "peer-1", key: KEY, port, host: "127.0.0.1" });
+    const l = new HostCheckListener({ hostId: "peer-1", key: KEY, allow: LOOPBACK, port, host: "127.0.0.1" });
     await l.start();
     cleanups.push(() => l.close());
     await changed(p, () => p.results()[0]?.reachable === true);
@@ -237,7 +238,7 @@ describe("host check prober", () => {
   it("logs flips with target and reason, never the key", async () => {
     const lines: string[] = [];
     const log = createLogger("debug", (line) => lines.push(line));
-    const l = new HostCheckListener({ hostId: "peer-1", key: KEY, port: 0, host: "127.0.0.1", log });
+    const l = new HostCheckListener({ hostId: "peer-1", key: KEY, allow: LOOPBACK, port: 0, host: "127.0.0.1", log });
     const { port } = await l.start();
     cleanups.push(() => l.close());
     const p = new HostCheckProber({ hostId: "probe-host", log });
@@ -245,7 +246,7 @@ describe("host check prober", () => {
     p.setTargets([target("peer-1", port)], KEY, TIMING);
     await changed(p, () => p.results()[0]?.reachable === true);
     await raw(port, "garbage\n");
-    l.setKey(OTHER_KEY);
+    l.update({ key: OTHER_KEY });
     await changed(p, () => p.results()[0]?.reachable === false);
     const events = lines.map((line) => JSON.parse(line) as { msg: string; target?: string; reason?: string });
     expect(events).toEqual(

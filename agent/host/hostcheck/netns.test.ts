@@ -22,7 +22,7 @@ describe.skipIf(!requireRoot())("host check across network namespaces", () => {
     await sandbox.veth({ ns: a, ifname: "a0", addr: "198.18.11.1/24" }, { ns: b, ifname: "b0", addr: "198.18.11.2/24" });
     const log = join(sandbox.workDir, "listener.log");
     listener = sandbox.spawn(a, [process.execPath, "--import", "tsx", FIXTURE, "listen", "host-a", "198.18.11.1", "9790"], {
-      env: { ...process.env, SITELINK_TEST_HOSTCHECK_KEY: KEY },
+      env: { ...process.env, SITELINK_TEST_HOSTCHECK_KEY: KEY, SITELINK_TEST_HOSTCHECK_ALLOW: "198.18.11.2" },
       logFile: log,
     });
     await vi.waitFor(() => expect(readFileSync(log, "utf8")).toContain("listening"), { timeout: 30_000, interval: 50 });

@@ -62,7 +62,10 @@ function awsError(name: string, message: string) {
   return new EC2ServiceException({ name, message, $fault: "client", $metadata: { httpStatusCode: 400 } });
 }
 
-const noRoute = (cidr: string) => awsError("InvalidParameterValue", `There is no route defined for '${cidr}' in the route table. Must use CreateRoute instead.`);
+/** A route table whose `cidrs` point at network interface `eni`. */
+function pointingAt(id: string, eni: string, ...cidrs: string[]) {
+  return { RouteTableId: id, Routes: cidrs.map((cidr) => ({ ...(cidr.includes(":") ? { DestinationIpv6CidrBlock: cidr } : { DestinationCidrBlock: cidr }), NetworkInterfaceId: eni })) };
+}
 
 const imds = new FakeImds();
 const ec2 = mockClient(EC2Client);
@@ -107,11 +110,13 @@ describe("IMDSv2 identity", () => {
 });
 
 describe("aws route provider", () => {
-  it("replaces each CIDR in each configured table with this host's interface", async () => {
+  it("moves each CIDR in each configured table from another link host's interface to this host's", async () => {
     ec2.on(ReplaceRouteCommand).resolves({});
+    ec2.on(DescribeRouteTablesCommand).resolves({ RouteTables: TABLES.map((id) => pointingAt(id, OTHER_ENI, "10.2.0.0/16", "fd00:2::/64")) });
     const p = provider();
     await p.apply(["10.2.0.0/16", "fd00:2::/64"], { previous: [], removeRoutes: false });
     expect(calls()).toEqual([
+      ["DescribeRouteTablesCommand", { RouteTableIds: TABLES }],
       ["ReplaceRouteCommand", { RouteTableId: "rtb-0aaa", DestinationCidrBlock: "10.2.0.0/16", NetworkInterfaceId: ENI }],
       ["ReplaceRouteCommand", { RouteTableId: "rtb-0bbb", DestinationCidrBlock: "10.2.0.0/16", NetworkInterfaceId: ENI }],
       ["ReplaceRouteCommand", { RouteTableId: "rtb-0aaa", DestinationIpv6CidrBlock: "fd00:2::/64", NetworkInterfaceId: ENI }],
@@ -120,26 +125,25 @@ describe("aws route provider", () => {
     expect(p.applied()).toEqual(["10.2.0.0/16", "fd00:2::/64"]);
   });
 
-  it("creates the route when the table lacks it (both error codes AWS may use)", async () => {
-    ec2.on(ReplaceRouteCommand).resolves({});
-    ec2.on(ReplaceRouteCommand, { RouteTableId: "rtb-0aaa" }).rejects(noRoute("10.2.0.0/16"));
-    ec2.on(ReplaceRouteCommand, { RouteTableId: "rtb-0bbb" }).rejects(awsError("InvalidRoute.NotFound", "no such route"));
+  it("creates the route when the table lacks it, and leaves one already pointing here alone", async () => {
     ec2.on(CreateRouteCommand).resolves({ Return: true });
+    ec2.on(DescribeRouteTablesCommand).resolves({ RouteTables: [pointingAt("rtb-0aaa", ENI, "10.3.0.0/16"), pointingAt("rtb-0bbb", ENI)] });
     const p = provider();
-    await p.apply(["10.2.0.0/16"], { previous: [], removeRoutes: false });
-    const input = (table: string) => ({ RouteTableId: table, DestinationCidrBlock: "10.2.0.0/16", NetworkInterfaceId: ENI });
+    await p.apply(["10.2.0.0/16", "10.3.0.0/16"], { previous: [], removeRoutes: false });
+    const input = (table: string, cidr: string) => ({ RouteTableId: table, DestinationCidrBlock: cidr, NetworkInterfaceId: ENI });
     expect(calls()).toEqual([
-      ["ReplaceRouteCommand", input("rtb-0aaa")],
-      ["CreateRouteCommand", input("rtb-0aaa")],
-      ["ReplaceRouteCommand", input("rtb-0bbb")],
-      ["CreateRouteCommand", input("rtb-0bbb")],
+      ["DescribeRouteTablesCommand", { RouteTableIds: TABLES }],
+      ["CreateRouteCommand", input("rtb-0aaa", "10.2.0.0/16")],
+      ["CreateRouteCommand", input("rtb-0bbb", "10.2.0.0/16")],
+      ["CreateRouteCommand", input("rtb-0bbb", "10.3.0.0/16")],
     ]);
-    expect(p.applied()).toEqual(["10.2.0.0/16"]);
+    expect(p.applied()).toEqual(["10.2.0.0/16", "10.3.0.0/16"]);
   });
 
   it("does not create on other errors, names provider, CIDR and table, and applies the rest", async () => {
     ec2.on(ReplaceRouteCommand).resolves({});
     ec2.on(ReplaceRouteCommand, { RouteTableId: "rtb-0bbb", DestinationCidrBlock: "10.3.0.0/16" }).rejects(awsError("UnauthorizedOperation", "You are not authorized to perform this operation."));
+    ec2.on(DescribeRouteTablesCommand).resolves({ RouteTables: TABLES.map((id) => pointingAt(id, OTHER_ENI, "10.2.0.0/16", "10.3.0.0/16")) });
     const p = provider();
     await expect(p.apply(["10.2.0.0/16", "10.3.0.0/16", "10.4.0.1/16"], { previous: [], removeRoutes: false })).rejects.toThrow(
       'route provider aws: "10.4.0.1/16" has host bits set (did you mean 10.4.0.0/16?); cannot point 10.3.0.0/16 in rtb-0bbb at eni-0a1b2c3d4e5f: You are not authorized to perform this operation.',
@@ -156,19 +160,20 @@ describe("aws route provider", () => {
         {
           RouteTableId: "rtb-0aaa",
           Routes: [
+            { DestinationCidrBlock: "10.2.0.0/16", NetworkInterfaceId: ENI },
             { DestinationCidrBlock: "10.5.0.0/16", NetworkInterfaceId: ENI },
             { DestinationCidrBlock: "10.6.0.0/16", NetworkInterfaceId: OTHER_ENI },
             { DestinationIpv6CidrBlock: "fd00:7::/64", NetworkInterfaceId: ENI },
           ],
         },
-        { RouteTableId: "rtb-0bbb", Routes: [{ DestinationCidrBlock: "10.5.0.0/16", NetworkInterfaceId: OTHER_ENI }] },
+        { RouteTableId: "rtb-0bbb", Routes: [{ DestinationCidrBlock: "10.2.0.0/16", NetworkInterfaceId: ENI }, { DestinationCidrBlock: "10.5.0.0/16", NetworkInterfaceId: OTHER_ENI }] },
         // A table the API should not have returned: never touched.
         { RouteTableId: "rtb-0ccc", Routes: [{ DestinationCidrBlock: "10.5.0.0/16", NetworkInterfaceId: ENI }] },
       ],
     });
     const p = provider();
     await p.apply(["10.2.0.0/16"], { previous: ["10.2.0.0/16", "10.5.0.0/16", "10.6.0.0/16", "fd00:7:0::/64"], removeRoutes: true });
-    expect(calls().slice(2)).toEqual([
+    expect(calls()).toEqual([
       ["DescribeRouteTablesCommand", { RouteTableIds: TABLES }],
       ["DeleteRouteCommand", { RouteTableId: "rtb-0aaa", DestinationCidrBlock: "10.5.0.0/16" }],
       ["DeleteRouteCommand", { RouteTableId: "rtb-0aaa", DestinationIpv6CidrBlock: "fd00:7::/64" }],
@@ -196,6 +201,53 @@ describe("aws route provider", () => {
     await expect(p.inPlace(["10.2.0.0/16"])).rejects.toThrow("Request limit exceeded.");
   });
 
+  it("S4: never moves a route from a gateway, a peering or (when the link's interfaces are listed) another interface, nor deletes it", async () => {
+    ec2.on(ReplaceRouteCommand).resolves({});
+    ec2.on(DescribeRouteTablesCommand).resolves({
+      RouteTables: [
+        {
+          RouteTableId: "rtb-0aaa",
+          Routes: [
+            { DestinationCidrBlock: "10.80.0.0/16", GatewayId: "igw-0123" },
+            { DestinationCidrBlock: "10.81.0.0/16", VpcPeeringConnectionId: "pcx-0456" },
+            { DestinationCidrBlock: "10.82.0.0/16", NetworkInterfaceId: "eni-0operator" },
+            { DestinationCidrBlock: "10.83.0.0/16", NetworkInterfaceId: OTHER_ENI },
+          ],
+        },
+      ],
+    });
+    const p = new AwsRouteProvider({ routeTableIds: ["rtb-0aaa"], linkInterfaceIds: [ENI, OTHER_ENI], imdsEndpoint: imds.url });
+    const cidrs = ["10.80.0.0/16", "10.81.0.0/16", "10.82.0.0/16", "10.83.0.0/16"];
+    const error = (await p.apply(cidrs, { previous: [], removeRoutes: true }).catch((e: Error) => e)) as Error;
+    expect(error.message).toBe(
+      "route provider aws: " +
+        [
+          "cannot point 10.80.0.0/16 in rtb-0aaa at eni-0a1b2c3d4e5f: its target (igw-0123) is not a link host's interface; it is left alone",
+          "cannot point 10.81.0.0/16 in rtb-0aaa at eni-0a1b2c3d4e5f: its target (pcx-0456) is not a link host's interface; it is left alone",
+          "cannot point 10.82.0.0/16 in rtb-0aaa at eni-0a1b2c3d4e5f: its target (eni-0operator) is not a link host's interface; it is left alone",
+        ].join("; "),
+    );
+    expect(calls()).toEqual([
+      ["DescribeRouteTablesCommand", { RouteTableIds: ["rtb-0aaa"] }],
+      ["ReplaceRouteCommand", { RouteTableId: "rtb-0aaa", DestinationCidrBlock: "10.83.0.0/16", NetworkInterfaceId: ENI }],
+    ]);
+    expect(p.applied()).toEqual(["10.83.0.0/16"]);
+    // Withdrawn with removeRoutes on: none of those routes points here, so none is deleted.
+    ec2.resetHistory();
+    await p.apply([], { previous: cidrs, removeRoutes: true });
+    expect(calls()).toEqual([["DescribeRouteTablesCommand", { RouteTableIds: ["rtb-0aaa"] }]]);
+  });
+
+  it("S4: the factory holds the service's CIDRs to allowedRoutes and keeps the link's interfaces", async () => {
+    ec2.on(DescribeRouteTablesCommand).resolves({ RouteTables: [pointingAt("rtb-0aaa", "eni-0operator", "10.90.0.0/16")] });
+    const config = agentConfigSchema.parse({ provider: "aws", aws: { routeTableIds: ["rtb-0aaa"], linkInterfaceIds: [ENI] } });
+    const p = createRouteProvider(config, { hostId: "h1" }, { imdsEndpoint: imds.url });
+    await expect(p.apply(["0.0.0.0/0", "10.90.0.0/16"], { previous: [], removeRoutes: false })).rejects.toThrow(
+      "route provider aws: 0.0.0.0/0 refused: a default route is taken over only when allowedRoutes lists it; cannot point 10.90.0.0/16 in rtb-0aaa at eni-0a1b2c3d4e5f: its target (eni-0operator) is not a link host's interface; it is left alone",
+    );
+    expect(calls()).toEqual([["DescribeRouteTablesCommand", { RouteTableIds: ["rtb-0aaa"] }]]);
+  });
+
   it("without removeRoutes, never reads or deletes routes", async () => {
     ec2.on(ReplaceRouteCommand).resolves({});
     const p = provider();
@@ -212,12 +264,16 @@ describe("aws route provider", () => {
   });
 
   it("is built by the factory from the agent config", async () => {
-    ec2.on(ReplaceRouteCommand).resolves({});
+    ec2.on(CreateRouteCommand).resolves({});
+    ec2.on(DescribeRouteTablesCommand).resolves({ RouteTables: [pointingAt("rtb-0aaa", ENI)] });
     const config = agentConfigSchema.parse({ provider: "aws", aws: { routeTableIds: ["rtb-0aaa"] } });
     const p = createRouteProvider(config, { hostId: "h1" }, { imdsEndpoint: imds.url });
     expect(p.name).toBe("aws");
     await p.apply(["10.9.0.0/16"], { previous: [], removeRoutes: false });
-    expect(calls()).toEqual([["ReplaceRouteCommand", { RouteTableId: "rtb-0aaa", DestinationCidrBlock: "10.9.0.0/16", NetworkInterfaceId: ENI }]]);
+    expect(calls()).toEqual([
+      ["DescribeRouteTablesCommand", { RouteTableIds: ["rtb-0aaa"] }],
+      ["CreateRouteCommand", { RouteTableId: "rtb-0aaa", DestinationCidrBlock: "10.9.0.0/16", NetworkInterfaceId: ENI }],
+    ]);
     expect(() => createRouteProvider(agentConfigSchema.parse({ provider: "aws" }), { hostId: "h1" })).toThrow('route provider aws: the agent config has no "aws" section');
   });
 });

@@ -1,6 +1,10 @@
 // `aws`: points the location's route tables at this host's network interface. Only the configured
 // route tables are ever read or written. Pulumi creates each route (and ignores its target); the
-// agent of the active host moves the target with ReplaceRoute, creating the route if it is missing.
+// agent of the active host reads the tables (one DescribeRouteTables), creates a missing route and
+// moves an existing one with ReplaceRoute only when it points at a link host's interface: one of
+// `aws.linkInterfaceIds` (the location's hosts' interfaces), or, while the config does not list them,
+// any network interface. A route to anything else (a gateway, a peering, a NAT or transit gateway,
+// another interface when they are listed) is the operator's: refused by name, never written or deleted.
 import type { EC2Client, EC2ClientConfig, Route } from "@aws-sdk/client-ec2";
 import { parseCidr } from "../../contract/net";
 import type { AgentConfig } from "../../contract/agent-config";
@@ -47,6 +51,8 @@ export async function readImdsIdentity(endpoint: string = IMDS_ENDPOINT, fetchIm
 export interface AwsRouteProviderOptions {
   /** The location's route tables: the only ones ever touched. */
   routeTableIds: string[];
+  /** The network interfaces of the location's hosts: the only targets a route is moved away from. @default any network interface */
+  linkInterfaceIds?: string[];
   /** @default the instance's region from IMDS */
   region?: string;
   /** @default http://169.254.169.254 */
@@ -78,12 +84,26 @@ export class AwsRouteProvider implements RouteProvider {
       return failures.throwIfAny();
     }
     const { identity, ec2 } = ready;
+    const stale = [...new Set([...opts.previous.map(normalizeCidr), ...this.current, ...this.pendingRemoval])].filter((cidr) => !desired.includes(cidr));
+    if (desired.length === 0 && !(opts.removeRoutes && stale.length > 0)) {
+      this.current = new Set();
+      return failures.throwIfAny();
+    }
+    let tables: Map<string, Route[]>;
+    try {
+      tables = await this.readTables(ec2);
+    } catch (error) {
+      stale.forEach((cidr) => this.pendingRemoval.add(cidr));
+      this.current = new Set();
+      failures.add(`cannot read route tables ${this.options.routeTableIds.join(", ")}`, error);
+      return failures.throwIfAny();
+    }
     const applied = new Set<string>();
     for (const cidr of desired) {
       let ok = true;
       for (const table of this.options.routeTableIds) {
         try {
-          await this.pointHere(ec2, table, cidr, identity.networkInterfaceId);
+          await this.pointHere(ec2, table, tables.get(table) ?? [], cidr, identity.networkInterfaceId);
         } catch (error) {
           ok = false;
           failures.add(`cannot point ${cidr} in ${table} at ${identity.networkInterfaceId}`, error);
@@ -91,9 +111,8 @@ export class AwsRouteProvider implements RouteProvider {
       }
       if (ok) applied.add(cidr);
     }
-    const stale = [...new Set([...opts.previous.map(normalizeCidr), ...this.current, ...this.pendingRemoval])].filter((cidr) => !desired.includes(cidr));
     this.pendingRemoval = new Set();
-    if (opts.removeRoutes && stale.length > 0) await this.removeOwn(ec2, stale, identity.networkInterfaceId, failures);
+    if (opts.removeRoutes && stale.length > 0) await this.removeOwn(ec2, tables, stale, identity.networkInterfaceId, failures);
     this.current = applied;
     failures.throwIfAny();
   }
@@ -118,30 +137,36 @@ export class AwsRouteProvider implements RouteProvider {
     return { identity: this.identity, ec2: this.client };
   }
 
-  private async pointHere(ec2: EC2Client, table: string, cidr: string, eni: string): Promise<void> {
+  /** The routes of each configured table (a table the API should not have returned is dropped). */
+  private async readTables(ec2: EC2Client): Promise<Map<string, Route[]>> {
+    const tables = (await ec2.send(new (sdk().DescribeRouteTablesCommand)({ RouteTableIds: this.options.routeTableIds }))).RouteTables ?? [];
+    return new Map(tables.filter((t) => t.RouteTableId && this.options.routeTableIds.includes(t.RouteTableId)).map((t) => [t.RouteTableId!, t.Routes ?? []]));
+  }
+
+  /** Creates the route, or moves it here from a link host's interface; a route to anything else is refused. */
+  private async pointHere(ec2: EC2Client, table: string, routes: Route[], cidr: string, eni: string): Promise<void> {
     const input = { RouteTableId: table, ...destination(cidr), NetworkInterfaceId: eni };
-    try {
-      await ec2.send(new (sdk().ReplaceRouteCommand)(input));
-    } catch (error) {
-      if (!isMissingRoute(error)) throw error;
+    const route = routes.find((r) => routeDestination(r) === cidr);
+    if (!route) {
       await ec2.send(new (sdk().CreateRouteCommand)(input));
+      return;
     }
+    if (route.NetworkInterfaceId === eni) return;
+    if (!this.isLinkTarget(route)) throw new Error(`its target (${routeTarget(route)}) is not a link host's interface; it is left alone`);
+    await ec2.send(new (sdk().ReplaceRouteCommand)(input));
+  }
+
+  private isLinkTarget(route: Route): boolean {
+    const target = route.NetworkInterfaceId;
+    if (!target || !/^eni-[0-9a-f]+$/.test(target)) return false;
+    return this.options.linkInterfaceIds ? this.options.linkInterfaceIds.includes(target) : true;
   }
 
   /** Deletes stale CIDRs, but only in routes that point at this host's interface right now. */
-  private async removeOwn(ec2: EC2Client, stale: string[], eni: string, failures: Failures): Promise<void> {
-    let tables;
-    try {
-      tables = (await ec2.send(new (sdk().DescribeRouteTablesCommand)({ RouteTableIds: this.options.routeTableIds }))).RouteTables ?? [];
-    } catch (error) {
-      stale.forEach((cidr) => this.pendingRemoval.add(cidr));
-      return failures.add(`cannot read route tables ${this.options.routeTableIds.join(", ")}`, error);
-    }
-    for (const table of tables) {
-      const tableId = table.RouteTableId;
-      if (!tableId || !this.options.routeTableIds.includes(tableId)) continue;
+  private async removeOwn(ec2: EC2Client, tables: Map<string, Route[]>, stale: string[], eni: string, failures: Failures): Promise<void> {
+    for (const [tableId, routes] of tables) {
       for (const cidr of stale) {
-        const route = table.Routes?.find((r) => routeDestination(r) === cidr);
+        const route = routes.find((r) => routeDestination(r) === cidr);
         if (!route || route.NetworkInterfaceId !== eni) continue;
         try {
           await ec2.send(new (sdk().DeleteRouteCommand)({ RouteTableId: tableId, ...destination(cidr) }));
@@ -168,14 +193,12 @@ function errorName(error: unknown): string | undefined {
   return error instanceof Error ? error.name : undefined;
 }
 
-/**
- * ReplaceRoute on a destination the table lacks: AWS answers InvalidParameterValue ("There is no
- * route defined for '…' in the route table. Must use CreateRoute instead."), though the API
- * reference suggests InvalidRoute.NotFound; both mean "create it".
- */
-function isMissingRoute(error: unknown): boolean {
-  const name = errorName(error);
-  return name === "InvalidRoute.NotFound" || (name === "InvalidParameterValue" && /no route/i.test((error as Error).message));
+/** What a route points at, as AWS names it (one of these is set). */
+function routeTarget(route: Route): string {
+  const target =
+    route.GatewayId ?? route.NatGatewayId ?? route.TransitGatewayId ?? route.VpcPeeringConnectionId ?? route.InstanceId ?? route.NetworkInterfaceId ??
+    route.EgressOnlyInternetGatewayId ?? route.CarrierGatewayId ?? route.LocalGatewayId ?? route.CoreNetworkArn;
+  return target ?? "unknown";
 }
 
 export const awsRoutes: RouteProviderDescriptor = {
@@ -187,10 +210,12 @@ export const awsRoutes: RouteProviderDescriptor = {
     const tables = flags.all("route-table").flatMap((v) => v.split(",")).filter(Boolean);
     if (tables.length === 0 && !config.aws) flags.usage("set-provider aws needs --route-table rtb-…");
     const region = flags.get("region") ?? config.aws?.region;
-    return { ...config, provider: "aws", aws: { routeTableIds: tables.length ? tables : config.aws!.routeTableIds, ...(region && { region }) } };
+    const linkInterfaceIds = config.aws?.linkInterfaceIds;
+    return { ...config, provider: "aws", aws: { routeTableIds: tables.length ? tables : config.aws!.routeTableIds, ...(region && { region }), ...(linkInterfaceIds && { linkInterfaceIds }) } };
   },
   create(config, _self, deps) {
     if (!config.aws) throw missingSection("aws", "aws", "aws.routeTableIds lists the location's route tables");
-    return new AwsRouteProvider({ routeTableIds: config.aws.routeTableIds, region: config.aws.region, imdsEndpoint: deps.imdsEndpoint, ec2: deps.ec2, fetch: deps.fetch });
+    const { routeTableIds, region, linkInterfaceIds } = config.aws;
+    return new AwsRouteProvider({ routeTableIds, region, linkInterfaceIds, imdsEndpoint: deps.imdsEndpoint, ec2: deps.ec2, fetch: deps.fetch });
   },
 };

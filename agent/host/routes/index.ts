@@ -4,6 +4,7 @@
 import type { AgentConfig, RouteProviderName } from "../../contract/agent-config";
 import type { RouteProvider } from "../types";
 import { awsRoutes } from "./aws";
+import { BoundedRouteProvider } from "./bounds";
 import type { RouteProviderDeps, RouteProviderDescriptor, RouteProviderSelf } from "./descriptor";
 import { fileRoutes } from "./file";
 import { gcpRoutes } from "./gcp";
@@ -20,8 +21,9 @@ export const ROUTE_PROVIDER_REGISTRY: Record<RouteProviderName, RouteProviderDes
   lab: labRoutes,
 };
 
+/** The configured provider, held to the config's `allowedRoutes` (bounds.ts). */
 export function createRouteProvider(config: AgentConfig, self: RouteProviderSelf, deps: RouteProviderDeps = {}): RouteProvider {
-  return ROUTE_PROVIDER_REGISTRY[config.provider].create(config, self, deps);
+  return new BoundedRouteProvider(ROUTE_PROVIDER_REGISTRY[config.provider].create(config, self, deps), config.allowedRoutes);
 }
 
 /** The config sections of every provider: a change to one takes effect after a restart. */

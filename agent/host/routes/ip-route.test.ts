@@ -47,8 +47,8 @@ describe.skipIf(!requireRoot())("ip route providers in network namespaces", () =
       expect(await pings(router, "10.30.0.1")).toBe(true);
     });
 
-    it("takes over a route that pointed at another host", async () => {
-      await sandbox.exec(router, ["ip", "route", "replace", "10.32.0.0/16", "via", "198.18.9.3"]);
+    it("takes over a route that pointed at another host (a route of its own kind, proto 83)", async () => {
+      await sandbox.exec(router, ["ip", "route", "replace", "10.32.0.0/16", "via", "198.18.9.3", "proto", "83"]);
       const p = createRouteProvider(config(), { hostId: "h1" });
       await p.apply(["10.32.0.0/16"], { previous: [], removeRoutes: false });
       expect(await routes(router)).toContain("10.32.0.0/16 via 198.18.9.2 dev r0 proto 83");
@@ -79,7 +79,7 @@ describe.skipIf(!requireRoot())("ip route providers in network namespaces", () =
     it("reports a CIDR the kernel refuses and a malformed one, by name, and applies the rest", async () => {
       const p = createRouteProvider(config(), { hostId: "h1" });
       const error = (await p.apply(["fd00:33::/64", "10.33.0.0/16", "10.34.0.0"], { previous: [], removeRoutes: false }).catch((e: Error) => e)) as Error;
-      expect(error.message).toMatch(/^route provider lab: "10\.34\.0\.0" is not a CIDR .*; cannot point fd00:33::\/64 here: ip -n \S+ route replace fd00:33::\/64 via 198\.18\.9\.2 proto 83 failed/);
+      expect(error.message).toMatch(/^route provider lab: "10\.34\.0\.0" is not a CIDR .*; cannot point fd00:33::\/64 here: ip -n \S+ route add fd00:33::\/64 via 198\.18\.9\.2 proto 83 failed/);
       expect(p.applied()).toEqual(["10.33.0.0/16"]);
     });
   });

@@ -1,8 +1,9 @@
 // Routes through `ip route`: the host's own table (kernel provider) or the router namespace that
 // plays the cloud route table in the lab (lab provider). Every route it adds carries its own routing
-// protocol id (`proto 83`), so it finds its routes again after a restart or when checking for drift,
-// and deletion (`ip route del CIDR <next hop> proto 83`) removes a route only while it is still ours
-// and still points where we pointed it.
+// protocol id (`proto 83`), so it finds its routes again after a restart or when checking for drift.
+// A route is added, never put in place of one that is not `proto 83` (an operator's static route,
+// the default route): such a CIDR is refused, by name. Deletion (`ip route del CIDR <next hop>
+// proto 83`) removes a route only while it is still ours and still points where we pointed it.
 import { CommandError, runCommand, type CommandRunner } from "./command";
 import { Failures, normalizeCidr } from "./failures";
 import type { RouteProvider } from "../types";
@@ -19,6 +20,14 @@ interface IpRoute {
   dst?: string;
   gateway?: string;
   dev?: string;
+  /** Absent for `boot` routes and when the listing filtered by protocol. */
+  protocol?: string;
+}
+
+/** `ip -j route` names a default route `default` and a host route without its prefix length. */
+export function routeDestination(dst: string, family: "-4" | "-6"): string {
+  if (dst === "default") return family === "-4" ? "0.0.0.0/0" : "::/0";
+  return dst.includes("/") ? dst : `${dst}/${family === "-4" ? 32 : 128}`;
 }
 
 export class IpRouteProvider implements RouteProvider {
@@ -42,7 +51,7 @@ export class IpRouteProvider implements RouteProvider {
     const applied = new Set<string>();
     for (const cidr of desired) {
       try {
-        await this.ip("replace", cidr);
+        await this.pointHere(cidr);
         applied.add(cidr);
       } catch (error) {
         failures.add(`cannot point ${cidr} here`, error);
@@ -100,11 +109,28 @@ export class IpRouteProvider implements RouteProvider {
     const routes = JSON.parse(stdout || "[]") as IpRoute[];
     return routes
       .filter((r) => r.dst && (!this.nextHop.via || r.gateway === this.nextHop.via) && (!this.nextHop.device || r.dev === this.nextHop.device))
-      .map((r) => (r.dst!.includes("/") ? r.dst! : `${r.dst}/${family === "-4" ? 32 : 128}`));
+      .map((r) => routeDestination(r.dst!, family));
   }
 
-  private ip(verb: "replace" | "del", cidr: string) {
+  /**
+   * Adds the route, or moves one of ours (`proto 83`: this host's, or in a shared table another link
+   * host's) here; a route of the same prefix that is not ours is left alone and the CIDR refused.
+   */
+  private async pointHere(cidr: string): Promise<void> {
+    const family = normalizeCidr(cidr).includes(":") ? "-6" : "-4";
+    const { stdout } = await this.run("ip", [...this.ipOptions, family, "-j", "route", "show", "exact", cidr]);
+    const existing = JSON.parse(stdout || "[]") as IpRoute[];
+    const foreign = existing.find((r) => r.protocol !== ROUTE_PROTO);
+    if (foreign) throw new Error(`a route the agent did not make is in place (${describe(foreign)}); it is left alone`);
+    await this.ip(existing.length > 0 ? "replace" : "add", cidr);
+  }
+
+  private ip(verb: "add" | "replace" | "del", cidr: string) {
     const hop = [...(this.nextHop.via ? ["via", this.nextHop.via] : []), ...(this.nextHop.device ? ["dev", this.nextHop.device] : [])];
     return this.run("ip", [...this.ipOptions, "route", verb, cidr, ...hop, "proto", ROUTE_PROTO]);
   }
+}
+
+function describe(route: IpRoute): string {
+  return [route.gateway && `via ${route.gateway}`, route.dev && `dev ${route.dev}`, `proto ${route.protocol ?? "boot"}`].filter(Boolean).join(" ");
 }

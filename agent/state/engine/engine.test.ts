@@ -267,10 +267,11 @@ describe("failover engine: partitions", () => {
     expect(engine.activeHost("corp", "east")).toBe("a");
   });
 
-  it("demotes an active host that every peer host has lost, even while it heartbeats", () => {
+  it("demotes an active host that every peer host has lost and that reaches no peer either, even while it heartbeats", () => {
     const engine = onlineBefore(["a", "b", "c", "d"]);
     beat(engine, T0, ["a", "b", "c", "d"]);
     const lostA = [check("a", false, 0, 2), check("b", true)];
+    engine.heartbeat("a", report(reachNone), T0 + 200);
     expect(engine.heartbeat("c", report(lostA), T0 + 300)).toEqual([]);
     expect(engine.heartbeat("d", report(lostA), T0 + 310)).toEqual([decision(T0 + 310, "a", "b", "peers-lost")]);
     expect(engine.hostView("a")).toMatchObject({ status: "partitioned", online: true });
@@ -284,12 +285,31 @@ describe("failover engine: partitions", () => {
     const engine = onlineBefore(["a", "b", "c", "d"]);
     beat(engine, T0, ["a", "b", "c", "d"]);
     const lostA = [check("a", false, 0, 2), check("b", true)];
+    engine.heartbeat("a", report(reachNone), T0 + 300);
     engine.heartbeat("c", report(lostA), T0 + 300);
     expect(engine.heartbeat("d", report(lostA), T0 + 310)).toEqual([decision(T0 + 310, "a", "b", "peers-lost")]);
-    // c's result (observed at T0 + 300) is fresh for heartbeat + probeTimeout + 3 probeIntervals = 2.15 s.
+    // a's and c's results (observed at T0 + 300) are fresh for heartbeat + probeTimeout + 3 probeIntervals = 2.15 s.
     expect(steady(engine, T0 + 1000, T0 + 2450, ["a", "b", "c", "d"])).toEqual([]);
     expect(engine.nextDeadline()).toBe(T0 + 2450);
     expect(drive(engine, T0 + 2450)).toEqual([decision(T0 + 2450, "b", "a", "higher-priority")]);
+  });
+
+  it("does not demote an active host on its peers' failed probes alone while it reaches its peers and its neighbour reaches it (a flooded listener)", () => {
+    const engine = onlineBefore(["a", "b", "c", "d"]);
+    const lostA = [check("a", false, 0, 5), check("b", true)];
+    const flooded = { a: [...reachAll, check("b", true)], b: [...reachAll, check("a", true)], c: lostA, d: lostA };
+    expect(steady(engine, T0, T0 + 10_000, ["a", "b", "c", "d"], flooded)).toEqual([]);
+    expect(engine.hostView("a")).toMatchObject({ status: "active", eligible: true });
+  });
+
+  it("demotes a host its peers lost when its own neighbour cannot reach it either (cables cut), before the crash is confirmed", () => {
+    const engine = onlineBefore(["a", "b", "c", "d"]);
+    beat(engine, T0, ["a", "b", "c", "d"], { a: reachAll });
+    const lostA = [check("a", false, 0, 2), check("b", true)];
+    // a's last report still says it reaches c and d; b, c and d no longer reach it.
+    engine.heartbeat("b", report([check("a", false, 0, 2), check("c", true)]), T0 + 300);
+    engine.heartbeat("c", report(lostA), T0 + 300);
+    expect(engine.heartbeat("d", report(lostA), T0 + 310)).toEqual([decision(T0 + 310, "a", "b", "peers-lost")]);
   });
 
   it("does not demote for lost peers when no other host is reached by them", () => {
@@ -410,7 +430,8 @@ describe("failover engine: evidence from hosts that just came online", () => {
     const engine = onlineBefore(["c", "d"]);
     expect(east(beat(engine, T0, ["a", "b"]))).toEqual([decision(T0, null, "a", "initial")]);
     const lostA = [check("a", false, 0, 2), check("b", true)];
-    expect(steady(engine, T0 + 300, T0 + 1900, ["a", "b", "c", "d"], { c: lostA, d: lostA })).toEqual([]);
+    const cut = { a: [check("c", false, 0, 2), check("d", false, 0, 2)], c: lostA, d: lostA };
+    expect(steady(engine, T0 + 300, T0 + 1900, ["a", "b", "c", "d"], cut)).toEqual([]);
     // Once a had its time (settleMs = 1.9 s) the same reports demote it.
     expect(east(beat(engine, T0 + 1900, ["c", "d"], { c: lostA, d: lostA }))).toEqual([decision(T0 + 1900, "a", "b", "peers-lost")]);
   });

@@ -128,7 +128,8 @@ export function silentHandover(location: LocationState, now: number): { handsOve
  * Sets `partition` on the hosts of a location. Two rules, applied in order so that at least one
  * candidate always stays eligible (a lone candidate is never partitioned):
  * 1. peers-lost: every online host of the peer locations reports the host down, while another
- *    candidate is reached by them;
+ *    candidate is reached by them, and something other than those probes says so too
+ *    (`corroborated`): their probes alone are one listener's word, which a flood of it can break;
  * 2. partitioned: among the rest, the host has reached fewer peer hosts than the best one for
  *    `partitionConfirmMs` (a short dip while reports interleave is not a partition).
  * Returns when the verdicts may change with no new report (a host behind long enough, a result
@@ -194,7 +195,30 @@ function peerVerdict(host: HostState, location: LocationState, fresh: Freshness,
     }
   }
   if (reached) return "reached";
-  return online > 0 && down === online ? "lost" : "unknown";
+  return online > 0 && down === online && corroborated(host, location, fresh, now) ? "lost" : "unknown";
+}
+
+/**
+ * Evidence beside the peers' failed probes that the host is really cut off: (a) its own fresh results
+ * show it reaching no peer host and failing to reach one (a real cut is two-way: a TCP probe needs
+ * both directions), or (b) a settled host of its own location that reaches another host reports it
+ * down too (a crash, cables cut: it stops reporting, but its neighbours see it). A host whose listener
+ * alone is flooded reaches its peers and its neighbours, and so keeps its role.
+ */
+function corroborated(host: HostState, location: LocationState, fresh: Freshness, now: number): boolean {
+  let down = false;
+  let reaches = false;
+  for (const result of host.results.values()) {
+    if (!location.peers.includes(result.target.location) || !fresh.check(result)) continue;
+    if (result.reachable) reaches = true;
+    else if (isDown(result) && failedSettled(result)) down = true;
+  }
+  if (down && !reaches) return true;
+  return location.hosts.some((witness) => {
+    if (witness === host || !witness.online || !settled(witness, now)) return false;
+    const result = witness.results.get(host.id);
+    return fresh.check(result) && isDown(result) && failedSettled(result) && reachesAnother(witness, host, now);
+  });
 }
 
 /** How many peer hosts this host reaches by its fresh results; -1 when it has none (not judged). */
