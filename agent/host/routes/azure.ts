@@ -9,7 +9,7 @@ import { parseCidr } from "../../contract/net";
 import type { RouteProvider } from "../types";
 import { missingSection, type ProviderFlags, type RouteProviderDescriptor } from "./descriptor";
 import { Failures, normalizeCidr } from "./failures";
-import { CLOUD_RETRY, HttpError, send, withRetries, type Fetch, type HttpAnswer, type RetryPolicy } from "./http";
+import { CLOUD_RETRY, HttpError, send, withAuthRetries, withRetries, type Fetch, type HttpAnswer, type RetryPolicy } from "./http";
 
 export const AZURE_IMDS_URL = "http://169.254.169.254/metadata";
 export const AZURE_ARM_URL = "https://management.azure.com";
@@ -201,13 +201,7 @@ export class AzureRouteProvider implements RouteProvider {
       if (body !== undefined) headers["Content-Type"] = "application/json";
       return send(this.fetch, method, url, { headers, body: body === undefined ? undefined : JSON.stringify(body) });
     };
-    try {
-      return await withRetries(this.retry, call);
-    } catch (error) {
-      if (!(error instanceof HttpError && error.status === 401)) throw error;
-      this.token = undefined; // revoked or expired early: one more try with a fresh one
-      return withRetries(this.retry, call);
-    }
+    return withAuthRetries(this.retry, () => (this.token = undefined), call);
   }
 
   /** The managed identity's ARM token, renewed five minutes before expires_on. Secret. */

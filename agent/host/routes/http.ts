@@ -109,3 +109,14 @@ export async function withRetries<T>(policy: RetryPolicy, call: () => Promise<T>
     }
   }
 }
+
+/** `withRetries`, and that once more after a 401, with `renew` having dropped the credentials (revoked or expired early). */
+export async function withAuthRetries<T>(policy: RetryPolicy, renew: () => void, call: () => Promise<T>): Promise<T> {
+  try {
+    return await withRetries(policy, call);
+  } catch (error) {
+    if (!(error instanceof HttpError && error.status === 401)) throw error;
+    renew();
+    return withRetries(policy, call);
+  }
+}

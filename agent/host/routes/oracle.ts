@@ -9,7 +9,7 @@ import type { AgentConfig } from "../../contract/agent-config";
 import type { RouteProvider } from "../types";
 import { missingSection, type ProviderFlags, type RouteProviderDescriptor } from "./descriptor";
 import { Failures, normalizeCidr } from "./failures";
-import { CLOUD_RETRY, HttpError, send, withRetries, type Fetch, type HttpAnswer, type RetryPolicy } from "./http";
+import { CLOUD_RETRY, HttpError, send, withAuthRetries, withRetries, type Fetch, type HttpAnswer, type RetryPolicy } from "./http";
 import { federationKeyId, newSessionKey, pemBody, signRequest, tokenExpiry } from "./oracle-signing";
 
 export const OCI_IMDS_URL = "http://169.254.169.254/opc/v2";
@@ -207,13 +207,7 @@ export class OracleRouteProvider implements RouteProvider {
       const signed = signRequest({ method, url, body: text }, `ST$${session.token}`, session.key, { now: new Date(this.now()) });
       return send(this.fetch, method, url, { headers: { ...headers, ...signed }, body: text });
     };
-    try {
-      return await withRetries(this.retry, call);
-    } catch (error) {
-      if (!(error instanceof HttpError && error.status === 401)) throw error;
-      this.session = undefined;
-      return withRetries(this.retry, call);
-    }
+    return withAuthRetries(this.retry, () => (this.session = undefined), call);
   }
 
   /**
