@@ -11,7 +11,7 @@ export const DEFAULT_VICI_SOCKET = "/var/run/charon.vici";
 /** Priority of the routes a GCP host creates (lower wins), unless its config says otherwise. */
 export const GCP_ROUTE_PRIORITY = 900;
 
-export const ROUTE_PROVIDERS = ["aws", "gcp", "kernel", "file", "none", "lab"] as const;
+export const ROUTE_PROVIDERS = ["aws", "gcp", "azure", "oracle", "kernel", "file", "none", "lab"] as const;
 
 const ipAddress = z.string().refine(isAddress, "must be an IP address");
 export type RouteProviderName = (typeof ROUTE_PROVIDERS)[number];
@@ -57,6 +57,22 @@ export const agentConfigSchema = z.strictObject({
       project: z.string().min(1).optional(),
       /** Route priority (lower wins); the agent's routes use it. */
       priority: z.int().min(0).max(65535).default(GCP_ROUTE_PRIORITY),
+    })
+    .optional(),
+  azure: z
+    .strictObject({
+      /** Route tables of this host's location (full ARM ids); the only ones the agent ever changes. */
+      routeTables: z
+        .array(z.string().regex(/^\/subscriptions\/[^/]+\/resourceGroups\/[^/]+\/providers\/Microsoft\.Network\/routeTables\/[^/]+$/i, "must be a route table id (/subscriptions/…/resourceGroups/…/providers/Microsoft.Network/routeTables/NAME)"))
+        .min(1),
+    })
+    .optional(),
+  oracle: z
+    .strictObject({
+      /** Route tables of this host's location; the only ones the agent ever changes. */
+      routeTableIds: z.array(z.string().regex(/^ocid1\.routetable\.[a-z0-9][a-z0-9.-]*$/, "must be a route table OCID (ocid1.routetable.…)")).min(1),
+      /** @default the instance's region from the metadata service */
+      region: z.string().regex(/^[a-z0-9-]+$/, "must be a region identifier (e.g. eu-frankfurt-1)").optional(),
     })
     .optional(),
   /** The agent runs with / as its directory: a relative path would not be where the operator meant. */

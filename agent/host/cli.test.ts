@@ -85,9 +85,11 @@ describe("sitelink CLI", () => {
 
   it("set-provider: missing required flags, unknown provider, flag of another provider → usage (exit 2)", async () => {
     expect(await cli("set-provider", "aws")).toMatchObject({ code: 2, err: expect.stringContaining("set-provider aws needs --route-table") });
-    expect(await cli("set-provider", "azure")).toMatchObject({ code: 2, err: expect.stringContaining('unknown provider "azure"') });
+    expect(await cli("set-provider", "azure")).toMatchObject({ code: 2, err: expect.stringContaining("set-provider azure needs --route-table") });
+    expect(await cli("set-provider", "oracle", "--region", "eu-frankfurt-1")).toMatchObject({ code: 2, err: expect.stringContaining("set-provider oracle needs --route-table") });
+    expect(await cli("set-provider", "oracle", "--route-table", "rtb-0a1")).toMatchObject({ code: 1, err: expect.stringContaining("oracle.routeTableIds.0: must be a route table OCID") });
     // The provider is named before its flags are judged.
-    expect(await cli("set-provider", "bogus", "--path", "/etc/sitelink/routes")).toMatchObject({ code: 2, err: expect.stringContaining('unknown provider "bogus" (expected aws|gcp|kernel|file|none|lab)') });
+    expect(await cli("set-provider", "bogus", "--path", "/etc/sitelink/routes")).toMatchObject({ code: 2, err: expect.stringContaining('unknown provider "bogus" (expected aws|gcp|azure|oracle|kernel|file|none|lab)') });
     expect(await cli("set-provider", "kernel")).toMatchObject({ code: 2, err: expect.stringContaining("set-provider kernel needs --device DEV or --via ADDRESS") });
     expect(await cli("set-provider", "kernel", "--via", "notanip")).toMatchObject({ code: 1, err: expect.stringContaining("kernel.via: must be an IP address") });
     expect(await cli("set-provider", "file", "--path", "routes.txt")).toMatchObject({ code: 1, err: expect.stringContaining("file.path: must be an absolute path") });
@@ -95,6 +97,15 @@ describe("sitelink CLI", () => {
       code: 2,
       err: expect.stringContaining("unknown flag --route-table for set-provider"),
     });
+  });
+
+  it("set-provider azure and oracle with route tables (repeatable) and region", async () => {
+    const rt = (name: string) => `/subscriptions/sub-1/resourceGroups/rg/providers/Microsoft.Network/routeTables/${name}`;
+    expect(await cli("set-provider", "azure", "--route-table", rt("a"), "--route-table", rt("b"))).toMatchObject({ code: 0, out: "provider azure" });
+    expect(await saved()).toMatchObject({ provider: "azure", azure: { routeTables: [rt("a"), rt("b")] } });
+    const ocid = "ocid1.routetable.oc1.eu-frankfurt-1.aaaa";
+    expect(await cli("set-provider", "oracle", "--route-table", ocid, "--region", "eu-frankfurt-1")).toMatchObject({ code: 0, out: "provider oracle" });
+    expect(await saved()).toMatchObject({ provider: "oracle", oracle: { routeTableIds: [ocid], region: "eu-frankfurt-1" } });
   });
 
   it("set-provider gcp, file, lab, kernel, none", async () => {

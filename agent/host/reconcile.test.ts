@@ -101,6 +101,8 @@ class FakeRoutes implements RouteProvider {
   readonly name = "lab" as const;
   table: "shared" | "own" = "shared";
   calls: { cidrs: string[]; previous: string[]; removeRoutes: boolean }[] = [];
+  /** The link host addresses each apply was given. */
+  linkHosts: (string[] | undefined)[] = [];
   current: string[] = [];
   failNext = 0;
   error = "route table rtb-0abc is busy";
@@ -108,8 +110,9 @@ class FakeRoutes implements RouteProvider {
   gate: Promise<void> | undefined;
   /** Drift check; undefined = the provider has none (the cloud ones). */
   inPlace: ((cidrs: string[]) => Promise<boolean>) | undefined;
-  async apply(cidrs: string[], opts: { previous: string[]; removeRoutes: boolean }) {
-    this.calls.push({ cidrs, ...opts });
+  async apply(cidrs: string[], opts: { previous: string[]; removeRoutes: boolean; linkHosts?: string[] }) {
+    this.calls.push({ cidrs, previous: opts.previous, removeRoutes: opts.removeRoutes });
+    this.linkHosts.push(opts.linkHosts);
     await this.gate;
     if (this.failNext > 0) {
       this.failNext--;
@@ -275,6 +278,8 @@ describe("reconcile loop", () => {
     const third = await state.answer(desired(2, "active"));
     expect(ipsec.applied).toEqual([[], [peer("west")]]);
     expect(routes.calls).toEqual([{ cidrs: ["10.2.0.0/16"], previous: [], removeRoutes: false }]);
+    // The link's host addresses, so a cloud provider can tell a link host's route from a foreign one.
+    expect(routes.linkHosts).toEqual([["198.18.0.20", "198.18.0.10"]]);
     expect(third.input).toMatchObject({
       generation: 2,
       wait: true,

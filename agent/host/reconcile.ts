@@ -490,7 +490,7 @@ export class ReconcileLoop {
         key: JSON.stringify(["active", pointHere, removeRoutes]),
         what: "applying routes",
         attempt: async () => {
-          await routes.apply(pointHere, { previous: previous(), removeRoutes });
+          await routes.apply(pointHere, { previous: previous(), removeRoutes, linkHosts: desired.firewall.allow });
           this.appliedRoutes = pointHere;
         },
         inPlace: routes.inPlace ? () => routes.inPlace!(pointHere) : undefined,

@@ -17,13 +17,15 @@ export interface IpsecDriver {
 
 /** Points remote CIDRs at this host in whatever plays the route table (cloud, kernel, file, lab). */
 export interface RouteProvider {
-  readonly name: "aws" | "gcp" | "kernel" | "file" | "none" | "lab";
+  readonly name: "aws" | "gcp" | "azure" | "oracle" | "kernel" | "file" | "none" | "lab";
   /**
    * Make every CIDR in `cidrs` point at this host. Called only with a fresh state response.
    * `previous` are the CIDRs this host pointed at before; with removeRoutes on, the provider removes
-   * those no longer desired (and only routes that point at this host).
+   * those no longer desired (and only routes that point at this host). `linkHosts`: every link
+   * host's address (the desired state's firewall.allow): a route that points at one of them may be
+   * taken over, one that points elsewhere is someone else's (providers that cannot tell otherwise).
    */
-  apply(cidrs: string[], opts: { previous: string[]; removeRoutes: boolean }): Promise<void>;
+  apply(cidrs: string[], opts: { previous: string[]; removeRoutes: boolean; linkHosts?: string[] }): Promise<void>;
   /** CIDRs currently pointing at this host, as far as the provider knows. */
   applied(): string[];
   /**

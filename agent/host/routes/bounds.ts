@@ -23,7 +23,7 @@ export class BoundedRouteProvider implements RouteProvider {
     if (inner.inPlace) this.inPlace = (cidrs) => inner.inPlace!(cidrs.filter((cidr) => this.refusal(cidr) === undefined));
   }
 
-  async apply(cidrs: string[], opts: { previous: string[]; removeRoutes: boolean }): Promise<void> {
+  async apply(cidrs: string[], opts: Parameters<RouteProvider["apply"]>[1]): Promise<void> {
     const refused = cidrs.flatMap((cidr) => this.refusal(cidr) ?? []);
     try {
       await this.inner.apply(

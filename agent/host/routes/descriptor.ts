@@ -5,7 +5,7 @@ import type { EC2Client } from "@aws-sdk/client-ec2";
 import type { AgentConfig, RouteProviderName } from "../../contract/agent-config";
 import type { RouteProvider } from "../types";
 import type { CommandRunner } from "./command";
-import type { Fetch } from "./http";
+import type { Fetch, RetryPolicy } from "./http";
 
 export interface RouteProviderSelf {
   hostId: string;
@@ -19,6 +19,13 @@ export interface RouteProviderDeps {
   ec2?: EC2Client;
   gcpMetadataUrl?: string;
   gcpComputeUrl?: string;
+  azureImdsUrl?: string;
+  azureArmUrl?: string;
+  ociImdsUrl?: string;
+  ociAuthUrl?: string;
+  ociCoreUrl?: string;
+  /** Retries of cloud REST calls (tests: short waits). */
+  retry?: RetryPolicy;
   fetch?: Fetch;
   run?: CommandRunner;
 }

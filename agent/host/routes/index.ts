@@ -4,6 +4,7 @@
 import type { AgentConfig, RouteProviderName } from "../../contract/agent-config";
 import type { RouteProvider } from "../types";
 import { awsRoutes } from "./aws";
+import { azureRoutes } from "./azure";
 import { BoundedRouteProvider } from "./bounds";
 import type { RouteProviderDeps, RouteProviderDescriptor, RouteProviderSelf } from "./descriptor";
 import { fileRoutes } from "./file";
@@ -11,10 +12,13 @@ import { gcpRoutes } from "./gcp";
 import { kernelRoutes } from "./kernel";
 import { labRoutes } from "./lab";
 import { noneRoutes } from "./none";
+import { oracleRoutes } from "./oracle";
 
 export const ROUTE_PROVIDER_REGISTRY: Record<RouteProviderName, RouteProviderDescriptor> = {
   aws: awsRoutes,
   gcp: gcpRoutes,
+  azure: azureRoutes,
+  oracle: oracleRoutes,
   kernel: kernelRoutes,
   file: fileRoutes,
   none: noneRoutes,
