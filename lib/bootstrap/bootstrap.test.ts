@@ -564,7 +564,7 @@ describe("GCP state service startup script", () => {
     expect(result.stderr).toBe("");
     expect(result.status).toBe(0);
     const device = join(root, "dev/disk/by-id/google-sitelink-state");
-    expect(result.calls.slice(0, 10)).toEqual([
+    expect(result.calls.slice(0, 9)).toEqual([
       "snap install google-cloud-cli --classic",
       "node --version",
       `blkid ${device}`,
