@@ -1,20 +1,12 @@
 // The single `sitelink` command: `sitelink state …` runs the state service's commands, everything
-// else is the link agent's CLI. The state service is loaded only for `state`: it needs the native
-// better-sqlite3, which a link host does not have.
+// else is the link agent's CLI. The state service is loaded only for `state`: the agent commands
+// never pay for instantiating its (embedded, WebAssembly) SQLite.
 import { runAgentCli } from "./host/cli";
 
 export async function main(argv: string[]): Promise<number> {
   if (argv[0] === "state") {
     // require(), not import(): this is a CommonJS module, and esbuild keeps a required module lazy.
-    let state: typeof import("./state/cli");
-    try {
-      state = require("./state/cli") as typeof import("./state/cli");
-    } catch (err) {
-      const missing = /Cannot find module '(better-sqlite3)'/.exec((err as Error).message)?.[1];
-      if (!missing) throw err;
-      process.stderr.write(`sitelink: the state service needs the ${missing} package: npm install ${missing} (next to sitelink.js)\n`);
-      return 1;
-    }
+    const state = require("./state/cli") as typeof import("./state/cli");
     return state.runStateCli(argv.slice(1));
   }
   return runAgentCli(argv);

@@ -1,13 +1,16 @@
 #!/usr/bin/env node
 // Bundles agent/sitelink.ts into ONE self-contained file, dist/sitelink.js (Node 20+, CommonJS, with a
-// shebang), so a link host needs only `node` and this file. better-sqlite3 (native) stays
-// external: only `sitelink state …` needs it, and the state service modules that require it are
-// evaluated lazily, so the agent commands never load them.
-// Self-check: runs `node sitelink.js version` from an empty temp dir (no node_modules) and compares.
+// shebang), so a host needs only `node` and this file, whose SHA-256 then covers everything it runs.
+// The state service's SQLite is WebAssembly (node-sqlite3-wasm): its .wasm is embedded (binary
+// loader) instead of read from beside the module; the state service modules are evaluated lazily,
+// so the agent commands never decode it.
+// Self-check: from an empty temp dir (no node_modules), `version` prints the package version and
+// `state init` runs (it loads the state service, and with it the embedded SQLite).
 //   node scripts/bundle.mjs [--outfile PATH] [--no-check]
 import { build } from "esbuild";
 import { execFileSync } from "node:child_process";
 import { chmodSync, copyFileSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -18,6 +21,22 @@ const outIndex = args.indexOf("--outfile");
 const outfile = resolve(outIndex === -1 ? join(root, "dist", "sitelink.js") : args[outIndex + 1]);
 const { version } = JSON.parse(readFileSync(join(root, "package.json"), "utf8"));
 
+const require = createRequire(import.meta.url);
+const sqliteWasm = require.resolve("node-sqlite3-wasm");
+
+/** Hands node-sqlite3-wasm its .wasm as bytes (Emscripten's Module.wasmBinary), so it never reads a file. */
+const embedSqliteWasm = {
+  name: "embed-sqlite-wasm",
+  setup(b) {
+    b.onLoad({ filter: /node-sqlite3-wasm\.js$/ }, (args) => {
+      if (args.path !== sqliteWasm) return undefined;
+      const source = readFileSync(args.path, "utf8");
+      if (!source.startsWith('var Module=typeof Module!="undefined"?Module:{};')) throw new Error(`${args.path}: unexpected start, cannot embed its .wasm`);
+      return { contents: `var Module = { wasmBinary: require("./node-sqlite3-wasm.wasm") };\n${source}`, loader: "js", resolveDir: dirname(args.path) };
+    });
+  },
+};
+
 const result = await build({
   entryPoints: [join(root, "agent", "sitelink.ts")],
   outfile,
@@ -25,7 +44,8 @@ const result = await build({
   platform: "node",
   target: "node20",
   format: "cjs",
-  external: ["better-sqlite3"],
+  loader: { ".wasm": "binary" },
+  plugins: [embedSqliteWasm],
   banner: { js: "#!/usr/bin/env node" },
   define: { __SITELINK_VERSION__: JSON.stringify(version) },
   legalComments: "none",
@@ -43,9 +63,11 @@ if (!args.includes("--no-check")) {
   const dir = mkdtempSync(join(tmpdir(), "sitelink-bundle-"));
   try {
     copyFileSync(outfile, join(dir, "sitelink.js"));
-    const printed = execFileSync(process.execPath, [join(dir, "sitelink.js"), "version"], { cwd: dir, encoding: "utf8" }).trim();
+    const run = (...argv) => execFileSync(process.execPath, [join(dir, "sitelink.js"), ...argv], { cwd: dir, encoding: "utf8" }).trim();
+    const printed = run("version");
     if (printed !== version) throw new Error(`self-check: \`sitelink version\` printed "${printed}", expected "${version}"`);
-    process.stdout.write(`self-check: \`node sitelink.js version\` from an empty dir → ${printed}\n`);
+    run("state", "init", "--data", join(dir, "data"));
+    process.stdout.write(`self-check from an empty dir: \`version\` → ${printed}, \`state init\` ok\n`);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -1,9 +1,9 @@
 // The `sitelink` bundle: one file that runs the agent commands with nothing but node beside it.
-import { execFileSync, spawnSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
+import { execFileSync, spawn, spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 
 const root = join(__dirname, "..");
 const { version } = JSON.parse(readFileSync(join(root, "package.json"), "utf8")) as { version: string };
@@ -47,11 +47,27 @@ describe("dist/sitelink.js", () => {
     expect(sitelink("--config", config, "bogus")).toMatchObject({ code: 2, err: expect.stringContaining('unknown command "bogus"') });
   });
 
-  it("`sitelink state` without better-sqlite3 beside it says what is missing, never crashes", () => {
-    expect(sitelink("state", "status", "--data", dir)).toEqual({
-      code: 1,
-      out: "",
-      err: "sitelink: the state service needs the better-sqlite3 package: npm install better-sqlite3 (next to sitelink.js)",
-    });
+  it("runs the state service from the bundle alone: init, serve stores into SQLite, status reads it back", async () => {
+    const data = join(dir, "state");
+    expect(sitelink("state", "init", "--data", data, "--name", "127.0.0.1")).toMatchObject({ code: 0 });
+    const host = (id: string) => ({ id, name: id });
+    const topology = join(dir, "topology.json");
+    writeFileSync(topology, JSON.stringify({ version: 1, links: [{ name: "l", locations: [{ name: "a", routes: ["10.1.0.0/16"], hosts: [host("a1")] }, { name: "b", routes: ["10.2.0.0/16"], hosts: [host("b1")] }] }] }));
+    const env = { ...process.env };
+    delete env.NODE_PATH;
+    const serve = spawn(bundle, ["state", "serve", "--topology", topology, "--data", data, "--listen", "127.0.0.1:0"], { cwd: dir, env, stdio: ["ignore", "ignore", "pipe"] });
+    let err = "";
+    serve.stderr.on("data", (chunk: Buffer) => (err += chunk.toString()));
+    const exited = new Promise<number | null>((resolve) => serve.on("exit", resolve));
+    try {
+      await vi.waitFor(() => expect(err).toContain('"event":"listening"'), { timeout: 20_000, interval: 50 });
+    } finally {
+      serve.kill("SIGTERM");
+    }
+    expect(await exited).toBe(0);
+    expect(statSync(join(data, "state.db")).mode & 0o777).toBe(0o600);
+    const status = sitelink("state", "status", "--data", data);
+    expect(status).toMatchObject({ code: 0, err: "" });
+    expect(status.out).toContain("a1");
   });
 });

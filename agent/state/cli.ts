@@ -177,6 +177,11 @@ async function serve(flags: Flags, io: CliIo): Promise<number> {
   const key = readFlagFile(flags, "tls-key", join(dir, DATA_FILES.key));
   const masterKey = readMasterKey(one(flags, "master-key-file") ?? join(dir, DATA_FILES.masterKey));
   const listen = parseListen(one(flags, "listen") ?? `0.0.0.0:${DEFAULT_STATE_PORT}`);
+  // Listening before start returns: a SIGTERM from then on must close the service, not kill it.
+  const stopped = new Promise<void>((resolve) => {
+    process.once("SIGTERM", resolve);
+    process.once("SIGINT", resolve);
+  });
   const service = await startStateService({
     topologyFile: one(flags, "topology")!,
     dataDir: dir,
@@ -185,10 +190,7 @@ async function serve(flags: Flags, io: CliIo): Promise<number> {
     listen,
     logger: jsonLogger((line) => io.err(line)),
   });
-  await new Promise<void>((resolve) => {
-    process.once("SIGTERM", resolve);
-    process.once("SIGINT", resolve);
-  });
+  await stopped;
   await service.close();
   return 0;
 }

@@ -1,4 +1,5 @@
-import { chmodSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, utimesSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -75,19 +76,44 @@ describe("SqliteStore", () => {
     mkdirSync(dir, { mode: 0o755 });
     chmodSync(dir, 0o755);
     // Left behind loose, say by a copy: made private too.
-    writeFileSync(join(dir, `${DATABASE_FILE}-wal`), "", { mode: 0o644 });
-    chmodSync(join(dir, `${DATABASE_FILE}-wal`), 0o644);
+    writeFileSync(join(dir, `${DATABASE_FILE}-journal`), "", { mode: 0o644 });
+    chmodSync(join(dir, `${DATABASE_FILE}-journal`), 0o644);
     const umask = process.umask(0o022);
     try {
       const store = new SqliteStore(dir);
       await store.createPsk("l", ["a", "b"], "secret-psk");
-      expect(readdirSync(dir).sort()).toEqual([DATABASE_FILE, `${DATABASE_FILE}-shm`, `${DATABASE_FILE}-wal`]);
+      expect(readdirSync(dir).sort()).toEqual([DATABASE_FILE, `${DATABASE_FILE}-journal`]);
       for (const file of readdirSync(dir)) expect([file, statSync(join(dir, file)).mode & 0o777]).toEqual([file, 0o600]);
       expect(statSync(dir).mode & 0o777).toBe(0o700);
       await store.close();
     } finally {
       process.umask(umask);
     }
+  });
+
+  it("waits for another process's transaction instead of failing, and a lock a killed process left behind does not block a restart", async () => {
+    const dir = tempDir();
+    const service = new SqliteStore(dir);
+    await service.createPsk("l", ["a", "b"], "first");
+    // A lock held right now by another process mid-transaction is waited for, then taken.
+    const lock = join(dir, `${DATABASE_FILE}.lock`);
+    mkdirSync(lock);
+    const other = spawn(process.execPath, ["-e", `setTimeout(() => require("node:fs").rmdirSync(${JSON.stringify(lock)}), 300)`]);
+    const released = new Promise((resolve) => other.on("exit", resolve));
+    await service.saveTopology({ version: 1, links: [] });
+    expect(existsSync(lock)).toBe(false);
+    expect(await released).toBe(0);
+    expect((await service.load()).topology).toEqual({ version: 1, links: [] });
+    await service.close();
+    // A killed process (SIGKILL mid-transaction) leaves its lock directory: older than any transaction, it is removed.
+    mkdirSync(lock);
+    const old = new Date(Date.now() - 60_000);
+    utimesSync(lock, old, old);
+    const restarted = new SqliteStore(dir);
+    await restarted.appendDecisions([{ generation: 1, at: 1, link: "l", location: "a", from: null, to: "h1", reason: "initial" }], 1);
+    expect((await restarted.load()).psks).toEqual([{ link: "l", pair: ["a", "b"], psk: "first" }]);
+    expect(existsSync(lock)).toBe(false);
+    await restarted.close();
   });
 
   it("prunes old events and decisions, but never the decisions a restart replays", async () => {
@@ -99,8 +125,7 @@ describe("SqliteStore", () => {
     await store.saveState({ generation: 4, snapshot: { version: 1, generation: 2, hosts: [], locations: [] }, hosts: [], at: 400 });
     await store.prune(350, 100);
     expect((await store.load()).laterDecisions.map((d) => d.generation)).toEqual([3, 4]);
-    const db = (store as unknown as { db: { prepare(sql: string): { pluck(): { all(): unknown[] } } } }).db;
-    const rows = (table: string, column: string) => db.prepare(`SELECT ${column} FROM ${table} ORDER BY rowid`).pluck().all();
+    const rows = (table: string, column: string) => store.rows(`SELECT ${column} AS v FROM ${table} ORDER BY rowid`).map((r) => r.v);
     expect(rows("decisions", "generation")).toEqual([3, 4]);
     expect(rows("events", "at")).toEqual([400]);
     // At most the newest `keepRows` of each.

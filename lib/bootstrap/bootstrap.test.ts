@@ -12,7 +12,7 @@ import { DEFAULT_STATUS_PATH } from "../../agent/contract/status";
 import { expectCleanBash } from "../../test/support/shell";
 import { renderAwsAgentBootstrap as renderAgentBootstrap, renderAwsStateBootstrap as renderStateBootstrap } from "../aws/bootstrap";
 import { GCP_AGENT_ATTRIBUTES, renderGcpAgentBootstrap, renderGcpStateBootstrap } from "../gcp/bootstrap";
-import { BETTER_SQLITE3_VERSION, CHARON_TUNING, HOST_PACKAGES, INSTALL_FILES, PACKAGED_BUNDLE, PACKAGED_UNITS, REFRESH_RANDOM_DELAY_SECONDS, REFRESH_SECONDS, SITELINK_BIN, SITELINK_DIR } from "./host";
+import { CHARON_TUNING, HOST_PACKAGES, INSTALL_FILES, PACKAGED_BUNDLE, PACKAGED_UNITS, REFRESH_RANDOM_DELAY_SECONDS, REFRESH_SECONDS, SITELINK_BIN, SITELINK_DIR } from "./host";
 import { AGENT_FILES, renderAgentConfig } from "./link-host";
 import { STATE_FILES } from "./state-host";
 
@@ -63,8 +63,8 @@ class Store {
 
 /**
  * Stub commands that log their argv to $STUB_LOG. npm packs a tarball laid out like the real one
- * (the repository's units, a bundle naming the spec it was packed from; `sitelink@broken` fails),
- * and `npm install --prefix P` leaves P/node_modules/NAME; the cloud CLIs print what `store` holds.
+ * (the repository's units, a bundle naming the spec it was packed from; `sitelink@broken` fails);
+ * the cloud CLIs print what `store` holds.
  */
 function stubs(store: Store, bodies: Record<string, string> = {}): { bin: string; log: string } {
   const dir = tempDir();
@@ -91,7 +91,7 @@ function stubs(store: Store, bodies: Record<string, string> = {}): { bin: string
       `  printf '#!/usr/bin/env node\\n// %s\\n' "$spec" > "$d/package/${PACKAGED_BUNDLE}"`,
       `  cp "${REPO}/${PACKAGED_UNITS.agent}" "$d/package/${PACKAGED_UNITS.agent}"; cp "${REPO}/${PACKAGED_UNITS.state}" "$d/package/${PACKAGED_UNITS.state}"`,
       '  tar -czf sitelink-9.9.9.tgz -C "$d" package; rm -rf "$d"',
-      'elif [ "$1" = install ]; then mkdir -p "$3/node_modules/${spec%@*}"; fi',
+      'fi',
     ].join("\n"),
     // aws ssm get-parameter --region R --name N …
     aws: `${value("$6", 254)}; echo`,
@@ -145,10 +145,6 @@ const NODESOURCE_CALLS = (root: string) => [
   "apt-get update -q",
   "apt-get install -y -q nodejs",
 ];
-
-/** The state host's one native dependency, at this library's own version, next to sitelink.js. */
-const installBetterSqlite = (root: string) =>
-  `npm install --prefix ${root}/usr/local/lib/sitelink --no-save --no-package-lock --omit=dev --no-fund --no-audit --loglevel=error better-sqlite3@${BETTER_SQLITE3_VERSION}`;
 
 const ssm = (region: string, name: string) => `aws ssm get-parameter --region ${region} --name ${name} --with-decryption --query Parameter.Value --output text`;
 
@@ -412,7 +408,7 @@ describe("state service bootstrap", () => {
     for (const text of [script, fetchScript, writtenFile(script, INSTALL_FILES.installer)]) expectCleanBash(text);
   });
 
-  it("formats and mounts the data volume once, installs the service with better-sqlite3, the fetcher, its timer and the drop-in", () => {
+  it("formats and mounts the data volume once, installs the service (the bundle alone), the fetcher, its timer and the drop-in", () => {
     const root = ubuntuRoot();
     // A block device node the stubs never open (blkid, mkfs and mount are stubs).
     execFileSync("mknod", [join(root, "dev/xvdf"), "b", "7", "250"]);
@@ -431,7 +427,6 @@ describe("state service bootstrap", () => {
       `mount ${root}/var/lib/private/sitelink-state`,
       fetchCalls[0],
       "npm pack --loglevel=error https://example.com/sitelink-1.2.3.tgz?x=1&y=2",
-      installBetterSqlite(root),
       "systemctl daemon-reload",
       ...fetchCalls.slice(1),
       "systemctl try-restart sitelink-state.service",
@@ -445,7 +440,8 @@ describe("state service bootstrap", () => {
     expect(mode(join(root, STATE_FILES.credentials))).toBe("700");
     expect(mode(join(root, STATE_FILES.fetchScript))).toBe("755");
     expect(read(root, STATE_FILES.fetchScript)).toBe(`${fetchScript}\n`);
-    expect(existsSync(join(root, SITELINK_DIR, "node_modules/better-sqlite3"))).toBe(true);
+    // The state service's SQLite is in the bundle: nothing from npm beside it.
+    expect(existsSync(join(root, SITELINK_DIR, "node_modules"))).toBe(false);
     expect(read(root, `${SITELINK_DIR}/sitelink.js`)).toContain("https://example.com/sitelink-1.2.3.tgz?x=1&y=2");
     expect(read(root, "etc/systemd/system/sitelink-state.service")).toBe(read(REPO, PACKAGED_UNITS.state));
     expect(existsSync(join(root, "etc/systemd/system/sitelink-agent.service"))).toBe(false);
@@ -525,7 +521,6 @@ describe("state service bootstrap", () => {
     expect(result.calls).toEqual([
       fetchCalls[0],
       "npm pack --loglevel=error sitelink@1.2.4",
-      installBetterSqlite(root),
       "systemctl daemon-reload",
       ...fetchCalls.slice(1),
       "systemctl try-restart sitelink-state.service",
@@ -569,7 +564,7 @@ describe("GCP state service startup script", () => {
     expect(result.stderr).toBe("");
     expect(result.status).toBe(0);
     const device = join(root, "dev/disk/by-id/google-sitelink-state");
-    expect(result.calls.slice(0, 10)).toEqual([
+    expect(result.calls.slice(0, 9)).toEqual([
       "snap install google-cloud-cli --classic",
       "node --version",
       `blkid ${device}`,
@@ -579,7 +574,6 @@ describe("GCP state service startup script", () => {
       `mount ${root}/var/lib/private/sitelink-state`,
       secret("sl-state-package"),
       "npm pack --loglevel=error sitelink@1.2.3",
-      installBetterSqlite(root),
     ]);
     expect(read(root, "etc/fstab")).toBe("UUID=3333-4444 /var/lib/private/sitelink-state ext4 defaults,nofail 0 2\n");
     expect(read(root, "etc/systemd/system/sitelink-state.service.d/10-sitelink-gcp.conf")).toContain(
@@ -625,8 +619,8 @@ describe("what the installer takes from the package", () => {
     for (const path of [PACKAGED_BUNDLE, ...Object.values(PACKAGED_UNITS)]) expect(shipped(path), path).toBe(true);
   });
 
-  it("installs the better-sqlite3 this library pins exactly, and a Node.js the package's engines accept", () => {
-    expect(pkg.dependencies["better-sqlite3"]).toBe(BETTER_SQLITE3_VERSION);
+  it("needs nothing installed beside the bundle (no native module), and a Node.js the package's engines accept", () => {
+    expect(Object.keys(pkg.dependencies).sort()).toEqual(["ipaddr.js", "zod"]);
     expect(pkg.engines.node).toBe(">=20");
   });
 });

@@ -40,7 +40,7 @@ export const INSTALL_FILES = {
   packageSpec: `${SITELINK_DIR}/package-spec`,
 } as const;
 
-/** The oldest Node.js the runtime supports (better-sqlite3 12, AWS SDK v3), and the one hosts get when theirs is older. */
+/** The oldest Node.js the runtime supports (AWS SDK v3), and the one hosts get when theirs is older. */
 export const NODE_MIN_MAJOR = 20;
 export const NODE_INSTALL_MAJOR = 22;
 
@@ -58,12 +58,6 @@ export const NODESOURCE = {
   list: "/etc/apt/sources.list.d/nodesource.list",
   repository: `https://deb.nodesource.com/node_${NODE_INSTALL_MAJOR}.x`,
 } as const;
-
-/**
- * The version of better-sqlite3 (the state service's one native dependency) that this library
- * depends on, exactly as installed with it: the state host installs the same one.
- */
-export const BETTER_SQLITE3_VERSION: string = (require("better-sqlite3/package.json") as { version: string }).version;
 
 /** charon settings of a link host (top level of strongswan.conf; Ubuntu includes strongswan.d/*.conf). */
 export const CHARON_TUNING = "charon {\n  retransmit_timeout = 0.5\n  retransmit_base = 1.4\n  retransmit_tries = 3\n}";
@@ -192,8 +186,8 @@ export function refreshSetup(o: { role: keyof typeof PACKAGED_UNITS; unit: strin
 /**
  * `install-sitelink SPEC`: the package tarball alone (`npm pack` fetches no dependencies, so none of
  * the Pulumi SDKs the library needs), its bundle and units under SITELINK_DIR, SITELINK_BIN linked
- * to the bundle, the role's unit installed. The state service also gets better-sqlite3, next to the
- * bundle where its require() finds it. A separate script, so its own `set -e` holds even where the
+ * to the bundle, the role's unit installed. The bundle is all either role runs (the state service's
+ * SQLite is embedded in it). A separate script, so its own `set -e` holds even where the
  * caller runs it as a condition (retry).
  */
 export function renderInstaller(role: keyof typeof PACKAGED_UNITS): string {
@@ -213,9 +207,6 @@ export function renderInstaller(role: keyof typeof PACKAGED_UNITS): string {
     `install -m 0755 "$work/package/${PACKAGED_BUNDLE}" "$root${SITELINK_BUNDLE}"`,
     `install -m 0644 ${Object.values(PACKAGED_UNITS).map((p) => `"$work/package/${p}"`).join(" ")} "$root${SITELINK_DIR}/"`,
     `ln -sfn ${SITELINK_BUNDLE} "$root${SITELINK_BIN}"`,
-    ...(role === "state"
-      ? [`npm install --prefix "$root${SITELINK_DIR}" --no-save --no-package-lock --omit=dev --no-fund --no-audit --loglevel=error better-sqlite3@${BETTER_SQLITE3_VERSION}`]
-      : []),
     installPackagedUnit(unit, posix.basename(unit)),
     "systemctl daemon-reload",
   ].join("\n");

@@ -1,11 +1,12 @@
 // Ingress firewall rules of GCP link and state hosts, targeted at a network tag. A GCP rule holds
 // one address family, and one without sources admits everyone: ranges are split by family, and a
 // family without ranges gets no rule.
-import * as gcp from "@pulumi/gcp";
+import type * as gcp from "@pulumi/gcp";
 import * as pulumi from "@pulumi/pulumi";
 import { parseCidr } from "../../agent/contract/net";
 import { addressRanges, publicAddressSources } from "../link/address-sources";
 import type { LinkHost } from "../link/location";
+import { loadGcp } from "./peer";
 
 export interface IngressRule {
   /** The Pulumi resource name; the GCP name is `${tag}-${suffix}`. */
@@ -33,6 +34,7 @@ export function cidrsByFamily(cidrs: string[]): [string, string[]][] {
 
 /** An ingress rule from `sources` (never empty: the caller skips a rule without sources). */
 export function ingressFirewall(target: FirewallTarget, rule: IngressRule, sources: pulumi.Input<pulumi.Input<string>[]>, opts: pulumi.CustomResourceOptions): gcp.compute.Firewall {
+  const gcp = loadGcp("GcpLocation");
   return new gcp.compute.Firewall(
     rule.resource,
     {

@@ -1,7 +1,7 @@
 // A location in a GCP VPC network: link hosts (static internal + external address, instance with its
 // own service account), their firewall and identities, and their host URIs in Secret Manager. No
 // routes: on GCP the active host's agent creates them (see docs/components.md, "Routes on GCP").
-import * as gcp from "@pulumi/gcp";
+import type * as gcp from "@pulumi/gcp";
 import * as pulumi from "@pulumi/pulumi";
 import { type NodeSource } from "../bootstrap/host";
 import { renderAgentConfig } from "../bootstrap/link-host";
@@ -13,6 +13,7 @@ import { Location, type CloudHostArgs, type LinkContext, type LinkHost } from ".
 import type { StateServiceHandle, StateServiceRequest } from "../link/state-service";
 import { GcpStateService } from "./state-service";
 import { hostId, hostSpecs, throwIfInvalid, type LocationSpec } from "../link/args";
+import { loadGcp } from "./peer";
 import { gcpRegionOf, validateGcpLocationArgs } from "./validate";
 
 /** A host of a GCP location: the same settings as on AWS. */
@@ -93,6 +94,7 @@ export class GcpLocation extends Location {
 
   constructor(name: string, args: GcpLocationArgs, opts?: pulumi.ComponentResourceOptions) {
     throwIfInvalid(`GcpLocation "${name}"`, validateGcpLocationArgs(name, args));
+    loadGcp("GcpLocation"); // before anything is registered: a clear error when it is not installed
     super("sitelink:index:GcpLocation", name, {}, opts);
     this.args = args;
     this.network = args.network;
@@ -124,10 +126,12 @@ export class GcpLocation extends Location {
   /** The project: given, or the provider's. */
   project(): pulumi.Output<string> {
     if (this.args.project) return pulumi.output(this.args.project);
+    const gcp = loadGcp("GcpLocation");
     return gcp.organizations.getClientConfigOutput({ parent: this }).apply((c) => c.project);
   }
 
   protected allocateHosts(link: string): LinkHost[] {
+    const gcp = loadGcp("GcpLocation");
     const name = this.spec.name;
     const region = gcpRegionOf(this.args.zone);
     // Room for the firewall rules' suffixes (`${tag}-site6`) within GCP's 63 characters.
@@ -158,6 +162,7 @@ export class GcpLocation extends Location {
   }
 
   join(ctx: LinkContext): void {
+    const gcp = loadGcp("GcpLocation");
     const tag = this.networkTag;
     if (tag === undefined) throw new Error(`location "${this.spec.name}" must be allocated before it joins`);
     const project = this.project();
@@ -204,6 +209,7 @@ export class GcpLocation extends Location {
   }
 
   private createHost(ctx: LinkContext, h: GcpHostResources, o: { project: pulumi.Output<string>; tag: string; role: gcp.projects.IAMCustomRole }) {
+    const gcp = loadGcp("GcpLocation");
     const name = `${this.spec.name}-${h.host.name}`;
     const opts = { parent: this };
     const id = h.host.id;

@@ -3,13 +3,14 @@
 // only through Secret Manager, readable by its own service account alone; the topology and the
 // package spec travel the same way, so a new document or version never replaces the instance; the
 // state lives on its own persistent disk.
-import * as gcp from "@pulumi/gcp";
+import type * as gcp from "@pulumi/gcp";
 import * as pulumi from "@pulumi/pulumi";
 import { renderGcpStateBootstrap } from "./bootstrap";
 import { cidrsByFamily, ingressFirewall, publicAddressRanges } from "./firewall";
 import { CLOUD_PLATFORM_SCOPE, SECRET_ACCESSOR_ROLE, serviceAccountMember } from "./iam";
 import { GCP_LOCATION_DEFAULTS, type GcpLocation } from "./location";
 import { GCP_ACCOUNT_ID_MAX, gcpName } from "./names";
+import { loadGcp } from "./peer";
 import { throwIfInvalid } from "../link/args";
 import { certificateFingerprint, STATE_SERVICE_COMMON_DEFAULTS, stateCredentials, type StateServiceArgsBase, type StateServiceHandle } from "../link/state-service";
 import { gcpRegionOf, validateGcpStateServiceArgs } from "./validate";
@@ -45,6 +46,7 @@ export class GcpStateService extends pulumi.ComponentResource implements StateSe
 
   constructor(name: string, args: GcpStateServiceArgs, opts?: pulumi.ComponentResourceOptions) {
     throwIfInvalid(`GcpStateService "${name}"`, validateGcpStateServiceArgs(args));
+    const gcp = loadGcp("GcpStateService"); // before anything is registered: a clear error when it is not installed
     super("sitelink:index:GcpStateService", name, {}, opts);
     const parent = { parent: this };
     const named = { parent: this, deleteBeforeReplace: true };

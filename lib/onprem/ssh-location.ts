@@ -3,7 +3,7 @@
 // CopyToRemote, runs it with remote.Command handing the agent its config (host URI inside) on stdin
 // only, and uninstalls the agent when the location leaves the program or a host moves.
 import { readFileSync } from "node:fs";
-import * as command from "@pulumi/command";
+import type * as command from "@pulumi/command";
 import * as pulumi from "@pulumi/pulumi";
 import { agentConfigSchema, type AgentConfigInput } from "../../agent/contract/agent-config";
 import { sha256Hex } from "../../agent/contract/signing";
@@ -13,6 +13,9 @@ import { existingLinkHosts, existingLocationSpec, type ExistingHostArgs } from "
 import { renderSshInstall, renderSshUninstall, SSH_STAGED_FILES, sshInstallCommand, sshUninstallCommand } from "./install";
 import { validateSshLocationArgs } from "./validate";
 import { throwIfInvalid, type LocationSpec } from "../link/args";
+import { optionalPeer } from "../link/optional-peer";
+
+const loadCommand = () => optionalPeer<typeof command>("@pulumi/command", "SshLocation");
 
 /** An SSH endpoint: who logs in where, with which key, and which host key to expect. */
 export interface SshEndpointArgs {
@@ -119,6 +122,7 @@ export class SshLocation extends Location {
 
   constructor(name: string, args: SshLocationArgs, opts?: pulumi.ComponentResourceOptions) {
     throwIfInvalid(`SshLocation "${name}"`, validateSshLocationArgs(name, args));
+    loadCommand(); // before anything is registered: a clear error when it is not installed
     super("sitelink:index:SshLocation", name, {}, opts);
     this.args = args;
     this.spec = existingLocationSpec(name, "ssh", args);
@@ -131,6 +135,7 @@ export class SshLocation extends Location {
   }
 
   join(ctx: LinkContext): void {
+    const command = loadCommand();
     const ipv6 = [...this.spec.routes, ...ctx.remoteRoutes].some((r) => parseCidr(r).family === 6);
     const tarball = this.agentTarballSha256 === undefined ? undefined : { sha256: this.agentTarballSha256 };
     const script = renderSshInstall({ agentPackage: ctx.agentPackage, agentTarball: tarball, ipv6 });
