@@ -142,7 +142,12 @@ const location = (name: string, routes: string[]): sitelink.AwsLocation =>
   new sitelink.AwsLocation(name, { vpcId: "vpc-0123456789abcdef0", subnetId: "subnet-0123456789abcdef0", routeTableIds: ["rtb-00000000000000001"], routes });
 
 export function corp(): sitelink.Link {
-  return new sitelink.Link("corp", { stateService: { location: "east" }, locations: [location("east", ["10.0.0.0/16"]), location("west", ["10.1.0.0/16"])] });
+  // Under mocks there is no state service to wait for (and its mocked address must never be contacted).
+  return new sitelink.Link("corp", {
+    stateService: { location: "east" },
+    locations: [location("east", ["10.0.0.0/16"]), location("west", ["10.1.0.0/16"])],
+    readiness: { wait: false },
+  });
 }
 `;
 
