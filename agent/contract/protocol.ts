@@ -2,6 +2,7 @@
 // imported by both sides. Every request is HMAC-signed (see signing.ts); so is every response.
 // Content is checked as strictly as the topology it comes from (same address, CIDR, name and
 // timing rules), so a signed answer with a bad field is refused as a whole.
+import { installProblemSchema } from "./install-status";
 import { z } from "zod";
 import { isAddress } from "./net";
 import { ESP_PROPOSALS, HOST_ID_PATTERN, IKE_PROPOSALS, NAME_PATTERN, hostAddressSchema, routeSchema, timingFields } from "./topology";
@@ -83,6 +84,8 @@ export const hostReportSchema = z.strictObject({
   tunnels: z.array(tunnelReportSchema).max(1024),
   hostChecks: z.array(hostCheckResultSchema).max(4096),
   routes: routeReportSchema,
+  /** What the installer refused (install-status.json): the agent reporting is the old one, kept. */
+  installProblem: installProblemSchema.optional(),
 });
 
 export const pollRequestSchema = z.strictObject({

@@ -1,7 +1,7 @@
 // The Link: a set of locations connected by self-healing IPsec tunnels, the state service that
 // decides their active hosts, and the topology document that describes it all.
 import * as pulumi from "@pulumi/pulumi";
-import { agentVersion } from "../../agent/contract/version";
+import type { AgentPackage } from "../bootstrap/agent-source";
 import { deriveHostSecret } from "../../agent/contract/signing";
 import { formatHostUri, normalizeFingerprint, type StateEndpoint } from "../../agent/contract/uri";
 import type { AwsStateService } from "../aws/state-service";
@@ -79,11 +79,13 @@ export interface LinkArgs {
    */
   timing?: Partial<Timing>;
   /**
-   * npm spec, tarball URL or path of the sitelink package the hosts install. Only its tarball is
-   * fetched (`npm pack`), never its dependencies. A change reaches running hosts within a minute.
-   * @default "sitelink@<this library's version>"
+   * The agent the hosts install instead of this library's own bundle (dist/sitelink.js, which each
+   * cloud location publishes privately for its hosts): `{ url, sha256 }` or `{ npmSpec, sha256 }`.
+   * Hosts verify the SHA-256 before installing and refuse a mismatch. A change reaches running
+   * hosts within a minute, standbys first.
+   * @default this library's bundle
    */
-  agentPackage?: string;
+  agentPackage?: AgentPackage;
   /**
    * Networks admitted to SSH on every host and to the state service port.
    * @default []
@@ -101,11 +103,6 @@ export interface LinkHostStatus {
   privateAddress: string;
   /** The role at creation: the highest-priority host of each location starts active. */
   role: "active" | "standby";
-}
-
-/** The npm spec of this library's own version. */
-export function defaultAgentPackage(): string {
-  return `sitelink@${agentVersion()}`;
 }
 
 /** How the link's hosts reach their state service. */
@@ -144,7 +141,7 @@ export class Link extends pulumi.ComponentResource {
   constructor(name: string, args: LinkArgs, opts?: pulumi.ComponentResourceOptions) {
     throwIfInvalid(`Link "${name}"`, validateLinkArgs(name, args));
     super("sitelink:index:Link", name, {}, opts);
-    const agentPackage = args.agentPackage ?? defaultAgentPackage();
+    const agentPackage = args.agentPackage;
     const adminCidrs = args.adminCidrs ?? [];
     const hostsByLocation = new Map(args.locations.map((l) => [l.spec.name, l.allocate(name)]));
     const allHosts = [...hostsByLocation.values()].flat();
@@ -200,7 +197,7 @@ export class Link extends pulumi.ComponentResource {
   private stateAccess(
     name: string,
     args: LinkArgs,
-    shared: { hosts: LinkHost[]; agentPackage: string; adminCidrs: string[]; topologyDependsOn: Promise<pulumi.Resource[]> },
+    shared: { hosts: LinkHost[]; agentPackage?: AgentPackage; adminCidrs: string[]; topologyDependsOn: Promise<pulumi.Resource[]> },
   ): { state: StateAccess; service?: StateServiceHandle } {
     const settings = args.stateService;
     if ("location" in settings) {
