@@ -115,7 +115,6 @@ export class GcpLocation extends Location {
     return this.args.nodeSource ?? GCP_LOCATION_DEFAULTS.nodeSource;
   }
 
-  /** The link's state service on an instance of its own in this location's network, through this location's provider. */
   /** Where this location's hosts (and a state service here) fetch the agent: the user's package, or this library's bundle published once, on first use. */
   agentSource(agentPackage: AgentPackage | undefined): GcpAgentSource {
     if (agentPackage) return userAgentSource(agentPackage);
@@ -127,6 +126,7 @@ export class GcpLocation extends Location {
     return this.published;
   }
 
+  /** The link's state service on an instance of its own in this location's network, through this location's provider. */
   override createStateService(name: string, request: StateServiceRequest, opts: pulumi.ComponentResourceOptions): StateServiceHandle {
     const { settings, ...common } = request;
     return new GcpStateService(name, { ...common, ...settings, location: this }, { ...opts, provider: this.provider });
