@@ -1,16 +1,16 @@
 // The agent bundle of this library as a private S3 object, fetched by the hosts with their own
 // roles: a bucket the location makes (no public access, bucket-owner-enforced, encrypted at rest)
 // or one the user names, and the object keyed by the bundle's SHA-256. No bucket policy: each host
-// role and the state host role get s3:GetObject on exactly this object's ARN (iam.ts).
+// role and the state host role get s3:GetObject on exactly this object's ARN (iam.ts, s3ObjectArn).
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
 import { agentBundle } from "../bootstrap/agent-bundle";
 import { agentObjectKey, userAgentDelivery, type AgentDelivery, type AgentPackage } from "../bootstrap/agent-source";
 
-/** What the hosts of a location are told, and what their roles may read (absent: a user's package, no grant needed). */
+/** What the hosts of a location are told, and the object their roles may read (absent: a user's package, no grant needed). */
 export interface AwsAgentSource {
   delivery: pulumi.Output<AgentDelivery>;
-  objectArn?: pulumi.Output<string>;
+  object?: pulumi.Output<{ bucket: string; key: string }>;
 }
 
 /** Publishes the bundle once per location, under `name`, in `bucket` or a bucket of its own. */
@@ -37,13 +37,12 @@ export function publishAgentBundle(name: string, link: string, bucket: pulumi.In
     { bucket: bucketName, key, source: new pulumi.asset.FileAsset(bundle.path), contentType: "application/javascript", serverSideEncryption: "AES256", tags: { Name: `sitelink-${link}-agent` } },
     { ...opts, dependsOn: settings },
   );
-  const partition = aws.getPartitionOutput({}, opts).partition;
   return {
     object,
     bucket: own,
     source: {
       delivery: pulumi.all([object.bucket, object.key]).apply(([b, k]) => ({ agentSource: `s3://${b}/${k}`, agentSha256: bundle.sha256 })),
-      objectArn: pulumi.interpolate`arn:${partition}:s3:::${object.bucket}/${object.key}`,
+      object: pulumi.all([object.bucket, object.key]).apply(([b, k]) => ({ bucket: b, key: k })),
     },
   };
 }

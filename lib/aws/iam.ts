@@ -27,6 +27,11 @@ export function routeTableArn(account: AwsAccount, routeTableId: string): string
   return `arn:${account.partition}:ec2:${account.region}:${account.accountId}:route-table/${routeTableId}`;
 }
 
+/** An S3 object's ARN (S3 ARNs name neither region nor account). */
+export function s3ObjectArn(account: AwsAccount, object: { bucket: string; key: string }): string {
+  return `arn:${account.partition}:s3:::${object.bucket}/${object.key}`;
+}
+
 /** Read exactly these parameters. */
 function readParameters(sid: string, parameterArns: string[]): Record<string, unknown> {
   return { Sid: `${sid}Read`, Effect: "Allow", Action: "ssm:GetParameter", Resource: parameterArns };

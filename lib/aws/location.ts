@@ -2,7 +2,7 @@
 // secrets, and the route table entries that send remote routes into the link.
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
-import { EC2_ASSUME_ROLE_POLICY, hostPolicy, type AwsAccount } from "./iam";
+import { EC2_ASSUME_ROLE_POLICY, hostPolicy, s3ObjectArn, type AwsAccount } from "./iam";
 import { cidrSlug, egressRule, hostCidr, ingressRule, LINK_PORTS } from "./firewall";
 import { awsAccountOf, ubuntuAmi } from "./lookup";
 import { type NodeSource } from "../bootstrap/host";
@@ -293,8 +293,8 @@ export class AwsLocation extends Location {
       {
         role: h.role.id,
         policy: pulumi
-          .all([o.account, routeTableIds, arns, agent.objectArn])
-          .apply(([account, ids, [uri, config], objectArn]) => JSON.stringify(hostPolicy(account, ids, { uri, config }, objectArn))),
+          .all([o.account, routeTableIds, arns, agent.object])
+          .apply(([account, ids, [uri, config], object]) => JSON.stringify(hostPolicy(account, ids, { uri, config }, object && s3ObjectArn(account, object)))),
       },
       opts,
     );

@@ -6,7 +6,7 @@
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
 import { cidrSlug, egressRule, hostCidr, ingressRule } from "./firewall";
-import { EC2_ASSUME_ROLE_POLICY, statePolicy } from "./iam";
+import { EC2_ASSUME_ROLE_POLICY, s3ObjectArn, statePolicy } from "./iam";
 import { awsAccountOf, ubuntuAmi } from "./lookup";
 import type { AwsLocation } from "./location";
 import { renderAwsStateBootstrap } from "./bootstrap";
@@ -109,7 +109,7 @@ export class AwsStateService extends pulumi.ComponentResource implements StateSe
     const arns = pulumi.all([pulumi.all(Object.values(parameters).map((p) => p.arn)), pulumi.all([parameters.tlsKey.arn, parameters.masterKey.arn])]);
     const policy = new aws.iam.RolePolicy(
       `${name}-policy`,
-      { role: role.id, policy: pulumi.all([account, arns, agent.objectArn]).apply(([a, [read, secure], objectArn]) => JSON.stringify(statePolicy(a, { read, secure }, objectArn))) },
+      { role: role.id, policy: pulumi.all([account, arns, agent.object]).apply(([a, [read, secure], object]) => JSON.stringify(statePolicy(a, { read, secure }, object && s3ObjectArn(a, object)))) },
       parent,
     );
     const profile = new aws.iam.InstanceProfile(`${name}-profile`, { role: role.name }, parent);
