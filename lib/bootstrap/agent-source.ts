@@ -19,18 +19,19 @@ export interface AgentDelivery {
 }
 
 const noShell = /^[^\s'"`$\\]+$/;
-export const agentPackageSchema = z.union(
-  [
-    z.strictObject({ url: z.string().regex(/^https?:\/\//, "must be an http(s) URL").regex(noShell, "must have no spaces or quotes"), sha256: sha256Schema }),
-    z.strictObject({ npmSpec: z.string().regex(noShell, "must be an npm spec without spaces or quotes"), sha256: sha256Schema }),
-  ],
-  {
-    error: (issue) =>
-      typeof issue.input === "string"
-        ? "must be { url, sha256 } or { npmSpec, sha256 }: a package given without its SHA-256 cannot be verified on the hosts"
-        : "must be { url, sha256 } or { npmSpec, sha256 } (sha256: 64 lower-case hex digits)",
-  },
-);
+const urlPackageSchema = z.strictObject({ url: z.string().regex(/^https?:\/\//, "must be an http(s) URL").regex(noShell, "must have no spaces or quotes"), sha256: sha256Schema });
+const npmPackageSchema = z.strictObject({ npmSpec: z.string().regex(noShell, "must be an npm spec without spaces or quotes"), sha256: sha256Schema });
+
+/** `{ url, sha256 }` or `{ npmSpec, sha256 }`, checked as the one its key names, so a problem names its field (agentPackage.sha256). */
+export const agentPackageSchema = z.custom<AgentPackage>().superRefine((value, ctx) => {
+  const kind = typeof value === "object" && value !== null ? ("url" in value ? urlPackageSchema : "npmSpec" in value ? npmPackageSchema : undefined) : undefined;
+  if (!kind) {
+    const why = typeof value === "string" ? ": a package given without its SHA-256 cannot be verified on the hosts" : "";
+    ctx.addIssue({ code: "custom", message: `must be { url, sha256 } or { npmSpec, sha256 }${why}` });
+    return;
+  }
+  for (const issue of kind.safeParse(value).error?.issues ?? []) ctx.addIssue({ code: "custom", message: issue.message, path: issue.path });
+});
 
 /** How the hosts are told about a package the user named. */
 export function userAgentDelivery(p: AgentPackage): AgentDelivery {
