@@ -139,14 +139,14 @@ describe("the installer", () => {
     expect(JSON.parse(h.read(INSTALL_STATUS_PATH))).toEqual({ ok: false, kind: "integrity", message });
   });
 
-  it("takes the bundle out of a package tarball whose SHA-256 matches", () => {
+  it("takes the bundle out of a package tarball whose SHA-256 matches (a local path is under the host's root)", () => {
     const h = host();
     const pkg = join(h.root, "pkg");
     mkdirSync(join(pkg, "package/dist"), { recursive: true });
     writeFileSync(join(pkg, "package/dist/sitelink.js"), v2);
     const tgz = join(h.root, "sitelink-1.0.0.tgz");
     spawnSync("tar", ["-czf", tgz, "-C", pkg, "package"]);
-    const r = h.install({ agentSource: tgz, agentSha256: sha256(readFileSync(tgz)) });
+    const r = h.install({ agentSource: "/sitelink-1.0.0.tgz", agentSha256: sha256(readFileSync(tgz)) });
     expect(r.stderr).toBe("");
     expect(h.read(SITELINK_BUNDLE)).toBe(v2);
   });

@@ -248,7 +248,7 @@ export function renderInstaller(o: InstallerOptions): string {
     '  gs://*) gcloud storage cp --quiet "$source" "$work/fetched" ;;',
     '  https://*|http://*) curl -fsSL -o "$work/fetched" "$source" ;;',
     '  npm:*) (cd "$work" && npm pack --loglevel=error "${source#npm:}" >/dev/null) && mv "$work"/*.tgz "$work/fetched" ;;',
-    '  /*) cp "$source" "$work/fetched" ;;',
+    '  /*) cp "$root$source" "$work/fetched" ;;',
     '  *) echo "sitelink: cannot fetch the agent from $source" >&2; exit 1 ;;',
     "esac",
     'got=$(sha256sum "$work/fetched")',
@@ -330,14 +330,15 @@ export function installNode(source: NodeSource): string {
  * Installs sitelink once, for a script that runs to completion (the SSH install): Node.js (from
  * NodeSource when the host's is older than 20), then the agent that `specFile` (JSON with
  * agentSource and agentSha256) names, through the installer, which also writes the agent's unit.
+ * A fetched agent is retried (the network); a staged one is not: its bytes will not change.
  */
-export function installSitelink(specFile: string): string {
+export function installSitelink(specFile: string, fetched: boolean): string {
   return [
     installNode("nodesource"),
     section("The agent, verified against its SHA-256.", [
       `install -d -m 0755 "$root${SITELINK_DIR}"`,
       writeFile(INSTALL_FILES.installer, "0755", renderInstaller({ role: "agent" })),
-      `retry "$root${INSTALL_FILES.installer}" "$root${specFile}"`,
+      `${fetched ? "retry " : ""}"$root${INSTALL_FILES.installer}" "$root${specFile}"`,
     ]),
   ].join("\n\n");
 }

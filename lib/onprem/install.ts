@@ -70,7 +70,7 @@ export function renderSshInstall(opts: SshInstallOptions): string {
       ...(opts.agent.staged ? ["# Copied over SFTP into the SSH user's home: root takes its own copy.", `install -m 0600 "$(dirname -- "$0")/${SSH_STAGED_FILES.agent}" "$root${staged}"`] : []),
       writeFile(spec, "0600", JSON.stringify(delivery)),
     ]),
-    installSitelink(spec),
+    installSitelink(spec, !opts.agent.staged),
     ...hostTuning(opts.ipv6, ""),
     section("The installer put the agent's unit in place; a restart picks up a new config or version.", [
       "systemctl enable --now strongswan-starter.service",
