@@ -3,7 +3,8 @@
 // deployed it, verified by its SHA-256.
 import { createHash } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
-import { dirname, join } from "node:path";
+import { join } from "node:path";
+import { sitelinkPackage } from "../../agent/contract/version";
 
 export interface AgentBundle {
   /** Absolute path of dist/sitelink.js. */
@@ -13,13 +14,11 @@ export interface AgentBundle {
   bytes: number;
 }
 
-/** The root of the installed sitelink package: the nearest package.json named "sitelink" above `from` (as agent/contract/version.ts). */
+/** The root of the installed sitelink package: the nearest package.json named "sitelink" above `from` (as the agent's version). */
 export function sitelinkPackageRoot(from: string = __dirname): string {
-  for (let dir = from; ; dir = dirname(dir)) {
-    const file = join(dir, "package.json");
-    if (existsSync(file) && (JSON.parse(readFileSync(file, "utf8")) as { name?: string }).name === "sitelink") return dir;
-    if (dirname(dir) === dir) throw new Error(`cannot find the sitelink package (no package.json named "sitelink" above ${from})`);
-  }
+  const found = sitelinkPackage(from);
+  if (!found) throw new Error(`cannot find the sitelink package (no package.json named "sitelink" above ${from})`);
+  return found.dir;
 }
 
 /** A file of the installed package, as text (the systemd units it ships). */
