@@ -19,7 +19,15 @@ export interface AgentDelivery {
 }
 
 const noShell = /^[^\s'"`$\\]+$/;
-const urlPackageSchema = z.strictObject({ url: z.string().regex(/^https?:\/\//, "must be an http(s) URL").regex(noShell, "must have no spaces or quotes"), sha256: sha256Schema });
+const urlPackageSchema = z.strictObject({
+  url: z
+    .string()
+    .regex(/^https?:\/\//, "must be an http(s) URL")
+    .regex(noShell, "must have no spaces or quotes")
+    // It lands in plain host config, logs and the installer's messages: never a secret.
+    .refine((url) => !/^https?:\/\/[^/]*@/.test(url), "must carry no credentials (user:password@): it is stored in the hosts' plain config"),
+  sha256: sha256Schema,
+});
 const npmPackageSchema = z.strictObject({ npmSpec: z.string().regex(noShell, "must be an npm spec without spaces or quotes"), sha256: sha256Schema });
 
 /** `{ url, sha256 }` or `{ npmSpec, sha256 }`, checked as the one its key names, so a problem names its field (agentPackage.sha256). */

@@ -63,6 +63,16 @@ describe("agentPackage", () => {
     const issues = validateLinkArgs("corp", { locations: [], agentPackage: "sitelink@0.1.0" } as never);
     expect(issues).toContainEqual({ path: "agentPackage", message: "must be { url, sha256 } or { npmSpec, sha256 }: a package given without its SHA-256 cannot be verified on the hosts" });
     expect(agentPackageSchema.safeParse({ npmSpec: "sitelink@1", sha256: "nope" }).success).toBe(false);
+    // Each problem names its field.
+    expect(validateLinkArgs("corp", { locations: [], agentPackage: { npmSpec: "sitelink@1", sha256: "A".repeat(64) } } as never)).toContainEqual({
+      path: "agentPackage.sha256",
+      message: "must be a SHA-256 (64 lower-case hex digits)",
+    });
+    // A URL lands in the hosts' plain config and messages: credentials in it are refused.
+    expect(validateLinkArgs("corp", { locations: [], agentPackage: { url: "https://me:token@mirror.example/sitelink.js", sha256: hash } } as never)).toContainEqual({
+      path: "agentPackage.url",
+      message: "must carry no credentials (user:password@): it is stored in the hosts' plain config",
+    });
   });
 });
 
