@@ -4,7 +4,7 @@
 // HTTPS pinned to the certificate fingerprint of the host URI. The URI (secret inside) arrives on
 // standard input, never in argv; nothing it prints holds the secret.
 //   <host URI on stdin> node report-problem.js KIND MESSAGE
-// Plain JavaScript on node:crypto and node:https only: it must run before any sitelink is installed.
+// Plain JavaScript on node's own modules only: it must run before any sitelink is installed.
 
 import { DEFAULT_STATE_PORT } from "../../agent/contract/uri";
 
@@ -14,6 +14,7 @@ export const PROBLEM_PATH = "/v1/problem";
 export const PROBLEM_REPORTER_JS = String.raw`"use strict";
 const crypto = require("node:crypto");
 const https = require("node:https");
+const tls = require("node:tls");
 const [kind, message] = process.argv.slice(2);
 const fail = (why) => { console.error("sitelink: problem not reported: " + why); process.exit(1); };
 const uri = require("node:fs").readFileSync(0, "utf8").trim();
@@ -30,26 +31,29 @@ const timestamp = String(Date.now());
 const nonce = crypto.randomBytes(16).toString("hex");
 const hash = crypto.createHash("sha256").update(body).digest("hex");
 const signature = crypto.createHmac("sha256", secret).update(["POST", "${PROBLEM_PATH}", timestamp, nonce, hash].join("\n")).digest("hex");
-const req = https.request({
-  host, port, method: "POST", path: "${PROBLEM_PATH}", timeout: 10000,
-  // The certificate is pinned by fingerprint below, as the agent does; no CA vouches for it.
-  rejectUnauthorized: false,
-  headers: { "content-type": "application/json", "content-length": Buffer.byteLength(body),
-    "x-sitelink-host": hostId, "x-sitelink-timestamp": timestamp, "x-sitelink-nonce": nonce, "x-sitelink-signature": signature },
-});
-req.on("socket", (socket) => socket.on("secureConnect", () => {
+// The certificate is pinned by fingerprint, as the agent does (no CA vouches for it), and checked
+// before the request exists: nothing is written to a server that is not the pinned one.
+const socket = tls.connect({ host, port, servername: require("node:net").isIP(host) ? undefined : host, rejectUnauthorized: false });
+socket.setTimeout(10000, () => socket.destroy(new Error("timed out")));
+socket.on("error", (err) => fail(err.message));
+socket.once("secureConnect", () => {
   const cert = socket.getPeerCertificate();
   const fp = cert && cert.raw ? crypto.createHash("sha256").update(cert.raw).digest("hex") : "";
-  if (!pinned.includes(fp)) { req.destroy(new Error("the state service's certificate is not the pinned one")); }
-}));
-req.on("timeout", () => req.destroy(new Error("timed out")));
-req.on("error", (err) => fail(err.message));
-req.on("response", (res) => {
-  res.resume();
-  res.on("end", () => {
-    if (res.statusCode !== 200) fail("HTTP " + res.statusCode);
-    console.error("sitelink: problem reported to the state service (HTTP 200)");
+  if (!pinned.includes(fp)) { socket.destroy(); fail("the state service's certificate is not the pinned one"); }
+  const req = https.request({
+    host, port, method: "POST", path: "${PROBLEM_PATH}", createConnection: () => socket,
+    headers: { "content-type": "application/json", "content-length": Buffer.byteLength(body),
+      "x-sitelink-host": hostId, "x-sitelink-timestamp": timestamp, "x-sitelink-nonce": nonce, "x-sitelink-signature": signature },
   });
+  req.on("error", (err) => fail(err.message));
+  req.on("response", (res) => {
+    res.resume();
+    res.on("end", () => {
+      if (res.statusCode !== 200) fail("HTTP " + res.statusCode);
+      console.error("sitelink: problem reported to the state service (HTTP 200)");
+      socket.end();
+    });
+  });
+  req.end(body);
 });
-req.end(body);
 `;
