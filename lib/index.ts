@@ -1,6 +1,8 @@
 // sitelink: self-healing site-to-site IPsec links as Pulumi components.
 // The link and what every location kind shares.
-export { Link, READINESS_DEFAULTS, defaultAgentPackage, type ReadinessArgs, type LinkArgs, type LinkHostStatus, type OwnedStateServiceArgs, type ExternalStateServiceArgs } from "./link/link";
+export { agentBundle, type AgentBundle } from "./bootstrap/agent-bundle";
+export type { AgentPackage } from "./bootstrap/agent-source";
+export { Link, READINESS_DEFAULTS, type ReadinessArgs, type LinkArgs, type LinkHostStatus, type OwnedStateServiceArgs, type ExternalStateServiceArgs } from "./link/link";
 export { Location, type CloudHostArgs, type LinkContext, type LinkHost } from "./link/location";
 export { ArgsError, type ArgIssue } from "./link/args";
 export { validateLinkArgs } from "./link/validate";

@@ -31,7 +31,20 @@ export const uriSourceSchema = z.discriminatedUnion("kind", [
   }),
 ]);
 
+/** SHA-256, lower-case hex. */
+export const sha256Schema = z.string().regex(/^[0-9a-f]{64}$/, "must be a SHA-256 (64 lower-case hex digits)");
+
+/**
+ * Where a host's installer fetches the agent: `s3://BUCKET/KEY`, `gs://BUCKET/OBJECT`, `https://…`,
+ * `npm:SPEC` (a package tarball) or an absolute path. No spaces or quotes (it reaches a shell).
+ */
+export const agentSourceSchema = z.string().regex(/^(s3:\/\/|gs:\/\/|https?:\/\/|npm:|\/)[^\s'"`$\\]+$/, "must be s3://…, gs://…, https://…, npm:SPEC or an absolute path, without spaces or quotes");
+
 export const agentConfigSchema = z.strictObject({
+  /** Where the installer fetched this host's agent (cloud hosts; the agent itself does not read it). */
+  agentSource: agentSourceSchema.optional(),
+  /** SHA-256 the installer verified that agent against before installing it. */
+  agentSha256: sha256Schema.optional(),
   /** Host URIs added with `sitelink add-uri` (secrets inside: the file is 0600). */
   uris: z.array(z.string()).default([]),
   /** Host URIs kept in the cloud's secret store, read at start. */

@@ -77,11 +77,14 @@ export const routeReportSchema = z.strictObject({
 /** What can keep a host from running the agent: the bundle failed its check, or the boot script failed. */
 export const problemKindSchema = z.enum(["integrity", "bootstrap"]);
 
-/** One line of printable text (it ends up in terminals), at most 500 characters, never a secret. */
+/** Longest problem message a host sends (POST /v1/problem, `installProblem`). */
+export const PROBLEM_MESSAGE_MAX = 500;
+
+/** One line of printable text (it ends up in terminals), at most PROBLEM_MESSAGE_MAX characters, never a secret. */
 const problemMessage = z
   .string()
   .min(1)
-  .max(500)
+  .max(PROBLEM_MESSAGE_MAX)
   .refine((v) => !/[\u0000-\u001f\u007f]/.test(v), "must be one line of printable text");
 
 /** A problem of the host's install, as its installer recorded it (`/etc/sitelink/install-status.json`). */
@@ -100,7 +103,7 @@ export const hostReportSchema = z.strictObject({
   tunnels: z.array(tunnelReportSchema).max(1024),
   hostChecks: z.array(hostCheckResultSchema).max(4096),
   routes: routeReportSchema,
-  /** Present while the installer's last run failed (the running agent is an older one). */
+  /** What the installer refused (install-status.json): the agent reporting is the old one, kept. */
   installProblem: installProblemSchema.optional(),
 });
 

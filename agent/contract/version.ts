@@ -15,12 +15,17 @@ export function agentVersion(): string {
 }
 
 function readPackageVersion(): string {
-  for (let dir = __dirname; ; dir = dirname(dir)) {
+  return sitelinkPackage()?.version ?? "0.0.0-unknown";
+}
+
+/** The nearest package.json named "sitelink" above `from`: its directory and version (none when there is none, e.g. in the bundle). */
+export function sitelinkPackage(from: string = __dirname): { dir: string; version: string } | undefined {
+  for (let dir = from; ; dir = dirname(dir)) {
     const file = join(dir, "package.json");
     if (existsSync(file)) {
       const pkg = JSON.parse(readFileSync(file, "utf8")) as { name?: string; version?: string };
-      if (pkg.name === "sitelink" && pkg.version) return pkg.version;
+      if (pkg.name === "sitelink" && pkg.version) return { dir, version: pkg.version };
     }
-    if (dirname(dir) === dir) return "0.0.0-unknown";
+    if (dirname(dir) === dir) return undefined;
   }
 }

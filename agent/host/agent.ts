@@ -12,6 +12,7 @@ import { StateClient } from "./state-client";
 import { writeStatus, type AgentStatus } from "./status";
 import { resolveHostUri, type UriSourceOptions } from "./uri-sources";
 import { agentVersion } from "../contract/version";
+import { installProblemReader } from "./install-status";
 import { StrongswanDriver } from "./ipsec/driver";
 import { IptablesFirewall } from "./firewall";
 import { IptablesMssClamp } from "./mss-clamp";
@@ -63,6 +64,7 @@ export async function runAgent(opts: RunAgentOptions): Promise<number> {
     self,
     options: reconcileOptions(config),
     agentVersion: agentVersion(),
+    installProblem: installProblemReader(log),
     log,
     onStatus: (s) => status.write(s),
   });

@@ -268,6 +268,17 @@ describe("reconcile loop", () => {
     });
   });
 
+  it("carries what the installer refused in its reports while it lasts (installProblem), and nothing once an install succeeds", async () => {
+    let problem: { kind: "integrity"; message: string } | undefined = { kind: "integrity", message: "agent integrity mismatch: expected a got b (s3://b/k)" };
+    const { state } = setup({}, { installProblem: () => problem });
+    const first = await state.held();
+    expect(first.input.report.installProblem).toEqual(problem);
+    problem = undefined;
+    first.resolve(desired(1, "standby"));
+    const next = await state.held();
+    expect("installProblem" in next.input.report).toBe(false);
+  });
+
   it("standby → active applies peers and routes, and the next long-poll reports them", async () => {
     const { state, ipsec, routes } = setup();
     const second = await state.answer(desired(1, "standby"));

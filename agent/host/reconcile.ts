@@ -5,6 +5,7 @@
 // differs, so a re-run (next round, or after a crash with nothing remembered) is harmless; every
 // VERIFY_MS it also checks that what it applied is still in place (someone flushed the firewall
 // chain, deleted a route) and restores it. A part that fails is retried with a growing delay.
+import type { InstallProblem } from "../contract/install-status";
 import type { DesiredState, HostReport } from "../contract/protocol";
 import { DEFAULTS } from "../contract/topology";
 import { backoffDelay, FailureBackoff, MAX_TIMER_MS } from "./backoff";
@@ -40,6 +41,8 @@ export interface ReconcileDeps {
   self: SelfInfo;
   options: ReconcileOptions;
   agentVersion: string;
+  /** What the installer last refused (read each round; the installer writes it between rounds). */
+  installProblem?: () => InstallProblem | undefined;
   log: Logger;
   /** Called after every answer and every apply with a fresh snapshot; the agent writes the status file. */
   onStatus?: (status: AgentStatus) => void;
@@ -204,7 +207,13 @@ export class ReconcileLoop {
       tunnels: this.deps.ipsec.tunnels(),
       hostChecks: this.deps.checker.results(),
       routes: this.routeReport(),
+      ...this.installProblem(),
     };
+  }
+
+  private installProblem(): { installProblem?: InstallProblem } {
+    const problem = this.deps.installProblem?.();
+    return problem ? { installProblem: problem } : {};
   }
 
   report(): HostReport {
@@ -219,6 +228,7 @@ export class ReconcileLoop {
       tunnels: this.deps.ipsec.tunnels(),
       hostChecks: this.deps.checker.results(),
       routes: this.routeReport(),
+      ...this.installProblem(),
     };
   }
 

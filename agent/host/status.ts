@@ -2,6 +2,7 @@
 // reads it and prints tables. It holds no secrets (no PSK, no key, no URI), so it is 0644.
 import { readFile } from "node:fs/promises";
 import { z } from "zod";
+import { installProblemSchema } from "../contract/install-status";
 import { hostCheckResultSchema, routeReportSchema, tunnelReportSchema } from "../contract/protocol";
 import { writeFileAtomic } from "./atomic-file";
 
@@ -28,6 +29,8 @@ export const agentStatusSchema = z.object({
   tunnels: z.array(tunnelReportSchema),
   hostChecks: z.array(hostCheckResultSchema),
   routes: routeReportSchema,
+  /** The installer refused a new agent (install-status.json): this one is the old agent, kept. */
+  installProblem: installProblemSchema.optional(),
 });
 
 export type AgentStatus = z.infer<typeof agentStatusSchema>;
@@ -77,6 +80,7 @@ export function formatStatus(s: AgentStatus, now: number = Date.now()): string {
       ["last state contact", contact],
       ...(s.stateService.lastError ? [["last error", s.stateService.lastError]] : []),
       ["agent", `${s.agentVersion} (pid ${s.pid}, status ${ago(now - s.updatedAt)} old)`],
+      ...(s.installProblem ? [["install", `REFUSED (${s.installProblem.kind}): ${s.installProblem.message}`]] : []),
     ],
     false,
   );

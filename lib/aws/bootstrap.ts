@@ -8,30 +8,40 @@ export function parameterStore(region: string): ItemStore {
   return {
     store: "Parameter Store",
     item: "parameter",
-    // Ubuntu 24.04 has no AWS CLI apt package; the snap is Amazon's own.
-    setup: "retry snap install aws-cli --classic",
+    // Ubuntu 24.04 has no AWS CLI apt package; the snap is Amazon's own. An image with the CLI keeps its own.
+    setup: "command -v aws >/dev/null || retry snap install aws-cli --classic",
     readCommand: `aws ssm get-parameter --region ${quote(region)} --name "$name" --with-decryption --query Parameter.Value --output text`,
   };
 }
 
+/** Prints the value of a SecureString parameter (the host URI, for the problem reporter). */
+function readSecureParameter(region: string, name: string): string {
+  return `aws ssm get-parameter --region ${quote(region)} --name ${quote(name)} --with-decryption --query Parameter.Value --output text`;
+}
+
 export interface AwsAgentBootstrapOptions {
-  /** Region of the host's parameters. */
+  /** Region of the host's parameters and of the agent's S3 object. */
   region: string;
-  /** Its String parameters: the sitelink package spec and the agent config (renderAgentConfig). */
-  parameters: { package: string; config: string };
+  /** Its parameters: the agent config (renderAgentConfig; String, naming the agent) and the host URI (SecureString). */
+  parameters: { config: string; uri: string };
   /** @default "nodesource" */
   nodeSource?: NodeSource;
 }
 
 /** User data of an AWS link host: the same for its whole life (cloud-init runs it once). */
 export function renderAwsAgentBootstrap(opts: AwsAgentBootstrapOptions): string {
-  return renderLinkHostBootstrap(parameterStore(opts.region), opts.parameters, opts.nodeSource);
+  return renderLinkHostBootstrap(
+    parameterStore(opts.region),
+    { config: opts.parameters.config },
+    { s3Region: opts.region, readHostUri: readSecureParameter(opts.region, opts.parameters.uri) },
+    opts.nodeSource,
+  );
 }
 
 export interface AwsStateBootstrapOptions {
   /** Region of the Parameter Store parameters. */
   region: string;
-  /** Parameter names: package, topology and TLS certificate (String), master key and TLS key (SecureString). */
+  /** Parameter names: agent (JSON naming it), topology and TLS certificate (String), master key and TLS key (SecureString). */
   parameters: StateItems;
   /** The EBS volume holding the state (vol-…), mounted at /var/lib/sitelink. */
   volumeId: string;
@@ -52,5 +62,6 @@ export function renderAwsStateBootstrap(opts: AwsStateBootstrapOptions): string 
     },
     dropIn: "10-sitelink-aws.conf",
     items: opts.parameters,
+    installer: { s3Region: opts.region },
   });
 }

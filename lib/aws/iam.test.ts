@@ -1,6 +1,6 @@
 // IAM documents and image choice: pure functions, checked for other partitions and Graviton types.
 import { describe, expect, it } from "vitest";
-import { hostPolicy, routeTableArn, statePolicy } from "./iam";
+import { hostPolicy, routeTableArn, s3ObjectArn, statePolicy } from "./iam";
 import { architectureOf } from "./lookup";
 
 const govcloud = { partition: "aws-us-gov", region: "us-gov-west-1", accountId: "111122223333" };
@@ -9,14 +9,18 @@ describe("IAM documents", () => {
   it("scope route changes to the location's route tables in the account's own partition", () => {
     expect(routeTableArn(govcloud, "rtb-0123456789abcdef0")).toBe("arn:aws-us-gov:ec2:us-gov-west-1:111122223333:route-table/rtb-0123456789abcdef0");
     const arn = (name: string) => `arn:aws-us-gov:ssm:us-gov-west-1:111122223333:parameter/sitelink/x/${name}`;
-    const policy = hostPolicy(govcloud, ["rtb-01234567"], { uri: arn("uri"), config: arn("config"), package: arn("package") });
+    const objectArn = s3ObjectArn(govcloud, { bucket: "bucket", key: "sitelink/agent/abc/sitelink.js" });
+    expect(objectArn).toBe("arn:aws-us-gov:s3:::bucket/sitelink/agent/abc/sitelink.js");
+    const policy = hostPolicy(govcloud, ["rtb-01234567"], { uri: arn("uri"), config: arn("config") }, objectArn);
     expect(policy.Statement[0]).toEqual({
       Sid: "OwnRouteTables",
       Effect: "Allow",
       Action: ["ec2:CreateRoute", "ec2:ReplaceRoute", "ec2:DeleteRoute"],
       Resource: ["arn:aws-us-gov:ec2:us-gov-west-1:111122223333:route-table/rtb-01234567"],
     });
-    expect(policy.Statement[2]).toEqual({ Sid: "OwnParametersRead", Effect: "Allow", Action: "ssm:GetParameter", Resource: [arn("uri"), arn("config"), arn("package")] });
+    expect(policy.Statement[2]).toEqual({ Sid: "OwnParametersRead", Effect: "Allow", Action: "ssm:GetParameter", Resource: [arn("uri"), arn("config")] });
+    // The agent bundle: exactly its object, nothing else of the bucket.
+    expect(policy.Statement[4]).toEqual({ Sid: "AgentBundle", Effect: "Allow", Action: "s3:GetObject", Resource: "arn:aws-us-gov:s3:::bucket/sitelink/agent/abc/sitelink.js" });
     // Only the URI is a SecureString: the grant to decrypt names it alone.
     expect(policy.Statement[3]).toEqual({
       Sid: "OwnHostUriDecrypt",

@@ -27,6 +27,11 @@ export function routeTableArn(account: AwsAccount, routeTableId: string): string
   return `arn:${account.partition}:ec2:${account.region}:${account.accountId}:route-table/${routeTableId}`;
 }
 
+/** An S3 object's ARN (S3 ARNs name neither region nor account). */
+export function s3ObjectArn(account: AwsAccount, object: { bucket: string; key: string }): string {
+  return `arn:${account.partition}:s3:::${object.bucket}/${object.key}`;
+}
+
 /** Read exactly these parameters. */
 function readParameters(sid: string, parameterArns: string[]): Record<string, unknown> {
   return { Sid: `${sid}Read`, Effect: "Allow", Action: "ssm:GetParameter", Resource: parameterArns };
@@ -46,27 +51,35 @@ function decryptParameters(sid: string, account: AwsAccount, parameterArns: stri
   };
 }
 
-/** The parameters of a link host: its URI (SecureString), its agent config and package spec (String). */
+/** The parameters of a link host: its URI (SecureString) and its agent config (String). */
 export interface HostParameterArns {
   uri: string;
   config: string;
-  package: string;
 }
 
-/** A link host: change routes of its own location's route tables, read its own parameters, decrypt its own URI. */
-export function hostPolicy(account: AwsAccount, routeTableIds: string[], parameters: HostParameterArns): PolicyDocument {
+/** Read exactly this S3 object: the agent bundle the location published (none when the user names a package elsewhere). */
+function readAgentObject(objectArn: string | undefined): Record<string, unknown>[] {
+  return objectArn ? [{ Sid: "AgentBundle", Effect: "Allow", Action: "s3:GetObject", Resource: objectArn }] : [];
+}
+
+/** A link host: change routes of its own location's route tables, read its own parameters and the agent bundle, decrypt its own URI. */
+export function hostPolicy(account: AwsAccount, routeTableIds: string[], parameters: HostParameterArns, agentObjectArn?: string): PolicyDocument {
   return {
     Version: "2012-10-17",
     Statement: [
       { Sid: "OwnRouteTables", Effect: "Allow", Action: [...ROUTE_ACTIONS], Resource: routeTableIds.map((id) => routeTableArn(account, id)) },
       { Sid: "Describe", Effect: "Allow", Action: [...DESCRIBE_ACTIONS], Resource: "*" },
-      readParameters("OwnParameters", [parameters.uri, parameters.config, parameters.package]),
+      readParameters("OwnParameters", [parameters.uri, parameters.config]),
       decryptParameters("OwnHostUri", account, [parameters.uri]),
+      ...readAgentObject(agentObjectArn),
     ],
   };
 }
 
-/** The state service host: read its own parameters (package, topology, TLS, master key), decrypt its secure ones, nothing else. */
-export function statePolicy(account: AwsAccount, parameters: { read: string[]; secure: string[] }): PolicyDocument {
-  return { Version: "2012-10-17", Statement: [readParameters("StateFiles", parameters.read), decryptParameters("StateKeys", account, parameters.secure)] };
+/** The state service host: read its own parameters (agent, topology, TLS, master key) and the agent bundle, decrypt its secure ones, nothing else. */
+export function statePolicy(account: AwsAccount, parameters: { read: string[]; secure: string[] }, agentObjectArn?: string): PolicyDocument {
+  return {
+    Version: "2012-10-17",
+    Statement: [readParameters("StateFiles", parameters.read), decryptParameters("StateKeys", account, parameters.secure), ...readAgentObject(agentObjectArn)],
+  };
 }

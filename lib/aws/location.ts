@@ -2,7 +2,7 @@
 // secrets, and the route table entries that send remote routes into the link.
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
-import { EC2_ASSUME_ROLE_POLICY, hostPolicy, type AwsAccount } from "./iam";
+import { EC2_ASSUME_ROLE_POLICY, hostPolicy, s3ObjectArn, type AwsAccount } from "./iam";
 import { cidrSlug, egressRule, hostCidr, ingressRule, LINK_PORTS } from "./firewall";
 import { awsAccountOf, ubuntuAmi } from "./lookup";
 import { type NodeSource } from "../bootstrap/host";
@@ -12,6 +12,8 @@ import { addressRanges, describeHosts, publicAddressSources } from "../link/addr
 import { initialActive, Location, type CloudHostArgs, type LinkContext, type LinkHost } from "../link/location";
 import type { StateServiceHandle, StateServiceRequest } from "../link/state-service";
 import { AwsStateService } from "./state-service";
+import { publishAgentBundle, userAgentSource, type AwsAgentSource } from "./agent-object";
+import type { AgentPackage } from "../bootstrap/agent-source";
 import { parseCidr } from "../../agent/contract/net";
 import { hostId, hostSpecs, throwIfInvalid, type LocationSpec } from "../link/args";
 import { validateAwsLocationArgs } from "./validate";
@@ -63,6 +65,13 @@ export interface AwsLocationArgs {
    * @default "nodesource"
    */
   nodeSource?: NodeSource;
+  /**
+   * An existing private S3 bucket (in this location's region) to publish the agent bundle in; the
+   * location writes only the object `sitelink/agent/<sha256>/sitelink.js` there. Keep it private:
+   * the hosts' roles are granted that one object, nobody else needs it.
+   * @default a bucket of its own: no public access, bucket-owner-enforced, encrypted (SSE-S3)
+   */
+  agentBucket?: pulumi.Input<string>;
 }
 
 export const AWS_LOCATION_DEFAULTS = { instanceType: "t3.small", nodeSource: "nodesource" } as const;
@@ -83,8 +92,6 @@ export interface AwsHostResources {
   uriParameter?: aws.ssm.Parameter;
   /** The agent config, its /etc/sitelink/agent.json (String; no secret). */
   configParameter?: aws.ssm.Parameter;
-  /** The spec of the sitelink package the host installs (String). */
-  packageParameter?: aws.ssm.Parameter;
 }
 
 export class AwsLocation extends Location {
@@ -99,6 +106,11 @@ export class AwsLocation extends Location {
   readonly vpcId: pulumi.Input<string>;
   readonly subnetId: pulumi.Input<string>;
   private readonly args: AwsLocationArgs;
+  private published?: AwsAgentSource;
+  /** The agent bundle's object, when this location published it (no `agentPackage`). */
+  agentObject?: aws.s3.BucketObjectv2;
+  /** The bucket made for it (no `agentBucket`). */
+  agentBucket?: aws.s3.Bucket;
 
   constructor(name: string, args: AwsLocationArgs, opts?: pulumi.ComponentResourceOptions) {
     throwIfInvalid(`AwsLocation "${name}"`, validateAwsLocationArgs(name, args));
@@ -117,6 +129,21 @@ export class AwsLocation extends Location {
   override createStateService(name: string, request: StateServiceRequest, opts: pulumi.ComponentResourceOptions): StateServiceHandle {
     const { settings, ...common } = request;
     return new AwsStateService(name, { ...common, ...settings, location: this }, { ...opts, provider: this.provider });
+  }
+
+  /**
+   * Where this location's hosts (and a state service here) fetch the agent: the user's package, or
+   * this library's bundle published once, on first use, in this location's bucket.
+   */
+  agentSource(agentPackage: AgentPackage | undefined): AwsAgentSource {
+    if (agentPackage) return userAgentSource(agentPackage);
+    if (!this.published) {
+      const { source, object, bucket } = publishAgentBundle(this.spec.name, this.linkName ?? this.spec.name, this.args.agentBucket, this);
+      this.published = source;
+      this.agentObject = object;
+      this.agentBucket = bucket;
+    }
+    return this.published;
   }
 
   /** The AWS provider this location's resources use (the state service placed here uses it too). */
@@ -237,7 +264,8 @@ export class AwsLocation extends Location {
     const name = `${this.spec.name}-${h.host.name}`;
     const opts = { parent: this };
     const prefix = `/sitelink/${ctx.link}/${this.spec.name}/${h.host.name}`;
-    const names = { uri: `${prefix}/uri`, config: `${prefix}/config`, package: `${prefix}/package` };
+    const names = { uri: `${prefix}/uri`, config: `${prefix}/config` };
+    const agent = this.agentSource(ctx.agentPackage);
     h.uriParameter = new aws.ssm.Parameter(
       `${name}-uri`,
       { name: names.uri, type: "SecureString", value: ctx.hostUri(h.host.id), description: `sitelink host URI of ${h.host.id}` },
@@ -251,8 +279,9 @@ export class AwsLocation extends Location {
       {
         name: names.config,
         type: "String",
-        value: pulumi.all([o.account, routeTableIds, h.host.publicAddress, h.host.privateAddress]).apply(([account, ids, publicAddress, privateAddress]) =>
+        value: pulumi.all([o.account, routeTableIds, h.host.publicAddress, h.host.privateAddress, agent.delivery]).apply(([account, ids, publicAddress, privateAddress, delivery]) =>
           renderAgentConfig({
+            ...delivery,
             uriSources: [{ kind: "aws-ssm", parameter: names.uri, region: account.region }],
             provider: "aws",
             aws: { routeTableIds: ids, region: account.region },
@@ -264,20 +293,21 @@ export class AwsLocation extends Location {
       },
       opts,
     );
-    h.packageParameter = new aws.ssm.Parameter(`${name}-package`, { name: names.package, type: "String", value: ctx.agentPackage, description: `sitelink package of ${h.host.id}` }, opts);
     h.role = new aws.iam.Role(`${name}-role`, { assumeRolePolicy: JSON.stringify(EC2_ASSUME_ROLE_POLICY), description: `sitelink host ${h.host.id}` }, opts);
-    const arns = pulumi.all([h.uriParameter.arn, h.configParameter.arn, h.packageParameter.arn]);
+    const arns = pulumi.all([h.uriParameter.arn, h.configParameter.arn]);
     const policy = new aws.iam.RolePolicy(
       `${name}-policy`,
       {
         role: h.role.id,
-        policy: pulumi.all([o.account, routeTableIds, arns]).apply(([account, ids, [uri, config, pkg]]) => JSON.stringify(hostPolicy(account, ids, { uri, config, package: pkg }))),
+        policy: pulumi
+          .all([o.account, routeTableIds, arns, agent.object])
+          .apply(([account, ids, [uri, config], object]) => JSON.stringify(hostPolicy(account, ids, { uri, config }, object && s3ObjectArn(account, object)))),
       },
       opts,
     );
     const profile = new aws.iam.InstanceProfile(`${name}-profile`, { role: h.role.name }, opts);
     // The stable bootstrap: only the region and the parameter names, which never change for this host.
-    const userData = o.account.apply((account) => renderAwsAgentBootstrap({ region: account.region, parameters: { package: names.package, config: names.config }, nodeSource: this.nodeSource }));
+    const userData = o.account.apply((account) => renderAwsAgentBootstrap({ region: account.region, parameters: names, nodeSource: this.nodeSource }));
     h.instance = new aws.ec2.Instance(
       name,
       {
@@ -302,7 +332,7 @@ export class AwsLocation extends Location {
         ignoreChanges: ["userData", ...(this.args.ami === undefined ? ["ami"] : [])],
         // First boot needs the internet (packages) through its Elastic IP, and reads its parameters:
         // address, grant and parameters must all be in place.
-        dependsOn: [h.eip, policy, h.uriParameter, h.configParameter, h.packageParameter],
+        dependsOn: [h.eip, policy, h.uriParameter, h.configParameter, ...(this.agentObject ? [this.agentObject] : [])],
       },
     );
   }

@@ -6,7 +6,7 @@
 import * as aws from "@pulumi/aws";
 import * as pulumi from "@pulumi/pulumi";
 import { cidrSlug, egressRule, ingressRule } from "./firewall";
-import { EC2_ASSUME_ROLE_POLICY, statePolicy } from "./iam";
+import { EC2_ASSUME_ROLE_POLICY, s3ObjectArn, statePolicy } from "./iam";
 import { awsAccountOf, ubuntuAmi } from "./lookup";
 import type { AwsLocation } from "./location";
 import { renderAwsStateBootstrap } from "./bootstrap";
@@ -75,9 +75,14 @@ export class AwsStateService extends pulumi.ComponentResource implements StateSe
     this.url = pulumi.interpolate`https://${eip.publicIp}:${port}`;
 
     const prefix = `/sitelink/${args.link}/state`;
-    const names = { package: `${prefix}/package`, topology: `${prefix}/topology`, tlsCert: `${prefix}/tls-cert`, tlsKey: `${prefix}/tls-key`, masterKey: `${prefix}/master-key` };
+    const agent = args.location.agentSource(args.agentPackage);
+    const names = { agent: `${prefix}/agent`, topology: `${prefix}/topology`, tlsCert: `${prefix}/tls-cert`, tlsKey: `${prefix}/tls-key`, masterKey: `${prefix}/master-key` };
     const parameters = {
-      package: new aws.ssm.Parameter(`${name}-package`, { name: names.package, type: "String", value: args.agentPackage, description: `sitelink package of the state service of ${args.link}` }, parent),
+      agent: new aws.ssm.Parameter(
+        `${name}-agent`,
+        { name: names.agent, type: "String", value: agent.delivery.apply((d) => JSON.stringify(d)), description: `sitelink agent (source, SHA-256) of the state service of ${args.link}` },
+        parent,
+      ),
       topology: new aws.ssm.Parameter(
         `${name}-topology`,
         // The document has no secrets. Above 4 KB it needs the advanced tier (up to 8 KB).
@@ -108,7 +113,7 @@ export class AwsStateService extends pulumi.ComponentResource implements StateSe
     const arns = pulumi.all([pulumi.all(Object.values(parameters).map((p) => p.arn)), pulumi.all([parameters.tlsKey.arn, parameters.masterKey.arn])]);
     const policy = new aws.iam.RolePolicy(
       `${name}-policy`,
-      { role: role.id, policy: pulumi.all([account, arns]).apply(([a, [read, secure]]) => JSON.stringify(statePolicy(a, { read, secure }))) },
+      { role: role.id, policy: pulumi.all([account, arns, agent.object]).apply(([a, [read, secure], object]) => JSON.stringify(statePolicy(a, { read, secure }, object && s3ObjectArn(a, object)))) },
       parent,
     );
     const profile = new aws.iam.InstanceProfile(`${name}-profile`, { role: role.name }, parent);
@@ -119,7 +124,7 @@ export class AwsStateService extends pulumi.ComponentResource implements StateSe
       { availabilityZone: subnet.availabilityZone, size: args.volumeSize ?? AWS_STATE_SERVICE_DEFAULTS.volumeSize, type: "gp3", encrypted: true, tags: { Name: `sitelink-${args.link}-state-data` } },
       parent,
     );
-    // The stable bootstrap: region, volume, port and parameter names; the package comes from its parameter.
+    // The stable bootstrap: region, volume, port and parameter names; the agent comes from its parameter.
     const userData = pulumi
       .all([account, this.volume.id])
       .apply(([a, volumeId]) => renderAwsStateBootstrap({ region: a.region, volumeId, port, parameters: names, nodeSource: args.location.nodeSource }));
@@ -139,7 +144,12 @@ export class AwsStateService extends pulumi.ComponentResource implements StateSe
         tags: { Name: `sitelink-${args.link}-state` },
       },
       // Interface and volume attach to one instance at a time: the old one goes first.
-      { ...parent, deleteBeforeReplace: true, ignoreChanges: args.ami === undefined ? ["ami"] : [], dependsOn: [eip, policy, ...Object.values(parameters)] },
+      {
+        ...parent,
+        deleteBeforeReplace: true,
+        ignoreChanges: args.ami === undefined ? ["ami"] : [],
+        dependsOn: [eip, policy, ...Object.values(parameters), ...(args.location.agentObject ? [args.location.agentObject] : [])],
+      },
     );
     new aws.ec2.VolumeAttachment(
       `${name}-data-attach`,

@@ -55,6 +55,7 @@ const awsLocationArgsSchema = z.object({
   ami: inputString(AWS_ID_PATTERNS.ami, "an AMI id (ami-…)").optional(),
   keyName: inputString(undefined, "a key pair name").optional(),
   nodeSource: nodeSource.optional(),
+  agentBucket: inputString(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, "an S3 bucket name").optional(),
 });
 
 /** Checks AwsLocation arguments on their own (the Link checks what spans locations). */

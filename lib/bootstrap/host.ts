@@ -3,6 +3,9 @@
 // the package and the host's files in step with what Pulumi keeps in the cloud's store, so a changed
 // program never needs new user data.
 import { posix } from "node:path";
+import { INSTALL_STATUS_PATH } from "../../agent/contract/install-status";
+import { packagedFile } from "./agent-bundle";
+import { PROBLEM_REPORTER_JS } from "./problem-reporter";
 import { quote, section, writeFile } from "./shell";
 
 /** Ubuntu packages of a link host. strongswan-starter runs charon (with its VICI socket) at boot. */
@@ -34,10 +37,12 @@ export const SITELINK_BIN = "/usr/local/bin/sitelink";
 
 /** Files of the installer, on every host that runs it. */
 export const INSTALL_FILES = {
-  /** `install-sitelink SPEC`: the bundle and units from the package tarball. */
+  /** `install-sitelink FILE`: fetches, verifies and installs the agent FILE names (agentSource, agentSha256). */
   installer: `${SITELINK_DIR}/install-sitelink`,
-  /** The spec of the package installed last (rewritten only after a successful install). */
-  packageSpec: `${SITELINK_DIR}/package-spec`,
+  /** The agentSha256 installed last (written only after a verified install). */
+  installedSha256: `${SITELINK_DIR}/agent-sha256`,
+  /** Posts a problem to the state service when the agent cannot (POST /v1/problem). */
+  reporter: `${SITELINK_DIR}/report-problem.js`,
 } as const;
 
 /** The oldest Node.js the runtime supports (AWS SDK v3), and the one hosts get when theirs is older. */
@@ -110,7 +115,7 @@ export function fetchLine(name: string, file: string, mode: string, apply?: stri
 /**
  * The script a refresh timer runs: each item is read from the store and its file rewritten only
  * when the value changed, atomically; `steps` are fetch lines and what to do on a change
- * ($changed). `install_package` reinstalls sitelink from a new package spec.
+ * ($changed). `install_agent` installs the agent a new item names.
  */
 export function renderFetchScript(store: ItemStore, what: string, steps: string[]): string {
   return [
@@ -137,8 +142,8 @@ export function renderFetchScript(store: ItemStore, what: string, steps: string[
     `  if [ $# -gt 3 ]; then "$4" "$tmp"; fi`,
     `  mv -f "$tmp" "$file"; tmp=""; changed=1`,
     "}",
-    "# A new package spec: install that package before recording it.",
-    `install_package() { "$root${INSTALL_FILES.installer}" "$(cat "$1")"; }`,
+    "# A new agent source or SHA-256: install (verified) before recording it; a refused agent keeps the old file, so the next run tries again.",
+    `install_agent() { "$root${INSTALL_FILES.installer}" "$1"; }`,
     ...steps,
   ].join("\n");
 }
@@ -147,7 +152,7 @@ export function renderFetchScript(store: ItemStore, what: string, steps: string[
  * Installs the installer, a refresh script (renderFetchScript) and the oneshot service and timer
  * running it, then runs it once: its first run installs sitelink and writes the host's files.
  */
-export function refreshSetup(o: { role: keyof typeof PACKAGED_UNITS; unit: string; what: string; store: string; path: string; text: string; randomDelay: boolean }): string[] {
+export function refreshSetup(o: { installer: InstallerOptions; unit: string; what: string; store: string; path: string; text: string; randomDelay: boolean }): string[] {
   const service = [
     "[Unit]",
     `Description=sitelink: refresh ${o.what} from ${o.store}`,
@@ -175,7 +180,8 @@ export function refreshSetup(o: { role: keyof typeof PACKAGED_UNITS; unit: strin
     "WantedBy=timers.target",
   ];
   return [
-    writeFile(INSTALL_FILES.installer, "0755", renderInstaller(o.role)),
+    writeFile(INSTALL_FILES.installer, "0755", renderInstaller(o.installer)),
+    ...(o.installer.readHostUri ? [writeFile(INSTALL_FILES.reporter, "0644", PROBLEM_REPORTER_JS)] : []),
     writeFile(o.path, "0755", o.text),
     writeFile(`/etc/systemd/system/${o.unit}.service`, "0644", service.join("\n")),
     writeFile(`/etc/systemd/system/${o.unit}.timer`, "0644", timer.join("\n")),
@@ -183,31 +189,85 @@ export function refreshSetup(o: { role: keyof typeof PACKAGED_UNITS; unit: strin
   ];
 }
 
+/** What differs between hosts in the installer. */
+export interface InstallerOptions {
+  role: keyof typeof PACKAGED_UNITS;
+  /** Region of an `s3://` agent source (AWS hosts). */
+  s3Region?: string;
+  /** A command printing this host's URI (from the cloud's secret store), to report a refused agent to the state service. */
+  readHostUri?: string;
+}
+
 /**
- * `install-sitelink SPEC`: the package tarball alone (`npm pack` fetches no dependencies, so none of
- * the Pulumi SDKs the library needs), its bundle and units under SITELINK_DIR, SITELINK_BIN linked
- * to the bundle, the role's unit installed. The bundle is all either role runs (the state service's
- * SQLite is embedded in it). A separate script, so its own `set -e` holds even where the
+ * `install-sitelink FILE`: FILE is JSON with `agentSource` and `agentSha256` (a link host's agent
+ * config, the state host's agent item). Fetches the source with the host's own identity (`s3://`
+ * with the AWS CLI, `gs://` with gcloud, `https://`, `npm:SPEC` with `npm pack`, or a local path),
+ * and installs nothing unless its SHA-256 is agentSha256: a mismatch keeps the installed agent, is
+ * logged, written to INSTALL_STATUS_PATH and reported to the state service. A package tarball yields
+ * its dist/sitelink.js; anything else is the bundle itself. The role's unit is written from the
+ * package that rendered this script. A separate script, so its own `set -e` holds even where the
  * caller runs it as a condition (retry).
  */
-export function renderInstaller(role: keyof typeof PACKAGED_UNITS): string {
-  const unit = PACKAGED_UNITS[role];
-  const extracted = [PACKAGED_BUNDLE, ...Object.values(PACKAGED_UNITS)];
+export function renderInstaller(o: InstallerOptions): string {
+  const unit = PACKAGED_UNITS[o.role];
+  const installed = `"$root${INSTALL_FILES.installedSha256}"`;
+  const status = `"$root${INSTALL_STATUS_PATH}"`;
   return [
     "#!/bin/bash",
-    `# Installs the sitelink ${role === "agent" ? "agent" : "state service"} from its npm package: install-sitelink SPEC (registry spec, tarball URL or path).`,
+    `# Installs the sitelink ${o.role === "agent" ? "agent" : "state service"} that FILE names, verified: install-sitelink FILE (JSON with agentSource, agentSha256).`,
     "set -euo pipefail",
     `root="${"$"}{SITELINK_ROOT:-}"`,
+    "# JSON fields of FILE; the schema keeps quotes and spaces out of both values.",
+    `field() { grep -o "\\"$1\\": *\\"[^\\"]*\\"" "$2" | head -n 1 | sed 's/.*: *"\\(.*\\)"$/\\1/'; }`,
+    'expected=$(field agentSha256 "$1") || true',
+    'source=$(field agentSource "$1") || true',
+    'if ! [[ "$expected" =~ ^[0-9a-f]{64}$ ]] || [ -z "$source" ]; then echo "sitelink: $1 names no agentSource and agentSha256" >&2; exit 1; fi',
+    `if [ -x "$root${SITELINK_BUNDLE}" ] && [ "$(cat ${installed} 2>/dev/null)" = "$expected" ]; then exit 0; fi`,
+    "# Its directory keeps the mode the bootstrap gave it (0700 on a link host: the config is there).",
+    "write_status() {",
+    `  if [ ! -d "$(dirname ${status})" ]; then install -d -m 0700 "$(dirname ${status})"; fi`,
+    `  printf '%s\\n' "$1" > ${status}.tmp && mv -f ${status}.tmp ${status}`,
+    "}",
+    "report() {",
+    ...(o.readHostUri && o.role === "agent"
+      ? [`  { ${o.readHostUri} | node "$root${INSTALL_FILES.reporter}" "$1" "$2"; } || echo "sitelink: could not report the problem to the state service" >&2`]
+      : ["  : # no host identity to report with: the state service's own readiness shows it"]),
+    "}",
     "work=$(mktemp -d)",
     `trap 'rm -rf "$work"' EXIT`,
-    `(cd "$work" && npm pack --loglevel=error "$1" >/dev/null)`,
-    `tarballs=("$work"/*.tgz)`,
-    `tar -xzf "${"$"}{tarballs[0]}" -C "$work" ${extracted.map((p) => `package/${p}`).join(" ")}`,
+    'case "$source" in',
+    ...(o.s3Region
+      ? [`  s3://*) object=${"$"}{source#s3://}; aws s3api get-object --region ${quote(o.s3Region)} --bucket "${"$"}{object%%/*}" --key "${"$"}{object#*/}" "$work/fetched" >/dev/null ;;`]
+      : []),
+    '  gs://*) gcloud storage cp --quiet "$source" "$work/fetched" ;;',
+    '  https://*|http://*) curl -fsSL -o "$work/fetched" "$source" ;;',
+    '  npm:*) (cd "$work" && npm pack --loglevel=error "${source#npm:}" >/dev/null) && mv "$work"/*.tgz "$work/fetched" ;;',
+    '  /*) cp "$root$source" "$work/fetched" ;;',
+    '  *) echo "sitelink: cannot fetch the agent from $source" >&2; exit 1 ;;',
+    "esac",
+    'got=$(sha256sum "$work/fetched")',
+    'got=${got%% *}',
+    'if [ "$got" != "$expected" ]; then',
+    '  message="agent integrity mismatch: expected $expected got $got ($source)"',
+    '  echo "sitelink: $message" >&2',
+    `  write_status "{\\"ok\\":false,\\"kind\\":\\"integrity\\",\\"message\\":\\"$message\\"}"`,
+    '  report integrity "$message"',
+    "  exit 1",
+    "fi",
+    `if tar -tzf "$work/fetched" package/${PACKAGED_BUNDLE} >/dev/null 2>&1; then`,
+    `  tar -xzf "$work/fetched" -C "$work" package/${PACKAGED_BUNDLE}`,
+    `  mv -f "$work/package/${PACKAGED_BUNDLE}" "$work/fetched"`,
+    "fi",
     `install -d -m 0755 "$root${SITELINK_DIR}" "$root${posix.dirname(SITELINK_BIN)}"`,
-    `install -m 0755 "$work/package/${PACKAGED_BUNDLE}" "$root${SITELINK_BUNDLE}"`,
-    `install -m 0644 ${Object.values(PACKAGED_UNITS).map((p) => `"$work/package/${p}"`).join(" ")} "$root${SITELINK_DIR}/"`,
+    `install -m 0755 "$work/fetched" "$root${SITELINK_BUNDLE}.new"`,
+    `mv -f "$root${SITELINK_BUNDLE}.new" "$root${SITELINK_BUNDLE}"`,
     `ln -sfn ${SITELINK_BUNDLE} "$root${SITELINK_BIN}"`,
-    installPackagedUnit(unit, posix.basename(unit)),
+    `cat > "$root/etc/systemd/system/${posix.basename(unit)}" <<'SITELINK_UNIT'`,
+    packagedFile(unit).trimEnd(),
+    "SITELINK_UNIT",
+    `echo "$expected" > ${installed}`,
+    `write_status '{"ok":true}'`,
+    `echo "sitelink: installed agent $expected ($source)"`,
     "systemctl daemon-reload",
   ].join("\n");
 }
@@ -246,21 +306,17 @@ export function installNode(source: NodeSource): string {
 
 /**
  * Installs sitelink once, for a script that runs to completion (the SSH install): Node.js (from
- * NodeSource when the host's is older than 20), then the agent from the package `spec` (registry
- * spec, tarball URL or path) through the installer, which also installs the agent's unit.
+ * NodeSource when the host's is older than 20), then the agent that `specFile` (JSON with
+ * agentSource and agentSha256) names, through the installer, which also writes the agent's unit.
+ * A fetched agent is retried (the network); a staged one is not: its bytes will not change.
  */
-export function installSitelink(spec: string): string {
+export function installSitelink(specFile: string, fetched: boolean): string {
   return [
     installNode("nodesource"),
-    section("The agent from its package tarball (no dependencies).", [
+    section("The agent, verified against its SHA-256.", [
       `install -d -m 0755 "$root${SITELINK_DIR}"`,
-      writeFile(INSTALL_FILES.installer, "0755", renderInstaller("agent")),
-      `retry "$root${INSTALL_FILES.installer}" ${quote(spec)}`,
+      writeFile(INSTALL_FILES.installer, "0755", renderInstaller({ role: "agent" })),
+      `${fetched ? "retry " : ""}"$root${INSTALL_FILES.installer}" "$root${specFile}"`,
     ]),
   ].join("\n\n");
-}
-
-/** Installs a packaged unit from SITELINK_DIR, where the installer put it. */
-export function installPackagedUnit(packagePath: string, unit: string): string {
-  return `install -m 0644 "$root${SITELINK_DIR}/${posix.basename(packagePath)}" "$root/etc/systemd/system/${unit}"`;
 }

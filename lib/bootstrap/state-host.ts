@@ -1,7 +1,7 @@
 // The boot script of a state service host, whatever its cloud: its data disk, the package and files
 // kept current from the cloud's store, and the service unit with this host's paths. No secret ever
 // goes into it: the host reads its keys from the cloud's secret store at run time.
-import { fetchLine, INSTALL_FILES, installNode, refreshSetup, renderFetchScript, SITELINK_BIN, SITELINK_DIR, type ItemStore, type NodeSource } from "./host";
+import { fetchLine, installNode, refreshSetup, renderFetchScript, SITELINK_BIN, SITELINK_DIR, type InstallerOptions, type ItemStore, type NodeSource } from "./host";
 import { script, section, writeFile } from "./shell";
 
 /**
@@ -19,11 +19,13 @@ export const STATE_FILES = {
   data: "/var/lib/sitelink-state",
   dataMount: "/var/lib/private/sitelink-state",
   fetchScript: `${SITELINK_DIR}/fetch-state-files`,
+  /** The agent item: JSON with agentSource and agentSha256 (what install-sitelink takes). */
+  agent: "/etc/sitelink/agent-source.json",
 } as const;
 
-/** Items of the state host: the sitelink package spec, the topology, the TLS certificate and key, the master key. */
+/** Items of the state host: the agent to install (JSON with agentSource, agentSha256), the topology, the TLS certificate and key, the master key. */
 export interface StateItems {
-  package: string;
+  agent: string;
   topology: string;
   tlsCert: string;
   masterKey: string;
@@ -37,6 +39,8 @@ export interface StateHostCloud {
   disk: { kind: string; variable: string; candidates: string; missing: string };
   dropIn: string;
   items: StateItems;
+  /** How this host fetches the agent (the `s3://` region). */
+  installer?: Omit<InstallerOptions, "role" | "readHostUri">;
 }
 
 export function renderStateHostBootstrap(opts: { port: number; nodeSource?: NodeSource }, cloud: StateHostCloud): string {
@@ -69,7 +73,7 @@ export function renderStateHostBootstrap(opts: { port: number; nodeSource?: Node
     `ExecStart=${serve}`,
   ].join("\n");
   const fetch = renderFetchScript(cloud.store, "the sitelink state service's package and files", [
-    fetchLine(p.package, INSTALL_FILES.packageSpec, "0644", "install_package"),
+    fetchLine(p.agent, f.agent, "0644", "install_agent"),
     fetchLine(p.masterKey, f.masterKey, "0600"),
     fetchLine(p.tlsKey, f.tlsKey, "0600"),
     fetchLine(p.tlsCert, f.tlsCert, "0600"),
@@ -104,7 +108,7 @@ export function renderStateHostBootstrap(opts: { port: number; nodeSource?: Node
     section("Package and files of the state service, kept current by a timer (the service reloads the topology when it changes); the first run installs the service.", [
       `install -d -m 0755 "$root/etc/sitelink" "$root${SITELINK_DIR}"`,
       `install -d -m 0700 "$root${f.credentials}"`,
-      ...refreshSetup({ role: "state", unit: "sitelink-state-files", what: "the state service's package and files", store: cloud.store.store, path: f.fetchScript, text: fetch, randomDelay: false }),
+      ...refreshSetup({ installer: { ...cloud.installer, role: "state" }, unit: "sitelink-state-files", what: "the state service's package and files", store: cloud.store.store, path: f.fetchScript, text: fetch, randomDelay: false }),
     ]),
     section("The service's unit came with the package; a drop-in sets this host's paths.", [
       `install -d -m 0755 "$root/etc/systemd/system/sitelink-state.service.d"`,

@@ -5,9 +5,8 @@ import { renderLinkHostBootstrap } from "../bootstrap/link-host";
 import { quote } from "../bootstrap/shell";
 import { renderStateHostBootstrap, type StateItems } from "../bootstrap/state-host";
 
-/** GCE instance metadata attributes a GCP link host reads its package spec and agent config from. */
+/** GCE instance metadata attributes a GCP link host reads its agent config (naming the agent to install) from. */
 export const GCP_AGENT_ATTRIBUTES = {
-  package: "sitelink-agent-package",
   config: "sitelink-agent-config",
 } as const;
 
@@ -29,6 +28,10 @@ export const INSTANCE_METADATA: ItemStore = {
 };
 
 export interface GcpAgentBootstrapOptions {
+  /** Project of the host's URI secret. */
+  project: string;
+  /** Secret Manager secret id of the host's URI (read to report a refused agent). */
+  uriSecret: string;
   /** @default "nodesource" */
   nodeSource?: NodeSource;
 }
@@ -38,8 +41,9 @@ export interface GcpAgentBootstrapOptions {
  * attributes (GCP_AGENT_ATTRIBUTES) instead of Parameter Store. GCE runs a startup script at every
  * boot; every step is idempotent.
  */
-export function renderGcpAgentBootstrap(opts: GcpAgentBootstrapOptions = {}): string {
-  return renderLinkHostBootstrap(INSTANCE_METADATA, GCP_AGENT_ATTRIBUTES, opts.nodeSource);
+export function renderGcpAgentBootstrap(opts: GcpAgentBootstrapOptions): string {
+  const readHostUri = `gcloud secrets versions access latest --project ${quote(opts.project)} --secret ${quote(opts.uriSecret)}`;
+  return renderLinkHostBootstrap(INSTANCE_METADATA, GCP_AGENT_ATTRIBUTES, { readHostUri }, opts.nodeSource);
 }
 
 export interface GcpStateBootstrapOptions {

@@ -12,6 +12,8 @@ import { GCP_ACCOUNT_ID_MAX, gcpName, gcpRoleId } from "./names";
 import { Location, type CloudHostArgs, type LinkContext, type LinkHost } from "../link/location";
 import type { StateServiceHandle, StateServiceRequest } from "../link/state-service";
 import { GcpStateService } from "./state-service";
+import { grantAgentRead, publishAgentBundle, userAgentSource, type GcpAgentSource } from "./agent-object";
+import type { AgentPackage } from "../bootstrap/agent-source";
 import { hostId, hostSpecs, throwIfInvalid, type LocationSpec } from "../link/args";
 import { loadGcp } from "./peer";
 import { gcpRegionOf, validateGcpLocationArgs } from "./validate";
@@ -91,6 +93,9 @@ export class GcpLocation extends Location {
   readonly subnetwork: pulumi.Input<string>;
   readonly zone: string;
   private readonly args: GcpLocationArgs;
+  private published?: GcpAgentSource;
+  /** The agent bundle's object, when this location published it (no `agentPackage`). */
+  agentObject?: gcp.storage.BucketObject;
 
   constructor(name: string, args: GcpLocationArgs, opts?: pulumi.ComponentResourceOptions) {
     throwIfInvalid(`GcpLocation "${name}"`, validateGcpLocationArgs(name, args));
@@ -110,6 +115,17 @@ export class GcpLocation extends Location {
 
   get nodeSource(): NodeSource {
     return this.args.nodeSource ?? GCP_LOCATION_DEFAULTS.nodeSource;
+  }
+
+  /** Where this location's hosts (and a state service here) fetch the agent: the user's package, or this library's bundle published once, on first use. */
+  agentSource(agentPackage: AgentPackage | undefined): GcpAgentSource {
+    if (agentPackage) return userAgentSource(agentPackage);
+    if (!this.published) {
+      const { source, object } = publishAgentBundle(this.spec.name, this.linkName ?? this.spec.name, { project: this.args.project, location: gcpRegionOf(this.args.zone) }, this);
+      this.published = source;
+      this.agentObject = object;
+    }
+    return this.published;
   }
 
   /** The link's state service on an instance of its own in this location's network, through this location's provider. */
@@ -233,10 +249,13 @@ export class GcpLocation extends Location {
     );
     // Routes have no per-network IAM: the project is the narrowest scope GCP offers.
     const routes = new gcp.projects.IAMMember(`${name}-routes`, { project: o.project, role: o.role.name, member }, opts);
+    const agent = this.agentSource(ctx.agentPackage);
+    const agentRead = grantAgentRead(name, agent, member, this);
     // The agent config travels as a metadata attribute, which changes in place: the host's refresh
     // timer rewrites agent.json and restarts the agent. No secret in it: the URI is read from Secret Manager.
-    const config = pulumi.all([o.project, this.args.network, h.host.publicAddress, h.host.privateAddress]).apply(([project, network, publicAddress, privateAddress]) =>
+    const config = pulumi.all([o.project, this.args.network, h.host.publicAddress, h.host.privateAddress, agent.delivery]).apply(([project, network, publicAddress, privateAddress, delivery]) =>
       renderAgentConfig({
+        ...delivery,
         // `latest`: a new URI (new state service address) reaches the host at its next agent start.
         uriSources: [{ kind: "gcp-secret-manager", name: `projects/${project}/secrets/${secretId}/versions/latest` }],
         provider: "gcp",
@@ -260,10 +279,9 @@ export class GcpLocation extends Location {
         shieldedInstanceConfig: { enableSecureBoot: true, enableVtpm: true, enableIntegrityMonitoring: true },
         tags: [o.tag],
         // In-place metadata, not `metadataStartupScript` (which replaces the instance on change). The
-        // startup script is the same for every host; package and config are the host's own attributes.
+        // startup script names only the host's URI secret (to report a refused agent); the config, naming the agent, is its own attribute.
         metadata: {
-          "startup-script": renderGcpAgentBootstrap({ nodeSource: this.nodeSource }),
-          [GCP_AGENT_ATTRIBUTES.package]: ctx.agentPackage,
+          "startup-script": this.project().apply((project) => renderGcpAgentBootstrap({ project, uriSecret: secretId, nodeSource: this.nodeSource })),
           [GCP_AGENT_ATTRIBUTES.config]: config,
           "enable-oslogin": "TRUE",
           "block-project-ssh-keys": "TRUE",
@@ -276,7 +294,7 @@ export class GcpLocation extends Location {
         // Its addresses can be attached to one instance only: the old one must go first (failover covers the gap).
         deleteBeforeReplace: true,
         // The agent reads its URI and changes routes at start: secret, grants and role must be in place.
-        dependsOn: [version, access, routes, h.externalAddress],
+        dependsOn: [version, access, routes, h.externalAddress, ...agentRead, ...(this.agentObject ? [this.agentObject] : [])],
       },
     );
   }

@@ -5,6 +5,7 @@
 // state lives on its own persistent disk.
 import type * as gcp from "@pulumi/gcp";
 import * as pulumi from "@pulumi/pulumi";
+import { grantAgentRead } from "./agent-object";
 import { renderGcpStateBootstrap } from "./bootstrap";
 import { cidrsByFamily, ingressFirewall, publicAddressRanges } from "./firewall";
 import { CLOUD_PLATFORM_SCOPE, SECRET_ACCESSOR_ROLE, serviceAccountMember } from "./iam";
@@ -75,8 +76,9 @@ export class GcpStateService extends pulumi.ComponentResource implements StateSe
 
     const account = new gcp.serviceaccount.Account(`${name}-sa`, { accountId: gcpName(["sl", args.link, "state"], `${args.link}/state`, GCP_ACCOUNT_ID_MAX), displayName: `sitelink state service of ${args.link}`, project }, named);
     const member = account.email.apply(serviceAccountMember);
-    const files = { package: args.agentPackage, topology: args.topology, tlsCert: cert.certPem, tlsKey: tlsKey.privateKeyPem, masterKey: this.masterKey };
-    const secretIds = { package: `${base}-package`, topology: `${base}-topology`, tlsCert: `${base}-tls-cert`, tlsKey: `${base}-tls-key`, masterKey: `${base}-master-key` };
+    const agent = location.agentSource(args.agentPackage);
+    const files = { agent: agent.delivery.apply((d) => JSON.stringify(d)), topology: args.topology, tlsCert: cert.certPem, tlsKey: tlsKey.privateKeyPem, masterKey: this.masterKey };
+    const secretIds = { agent: `${base}-agent`, topology: `${base}-topology`, tlsCert: `${base}-tls-cert`, tlsKey: `${base}-tls-key`, masterKey: `${base}-master-key` };
     const grants: pulumi.Resource[] = [];
     for (const [file, data] of Object.entries(files) as [keyof typeof files, pulumi.Input<string>][]) {
       const label = secretIds[file].slice(base.length + 1);
@@ -115,7 +117,7 @@ export class GcpStateService extends pulumi.ComponentResource implements StateSe
         labels: { "sitelink-link": args.link },
       },
       // Addresses and disk attach to one instance at a time: the old one goes first.
-      { ...parent, deleteBeforeReplace: true, dependsOn: grants },
+      { ...parent, deleteBeforeReplace: true, dependsOn: [...grants, ...grantAgentRead(name, agent, member, this), ...(location.agentObject ? [location.agentObject] : [])] },
     );
     this.registerOutputs({ url: this.url, fingerprint: this.fingerprint, address: this.address });
   }

@@ -1,7 +1,7 @@
 // The Link: a set of locations connected by self-healing IPsec tunnels, the state service that
 // decides their active hosts, and the topology document that describes it all.
 import * as pulumi from "@pulumi/pulumi";
-import { agentVersion } from "../../agent/contract/version";
+import type { AgentPackage } from "../bootstrap/agent-source";
 import { waitForReadiness, type Readiness } from "../../agent/contract/operator";
 import { deriveHostSecret, deriveOperatorKey } from "../../agent/contract/signing";
 import { formatHostUri, normalizeFingerprint, type StateEndpoint } from "../../agent/contract/uri";
@@ -103,11 +103,13 @@ export interface LinkArgs {
    */
   timing?: Partial<Timing>;
   /**
-   * npm spec, tarball URL or path of the sitelink package the hosts install. Only its tarball is
-   * fetched (`npm pack`), never its dependencies. A change reaches running hosts within a minute.
-   * @default "sitelink@<this library's version>"
+   * The agent the hosts install instead of this library's own bundle (dist/sitelink.js, which each
+   * cloud location publishes privately for its hosts): `{ url, sha256 }` or `{ npmSpec, sha256 }`.
+   * Hosts verify the SHA-256 before installing and refuse a mismatch. A change reaches running
+   * hosts within a minute, standbys first.
+   * @default this library's bundle
    */
-  agentPackage?: string;
+  agentPackage?: AgentPackage;
   /**
    * Networks admitted to SSH on every host and to the state service port.
    * @default []
@@ -130,11 +132,6 @@ export interface LinkHostStatus {
   privateAddress: string;
   /** The role at creation: the highest-priority host of each location starts active. */
   role: "active" | "standby";
-}
-
-/** The npm spec of this library's own version. */
-export function defaultAgentPackage(): string {
-  return `sitelink@${agentVersion()}`;
 }
 
 /** How the link's hosts reach their state service. */
@@ -179,7 +176,7 @@ export class Link extends pulumi.ComponentResource {
     throwIfInvalid(`Link "${name}"`, validateLinkArgs(name, args));
     const wait = args.readiness?.wait ?? new pulumi.Config("sitelink").getBoolean("waitForReadiness") ?? READINESS_DEFAULTS.wait;
     super("sitelink:index:Link", name, {}, opts);
-    const agentPackage = args.agentPackage ?? defaultAgentPackage();
+    const agentPackage = args.agentPackage;
     const adminCidrs = args.adminCidrs ?? [];
     const hostsByLocation = new Map(args.locations.map((l) => [l.spec.name, l.allocate(name)]));
     const allHosts = [...hostsByLocation.values()].flat();
@@ -238,7 +235,7 @@ export class Link extends pulumi.ComponentResource {
   private stateAccess(
     name: string,
     args: LinkArgs,
-    shared: { hosts: LinkHost[]; agentPackage: string; adminCidrs: string[]; topologyDependsOn: Promise<pulumi.Resource[]> },
+    shared: { hosts: LinkHost[]; agentPackage?: AgentPackage; adminCidrs: string[]; topologyDependsOn: Promise<pulumi.Resource[]> },
   ): { state: StateAccess; service?: StateServiceHandle } {
     const settings = args.stateService;
     if ("location" in settings) {

@@ -2,6 +2,7 @@
 // AwsLocation, GcpLocation, SshLocation and ManualLocation implement it.
 import * as pulumi from "@pulumi/pulumi";
 import type { KnownAddresses, LocationLike, LocationSpec } from "./args";
+import type { AgentPackage } from "../bootstrap/agent-source";
 import type { StateServiceHandle, StateServiceRequest } from "./state-service";
 
 /** A link host of a cloud location, where the location creates the instance. */
@@ -53,8 +54,8 @@ export interface LinkContext {
   hostUri(hostId: string): pulumi.Output<string>;
   /** Where the state service listens: CIDR to allow egress to (a /32, or 0.0.0.0/0 when only its name is known) and port. */
   stateService: { cidr: pulumi.Output<string>; port: number };
-  /** npm spec or tarball URL of the sitelink package the hosts install. */
-  agentPackage: string;
+  /** The agent the user named; absent: the location publishes this library's bundle for its hosts. */
+  agentPackage?: AgentPackage;
   /** Sources admitted to SSH on the hosts. */
   adminCidrs: string[];
 }

@@ -7,6 +7,7 @@ import { z } from "zod";
 import { cidrProblem } from "../../agent/contract/net";
 import { decodeMasterKey, MASTER_KEY_BYTES, sha256Hex } from "../../agent/contract/signing";
 import { DEFAULT_STATE_PORT } from "../../agent/contract/uri";
+import { agentPackageSchema, type AgentPackage } from "../bootstrap/agent-source";
 import { inputString, isRecord } from "./args";
 import type { LinkHost } from "./location";
 
@@ -39,8 +40,8 @@ export interface StateServiceArgsBase {
    * @default nothing
    */
   topologyDependsOn?: pulumi.Input<pulumi.Resource[]>;
-  /** npm spec or tarball URL of the sitelink package. */
-  agentPackage: string;
+  /** The agent the user named; absent: this library's bundle, published by the location. */
+  agentPackage?: AgentPackage;
   /**
    * Admitted to the service port and SSH.
    * @default []
@@ -71,9 +72,6 @@ export const STATE_SERVICE_COMMON_DEFAULTS = {
   certificateValidityHours: 24 * 365 * 10,
 } as const;
 
-/** The package the hosts install: an npm spec or tarball URL. */
-export const agentPackageSchema = z.string().regex(/^[^\s'"`$\\]+$/, "must be an npm package spec or tarball URL without spaces or quotes");
-
 export const adminCidrsSchema = z.array(
   z.string().superRefine((v, ctx) => {
     const problem = cidrProblem(v);
@@ -92,7 +90,7 @@ export const stateServiceCommon = {
   link: z.string().min(1, "must be the link's name"),
   hosts: z.array(z.custom<unknown>((v) => isRecord(v) && typeof v.id === "string", { message: "must be a link host (from a location)" })),
   topology: inputString(undefined, "the topology document (JSON)"),
-  agentPackage: agentPackageSchema,
+  agentPackage: agentPackageSchema.optional(),
   adminCidrs: adminCidrsSchema.optional(),
   ...STATE_SETTINGS_COMMON,
   topologyDependsOn: z.unknown().optional(),

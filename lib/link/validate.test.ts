@@ -112,12 +112,12 @@ describe("validateLinkArgs", () => {
         connections: [["a", "q"], ["a", "a"]],
         cipher: { ike: "des" },
         timing: { heartbeat: 0 },
-        agentPackage: "x y",
+        agentPackage: { npmSpec: "x y", sha256: "a".repeat(64) },
         adminCidrs: ["1.2.3.4/8"],
       }),
     ).toEqual([
       { path: "locations[2]", message: "must be a sitelink location (e.g. an AwsLocation)" },
-      { path: "agentPackage", message: "must be an npm package spec or tarball URL without spaces or quotes" },
+      { path: "agentPackage.npmSpec", message: "must be an npm spec without spaces or quotes" },
       { path: "adminCidrs[0]", message: '"1.2.3.4/8" has host bits set (did you mean 1.0.0.0/8?)' },
       { path: "stateService.location", message: '"zz" is not a location of this link (locations: a, a)' },
       { path: "name", message: "link name must be 1-63 lowercase letters, digits or '-', not starting or ending with '-'" },
@@ -183,7 +183,7 @@ describe("ArgsError", () => {
 describe("validateStateServiceArgs and validateGcpStateServiceArgs", () => {
   const aws = location("east", ["10.0.0.0/16"]);
   const gcp: LocationLike = { spec: { ...aws.spec, cloud: "gcp" } };
-  const common = { link: "corp", hosts: [{ id: "corp.east.a" }], topology: "{}", agentPackage: "sitelink@1.0.0" };
+  const common = { link: "corp", hosts: [{ id: "corp.east.a" }], topology: "{}", agentPackage: { npmSpec: "sitelink@1.0.0", sha256: "a".repeat(64) } };
 
   it("accepts what the Link passes, with or without the optional settings", () => {
     expect(validateStateServiceArgs({ ...common, location: aws })).toEqual([]);

@@ -6,7 +6,8 @@ import { isFingerprint } from "../../agent/contract/uri";
 import { AWS_STATE_SETTINGS } from "../aws/validate";
 import { GCP_STATE_SETTINGS } from "../gcp/validate";
 import { hostId, isDeferred, isRecord, MAX_HOST_ID_LENGTH, topologyIssues, uniqueIssues, withIds, zodIssues, type ArgIssue, type HostSpec, type LocationLike } from "./args";
-import { adminCidrsSchema, agentPackageSchema, STATE_SETTINGS_COMMON } from "./state-service";
+import { agentPackageSchema } from "../bootstrap/agent-source";
+import { adminCidrsSchema, STATE_SETTINGS_COMMON } from "./state-service";
 
 /**
  * The location kinds that can run the link's state service, with the `stateService` settings only

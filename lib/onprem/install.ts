@@ -5,13 +5,16 @@
 // tests run them in a temp root.
 import { DEFAULT_CONFIG_PATH } from "../../agent/contract/agent-config";
 import { HOST_PACKAGES, HOST_TUNING_FILES, hostTuning, installSitelink, SITELINK_BIN, SITELINK_BUNDLE, SITELINK_DIR } from "../bootstrap/host";
-import { installPackages, quote, script, section } from "../bootstrap/shell";
+import type { AgentDelivery } from "../bootstrap/agent-source";
+import { installPackages, quote, script, section, writeFile } from "../bootstrap/shell";
 
 export interface SshInstallOptions {
-  /** npm spec or tarball URL of the sitelink package (used unless `agentTarball` is given). */
-  agentPackage: string;
-  /** A package tarball copied next to the script (SSH_STAGED_FILES.agent): its SHA-256, checked before use. */
-  agentTarball?: { sha256: string };
+  /**
+   * The agent: `staged`, a file copied next to the script (SSH_STAGED_FILES.agent: this library's
+   * bundle or an `agentTarball`) with its SHA-256; or where the host fetches it (a user's package).
+   * Either way the installer verifies the SHA-256 before installing.
+   */
+  agent: { staged: true; agentSha256: string } | (AgentDelivery & { staged?: false });
   /** Also forward IPv6 (when the link has IPv6 routes). */
   ipv6: boolean;
 }
@@ -26,7 +29,7 @@ export const SSH_INSTALLED_FILES = {
   ...HOST_TUNING_FILES,
   unit: "/etc/systemd/system/sitelink-agent.service",
   configDir: "/etc/sitelink",
-  /** Root's copy of a staged package tarball, checked against its hash. */
+  /** Root's copy of a staged agent, and the file naming it for the installer. */
   packageDir: "/var/cache/sitelink",
 } as const;
 
@@ -37,7 +40,7 @@ export const SSH_INSTALLED_FILES = {
  */
 export const SSH_STAGED_FILES = {
   script: ".sitelink-install.sh",
-  agent: ".sitelink-agent.tgz",
+  agent: ".sitelink-agent",
 } as const;
 
 /**
@@ -50,7 +53,9 @@ export function renderSshInstall(opts: SshInstallOptions): string {
   const f = SSH_INSTALLED_FILES;
   const config = `"$root${DEFAULT_CONFIG_PATH}"`;
   const tmp = `"$root${DEFAULT_CONFIG_PATH}.tmp"`;
-  const tarball = `${f.packageDir}/sitelink.tgz`;
+  const staged = `${f.packageDir}/agent`;
+  const spec = `${f.packageDir}/agent.json`;
+  const delivery: AgentDelivery = opts.agent.staged ? { agentSource: staged, agentSha256: opts.agent.agentSha256 } : { agentSource: opts.agent.agentSource, agentSha256: opts.agent.agentSha256 };
   return script("sitelink link host install over SSH. Holds no secret: the agent config (with the host URI) arrives on stdin.", [
     section("Agent config from stdin, 0600 from the first byte, replaced atomically.", [
       `install -d -m 0700 "$root${f.configDir}"`,
@@ -60,18 +65,12 @@ export function renderSshInstall(opts: SshInstallOptions): string {
       `mv -f ${tmp} ${config}`,
     ]),
     installPackages(HOST_PACKAGES),
-    ...(opts.agentTarball
-      ? [
-          section("The package copied over SFTP into the SSH user's home: root takes its own copy and checks it before use.", [
-            `install -d -m 0700 "$root${f.packageDir}"`,
-            `install -m 0600 "$(dirname -- "$0")/${SSH_STAGED_FILES.agent}" "$root${tarball}"`,
-            `if ! echo ${quote(`${opts.agentTarball.sha256}  `)}"$root${tarball}" | sha256sum --check --status; then`,
-            `  echo "sitelink: the copied agent package does not match its SHA-256" >&2; exit 1`,
-            "fi",
-            installSitelink(tarball),
-          ]),
-        ]
-      : [installSitelink(opts.agentPackage)]),
+    section("Which agent to install, and its SHA-256 (the installer verifies it before use).", [
+      `install -d -m 0700 "$root${f.packageDir}"`,
+      ...(opts.agent.staged ? ["# Copied over SFTP into the SSH user's home: root takes its own copy.", `install -m 0600 "$(dirname -- "$0")/${SSH_STAGED_FILES.agent}" "$root${staged}"`] : []),
+      writeFile(spec, "0600", JSON.stringify(delivery)),
+    ]),
+    installSitelink(spec, !opts.agent.staged),
     ...hostTuning(opts.ipv6, ""),
     section("The installer put the agent's unit in place; a restart picks up a new config or version.", [
       "systemctl enable --now strongswan-starter.service",

@@ -12,6 +12,8 @@ import { parseCidr } from "../../agent/contract/net";
 import { existingLinkHosts, existingLocationSpec, type ExistingHostArgs } from "./hosts";
 import { renderSshInstall, renderSshUninstall, SSH_STAGED_FILES, sshInstallCommand, sshUninstallCommand } from "./install";
 import { validateSshLocationArgs } from "./validate";
+import { agentBundle } from "../bootstrap/agent-bundle";
+import { userAgentDelivery } from "../bootstrap/agent-source";
 import { throwIfInvalid, type LocationSpec } from "../link/args";
 import { optionalPeer } from "../link/optional-peer";
 
@@ -91,9 +93,10 @@ export interface SshLocationArgs {
    */
   firewall?: boolean;
   /**
-   * Path of a local package tarball (`npm pack`) to install instead of the Link's `agentPackage`:
-   * copied to every host over SFTP (the hosts need no npm registry for the agent), checked there
-   * against its SHA-256; a new tarball re-runs the install.
+   * Path of a local package tarball (`npm pack`) to install instead of this library's bundle or the
+   * Link's `agentPackage`: copied to every host over SFTP like the bundle, checked there against its
+   * SHA-256; a new tarball re-runs the install.
+   * @default this library's bundle (dist/sitelink.js), copied the same way, unless the Link names an `agentPackage`
    */
   agentTarball?: string;
 }
@@ -105,7 +108,7 @@ export interface SshHostResources {
   host: LinkHost;
   /** The install script, copied over SFTP into the SSH user's home. */
   script?: command.remote.CopyToRemote;
-  /** The `agentTarball`, copied next to it. */
+  /** The agent copied next to it: this library's bundle, or the `agentTarball`. */
   agentPackage?: command.remote.CopyToRemote;
   /** Runs the install script; replaced (so run again) when the script or the config changes, or the host moves. */
   install?: command.remote.Command;
@@ -118,7 +121,7 @@ export class SshLocation extends Location {
   /** Filled when a Link takes this location. */
   readonly hosts: SshHostResources[] = [];
   private readonly args: SshLocationArgs;
-  private readonly agentTarballSha256?: string;
+  private readonly agentTarball?: { path: string; sha256: string };
 
   constructor(name: string, args: SshLocationArgs, opts?: pulumi.ComponentResourceOptions) {
     throwIfInvalid(`SshLocation "${name}"`, validateSshLocationArgs(name, args));
@@ -126,7 +129,7 @@ export class SshLocation extends Location {
     super("sitelink:index:SshLocation", name, {}, opts);
     this.args = args;
     this.spec = existingLocationSpec(name, "ssh", args);
-    if (args.agentTarball !== undefined) this.agentTarballSha256 = sha256Hex(readFileSync(args.agentTarball));
+    if (args.agentTarball !== undefined) this.agentTarball = { path: args.agentTarball, sha256: sha256Hex(readFileSync(args.agentTarball)) };
   }
 
   protected allocateHosts(link: string): LinkHost[] {
@@ -137,8 +140,10 @@ export class SshLocation extends Location {
   join(ctx: LinkContext): void {
     const command = loadCommand();
     const ipv6 = [...this.spec.routes, ...ctx.remoteRoutes].some((r) => parseCidr(r).family === 6);
-    const tarball = this.agentTarballSha256 === undefined ? undefined : { sha256: this.agentTarballSha256 };
-    const script = renderSshInstall({ agentPackage: ctx.agentPackage, agentTarball: tarball, ipv6 });
+    // What is copied to the hosts, if anything: the tarball given, else this library's bundle unless the Link names a package.
+    const copied = this.agentTarball ?? (ctx.agentPackage === undefined ? agentBundle() : undefined);
+    const agent = copied ? { staged: true as const, agentSha256: copied.sha256 } : userAgentDelivery(ctx.agentPackage!);
+    const script = renderSshInstall({ agent, ipv6 });
     const sudo = this.args.sudo ?? SSH_LOCATION_DEFAULTS.sudo;
     const kernel = (this.args.routeMode ?? SSH_LOCATION_DEFAULTS.routeMode) === "kernel" ? { kernelRoutes: { cidrs: ctx.remoteRoutes, ...this.args.kernel } } : {};
     const remove = sshUninstallCommand(renderSshUninstall(kernel), sudo);
@@ -169,10 +174,10 @@ export class SshLocation extends Location {
         { connection, source: new pulumi.asset.StringAsset(script), remotePath: SSH_STAGED_FILES.script, triggers: moved },
         staged,
       );
-      if (this.args.agentTarball !== undefined) {
+      if (copied) {
         h.agentPackage = new command.remote.CopyToRemote(
           `${name}-package`,
-          { connection, source: new pulumi.asset.FileAsset(this.args.agentTarball), remotePath: SSH_STAGED_FILES.agent, triggers: moved },
+          { connection, source: new pulumi.asset.FileAsset(copied.path), remotePath: SSH_STAGED_FILES.agent, triggers: moved },
           staged,
         );
       }

@@ -34,6 +34,9 @@ const T = {
   secretAccess: "gcp:secretmanager/secretIamMember:SecretIamMember",
   projectMember: "gcp:projects/iAMMember:IAMMember",
   role: "gcp:projects/iAMCustomRole:IAMCustomRole",
+  bucket: "gcp:storage/bucket:Bucket",
+  object: "gcp:storage/bucketObject:BucketObject",
+  bucketMember: "gcp:storage/bucketIAMMember:BucketIAMMember",
 } as const;
 
 /** `${p}-g`: GCP, hosts a:2 and b:1, 10.0.0.0/16; `${p}-w`: AWS, one host, 10.1.0.0/16, runs the state service. */
@@ -76,6 +79,10 @@ describe("GcpLocation in a mixed AWS + GCP link", () => {
       [T.secretAccess]: 2,
       [T.projectMember]: 2,
       [T.instance]: 2,
+      // The agent bundle: the location's bucket, its object, each host's read of that object.
+      [T.bucket]: 1,
+      [T.object]: 1,
+      [T.bucketMember]: 2,
     });
     // Routes on GCP belong to the agent.
     expect(resources.filter((r) => r.type.startsWith("gcp:compute/route"))).toEqual([]);
@@ -183,9 +190,21 @@ describe("GcpLocation in a mixed AWS + GCP link", () => {
       ["iam-g-a-uri-access", { project: GCP_PROJECT, secretId: secretId("a"), role: "roles/secretmanager.secretAccessor", member: `serviceAccount:${email("a")}` }],
       ["iam-g-b-uri-access", { project: GCP_PROJECT, secretId: secretId("b"), role: "roles/secretmanager.secretAccessor", member: `serviceAccount:${email("b")}` }],
     ]);
-    // No other IAM of any kind (no project-wide secret access, no predefined roles).
+    // The agent bundle: a private bucket of the location, one object named by its SHA-256, and each
+    // host's account reading that object alone (objectViewer on the bucket, narrowed by an IAM condition).
+    const sha256 = lib.agentBundle().sha256;
+    const key = `sitelink/agent/${sha256}/sitelink.js`;
+    expect(one("iam-g-agent", T.bucket).inputs).toEqual({ location: "us-central1", uniformBucketLevelAccess: true, publicAccessPrevention: "enforced", forceDestroy: true, labels: { "sitelink-link": "iam" } });
+    const bucket = one("iam-g-agent", T.bucket).id!;
+    expect(one("iam-g-agent", T.object).inputs).toMatchObject({ bucket, name: key, contentType: "application/javascript" });
+    const condition = { title: "sitelink-agent-bundle", description: "this sitelink agent bundle only", expression: `resource.name == "projects/_/buckets/${bucket}/objects/${key}"` };
+    expect(named("iam-g", T.bucketMember).map((r) => [r.name, r.inputs])).toEqual([
+      ["iam-g-a-agent-read", { bucket, role: "roles/storage.objectViewer", member: `serviceAccount:${email("a")}`, condition }],
+      ["iam-g-b-agent-read", { bucket, role: "roles/storage.objectViewer", member: `serviceAccount:${email("b")}`, condition }],
+    ]);
+    // No other IAM of any kind (no project-wide secret or storage access, no predefined roles but these).
     const iamTypes = new Set(named("iam-g").map((r) => r.type).filter((t) => /iam|Iam|IAM/.test(t)));
-    expect([...iamTypes].sort()).toEqual([T.role, T.projectMember, T.secretAccess].sort());
+    expect([...iamTypes].sort()).toEqual([T.role, T.projectMember, T.secretAccess, T.bucketMember].sort());
   });
 
   it("builds hosts as forwarding shielded Ubuntu instances with their own service account and fixed addresses", async () => {
@@ -205,8 +224,7 @@ describe("GcpLocation in a mixed AWS + GCP link", () => {
       shieldedInstanceConfig: { enableSecureBoot: true, enableVtpm: true, enableIntegrityMonitoring: true },
       tags: [g.networkTag],
       metadata: {
-        "startup-script": lib.renderGcpAgentBootstrap(),
-        "sitelink-agent-package": "sitelink@0.1.0",
+        "startup-script": lib.renderGcpAgentBootstrap({ project: GCP_PROJECT, uriSecret: `sitelink-inst-g-a-${hash8("inst.inst-g.a")}-uri` }),
         "sitelink-agent-config": expect.any(String),
         "enable-oslogin": "TRUE",
         "block-project-ssh-keys": "TRUE",
@@ -217,7 +235,8 @@ describe("GcpLocation in a mixed AWS + GCP link", () => {
     const opts = optionsOf("inst-g-a", T.instance).opts;
     expect(opts.deleteBeforeReplace).toBe(true);
     const deps = await Promise.all((opts.dependsOn as pulumi.Resource[]).map((d) => valueOf(d.urn)));
-    expect(deps.map((u) => u.split("::").at(-1))).toEqual(["inst-g-a-uri-version", "inst-g-a-uri-access", "inst-g-a-routes", "inst-g-a-external"]);
+    // Its first boot reads its URI, changes routes and fetches the agent bundle: all in place first.
+    expect(deps.map((u) => u.split("::").at(-1))).toEqual(["inst-g-a-uri-version", "inst-g-a-uri-access", "inst-g-a-routes", "inst-g-a-external", "inst-g-a-agent-read", "inst-g-agent"]);
   });
 
   it("uses a given project, machine type and image", async () => {
@@ -229,20 +248,23 @@ describe("GcpLocation in a mixed AWS + GCP link", () => {
     expect(JSON.parse(attribute("own-g-a", "sitelink-agent-config")).gcp.project).toBe("other-project-1");
   });
 
-  it("gives every host the same startup script, its config and package as metadata attributes, and keeps every secret out of plain inputs", async () => {
+  it("gives every host the stable startup script naming only its URI secret, its config (naming the agent) as a metadata attribute, and keeps every secret out of plain inputs", async () => {
     const { link } = mixed("sec");
     const host = await hostsOf(link);
     await settle();
-    // The startup script is the stable bootstrap, the same for every host (nothing of the host, the link or its version).
-    const scripts = ["sec-g-a", "sec-g-b"].map((h) => attribute(h, "startup-script"));
-    expect(scripts[0]).toBe(scripts[1]);
-    expect(scripts[0]).toBe(lib.renderGcpAgentBootstrap());
-    for (const changing of [host("sec.sec-g.a").publicAddress, "sitelink@", GCP_PROJECT]) expect(scripts[0]).not.toContain(changing);
+    // The startup script is the stable bootstrap: nothing of the host but the name of its URI secret (to report a refused agent), nothing of the agent's version.
     const secretId = `sitelink-sec-g-a-${hash8("sec.sec-g.a")}-uri`;
+    const scripts = ["sec-g-a", "sec-g-b"].map((h) => attribute(h, "startup-script"));
+    expect(scripts[0]).toBe(lib.renderGcpAgentBootstrap({ project: GCP_PROJECT, uriSecret: secretId }));
+    expect(scripts[1]).toBe(lib.renderGcpAgentBootstrap({ project: GCP_PROJECT, uriSecret: `sitelink-sec-g-b-${hash8("sec.sec-g.b")}-uri` }));
+    for (const changing of [host("sec.sec-g.a").publicAddress, "sitelink@", lib.agentBundle().sha256]) expect(scripts[0]).not.toContain(changing);
     expect(one("sec-g-a-uri", T.secret).inputs).toEqual({ secretId, replication: { auto: {} }, labels: { "sitelink-link": "sec" } });
     // The config attribute: exactly the agent's config, which metadata updates change in place.
     const config = attribute("sec-g-a", "sitelink-agent-config");
+    const bundle = lib.agentBundle();
     const expected = agentConfigSchema.parse({
+      agentSource: `gs://${one("sec-g-agent", T.bucket).id!}/sitelink/agent/${bundle.sha256}/sitelink.js`,
+      agentSha256: bundle.sha256,
       uriSources: [{ kind: "gcp-secret-manager", name: `projects/${GCP_PROJECT}/secrets/${secretId}/versions/latest` }],
       provider: "gcp",
       gcp: { network: "net-a", project: GCP_PROJECT },
@@ -251,7 +273,8 @@ describe("GcpLocation in a mixed AWS + GCP link", () => {
     });
     expect(config).toBe(JSON.stringify(expected, null, 2));
     expect(expected.gcp!.priority).toBe(900);
-    expect(attribute("sec-g-a", "sitelink-agent-package")).toBe("sitelink@0.1.0");
+    // The config names the agent: no attribute of its own.
+    expect(Object.keys(one("sec-g-a", T.instance).inputs.metadata as object).sort()).toEqual(["block-project-ssh-keys", "enable-oslogin", "sitelink-agent-config", "startup-script"]);
     const version = one("sec-g-a-uri-version", T.version).inputs;
     expect(version.secret).toBe(`projects/${GCP_PROJECT}/secrets/${secretId}`);
     expect(isSecretValue(version.secretData)).toBe(true);
@@ -330,11 +353,12 @@ describe("GcpLocation in a mixed AWS + GCP link", () => {
     }
     await settle();
     const totals = sizes.map((n) => resources.filter((r) => r.name.startsWith(`lin${n}-`) || r.name === `lin${n}`).length);
-    // Fixed: link 1 + state service 20 + the AWS location 25 (see link.test.ts; its peer prefix list
-    // and 3 rules included). Per GCP location (one host): component, 2 addresses, 3 firewalls, role,
-    // account, secret, version, access, project member, instance = 13, and its rule at the state
+    // Fixed: link 1 + state service 20 + the AWS location 29 (see link.test.ts; its peer prefix list,
+    // 3 rules and the agent bucket, its 3 settings and object included). Per GCP location (one host):
+    // component, 2 addresses, 3 firewalls, role, account, secret, version, access, project member,
+    // instance = 13, agent bucket, object and the host's read of it = 3, and its rule at the state
     // service. Per GCP location the AWS side adds one route (and an entry of its prefix list).
-    expect(totals).toEqual(sizes.map((n) => 1 + 20 + 25 + n * 14 + n));
+    expect(totals).toEqual(sizes.map((n) => 1 + 20 + 29 + n * 17 + n));
   });
 });
 
@@ -413,10 +437,12 @@ describe("the state service in a GCP location", () => {
       // api (link hosts), admin
       [T.firewall]: 2,
       [T.account]: 1,
-      // package, topology, TLS certificate, TLS key, master key
+      // agent (source, SHA-256), topology, TLS certificate, TLS key, master key
       [T.secret]: 5,
       [T.version]: 5,
       [T.secretAccess]: 5,
+      // its read of the location's agent bundle (published once by the location, for its hosts too)
+      [T.bucketMember]: 1,
       "gcp:compute/disk:Disk": 1,
       [T.instance]: 1,
     });
@@ -440,8 +466,21 @@ describe("the state service in a GCP location", () => {
     expect(one("gsf-state", T.instance).inputs.tags).toEqual([base]);
     const email = `sl-gsf-state-${hash8("gsf/state")}@${GCP_PROJECT}.iam.gserviceaccount.com`;
     expect(named("gsf-state", T.secretAccess).map((r) => [r.inputs.secretId, r.inputs.role, r.inputs.member])).toEqual(
-      ["package", "topology", "tls-cert", "tls-key", "master-key"].map((f) => [`${base}-${f}`, "roles/secretmanager.secretAccessor", `serviceAccount:${email}`]),
+      ["agent", "topology", "tls-cert", "tls-key", "master-key"].map((f) => [`${base}-${f}`, "roles/secretmanager.secretAccessor", `serviceAccount:${email}`]),
     );
+    const bucket = one("gsf-g-agent", T.bucket).id!;
+    const key = `sitelink/agent/${lib.agentBundle().sha256}/sitelink.js`;
+    expect(named("gsf-state", T.bucketMember).map((r) => [r.name, r.inputs])).toEqual([
+      [
+        "gsf-state-agent-read",
+        {
+          bucket,
+          role: "roles/storage.objectViewer",
+          member: `serviceAccount:${email}`,
+          condition: { title: "sitelink-agent-bundle", description: "this sitelink agent bundle only", expression: `resource.name == "projects/_/buckets/${bucket}/objects/${key}"` },
+        },
+      ],
+    ]);
     expect(named("gsf-state", T.projectMember)).toEqual([]);
   });
 
@@ -456,7 +495,8 @@ describe("the state service in a GCP location", () => {
     expect(isSecretValue(data("master-key")) && isSecretValue(data("tls-key"))).toBe(true);
     expect((data("master-key") as { value: string }).value).toBe(MASTER_KEY_BASE64);
     expect((data("topology") as { value: string }).value).toBe(topology);
-    expect((data("package") as { value: string }).value).toBe("sitelink@0.1.0");
+    const bundle = lib.agentBundle();
+    expect(JSON.parse((data("agent") as { value: string }).value)).toEqual({ agentSource: `gs://${one("gsk-g-agent", T.bucket).id!}/sitelink/agent/${bundle.sha256}/sitelink.js`, agentSha256: bundle.sha256 });
     // The topology is published only after the AWS routes exist (the agent would create them otherwise).
     const awsRoutes = await Promise.all(w.routeEntries.map((r) => valueOf(r.urn)));
     expect(awsRoutes).toHaveLength(1);
@@ -478,10 +518,11 @@ describe("the state service in a GCP location", () => {
     const script = String((instance.metadata as Record<string, string>)["startup-script"]);
     expect(script).toContain(`gcloud secrets versions access latest --project '${GCP_PROJECT}' --secret "$name"`);
     expect(script).toContain(`fetch '${base}-topology' /etc/sitelink/topology.json 0644`);
-    expect(script).toContain(`fetch '${base}-package' /usr/local/lib/sitelink/package-spec 0644 install_package`);
+    expect(script).toContain(`fetch '${base}-agent' /etc/sitelink/agent-source.json 0644 install_agent`);
     // A new topology or version is a new secret version, never a new startup script.
     expect(script).not.toContain(hosts0(topology));
     expect(script).not.toContain("sitelink@");
+    expect(script).not.toContain(bundle.sha256);
     const everythingPlain = JSON.stringify(named("gsk").map((r) => plain(r.inputs)));
     for (const secret of [MASTER_KEY_BASE64, "sitelink://", "TESTKEYMATERIAL"]) expect(everythingPlain).not.toContain(secret);
   });
@@ -495,13 +536,14 @@ describe("the state service in a GCP location", () => {
           location: w as unknown as import("../../lib/index").GcpLocation,
           hosts: [{} as never],
           topology: "{}",
-          agentPackage: "sitelink@1.0.0",
+          agentPackage: "sitelink@1.0.0" as never,
           port: 70000,
           machineType: "E2 micro",
         }),
     ).toThrow(
       'invalid arguments for GcpStateService "bgs-state":\n' +
         "  hosts[0]: must be a link host (from a location)\n" +
+        "  agentPackage: must be { url, sha256 } or { npmSpec, sha256 }: a package given without its SHA-256 cannot be verified on the hosts\n" +
         "  port: Too big: expected number to be <=65535\n" +
         "  location: must be a GcpLocation\n" +
         "  machineType: must be a GCP machine type such as e2-micro",

@@ -160,6 +160,15 @@ function answer(args: pulumi.runtime.MockResourceArgs): pulumi.runtime.MockResou
       return { id: args.name, state: { ...inputs, privateKeyPem: TLS_KEY_PEM, publicKeyPem: "public" } };
     case "tls:index/selfSignedCert:SelfSignedCert":
       return { id: args.name, state: { ...inputs, certPem: CERT_PEM } };
+    case "aws:s3/bucket:Bucket": {
+      // The provider names a bucket from its prefix.
+      const bucket = `${String(inputs.bucketPrefix ?? `${args.name}-`)}${n.toString(16).padStart(8, "0")}`;
+      return { id: bucket, state: { ...inputs, bucket, arn: `arn:aws:s3:::${bucket}` } };
+    }
+    case "gcp:storage/bucket:Bucket": {
+      const name = String(inputs.name ?? `${args.name}-${n.toString(16).padStart(8, "0")}`);
+      return { id: name, state: { ...inputs, name } };
+    }
     case "aws:ec2/vpc:Vpc":
       return { id: hexId("vpc"), state: inputs };
     case "aws:ec2/subnet:Subnet":

@@ -66,6 +66,10 @@ const ROUTE = "aws:ec2/route:Route";
 const INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule";
 const EGRESS = "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule";
 const PREFIX_LIST = "aws:ec2/managedPrefixList:ManagedPrefixList";
+const BUCKET = "aws:s3/bucket:Bucket";
+const OBJECT = "aws:s3/bucketObjectv2:BucketObjectv2";
+/** The agent bundle's object key in a location's bucket (by its SHA-256). */
+const bundleKey = () => `sitelink/agent/${lib.agentBundle().sha256}/sitelink.js`;
 
 /** The value of a parameter as the mocks saw it (the provider marks every parameter value secret). */
 const parameterValue = (name: string) => (one(name, PARAMETER).inputs.value as { value: string }).value;
@@ -84,8 +88,8 @@ describe("Link with its own state service", () => {
       "aws:ec2/securityGroup:SecurityGroup": 1,
       "aws:ec2/networkInterface:NetworkInterface": 2,
       "aws:ec2/eip:Eip": 2,
-      // URI, config and package of each host
-      [PARAMETER]: 6,
+      // URI and config of each host
+      [PARAMETER]: 4,
       "aws:iam/role:Role": 2,
       "aws:iam/rolePolicy:RolePolicy": 2,
       "aws:iam/instanceProfile:InstanceProfile": 2,
@@ -98,6 +102,12 @@ describe("Link with its own state service", () => {
       [EGRESS]: 7,
       // 2 route tables × 2 remote routes
       [ROUTE]: 4,
+      // the agent bundle: a private bucket (public access blocked, owner-enforced, encrypted) and its object
+      [BUCKET]: 1,
+      "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock": 1,
+      "aws:s3/bucketOwnershipControls:BucketOwnershipControls": 1,
+      "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration": 1,
+      [OBJECT]: 1,
     });
     expect(byType("cnt-state")).toEqual({
       "sitelink:index:StateService": 1,
@@ -106,7 +116,7 @@ describe("Link with its own state service", () => {
       "tls:index/selfSignedCert:SelfSignedCert": 1,
       "aws:ec2/networkInterface:NetworkInterface": 1,
       "aws:ec2/eip:Eip": 1,
-      // package, topology, TLS certificate, TLS key, master key
+      // agent (source, SHA-256), topology, TLS certificate, TLS key, master key
       [PARAMETER]: 5,
       "aws:ec2/securityGroup:SecurityGroup": 1,
       // 3 link hosts
@@ -200,7 +210,7 @@ describe("Link with its own state service", () => {
     expect(named("noadm-", INGRESS).filter((r) => r.inputs.fromPort === 22)).toEqual([]);
   });
 
-  it("lets each host change only its own location's route tables and read only its own parameters", async () => {
+  it("lets each host change only its own location's route tables, read only its own parameters and its location's agent object", async () => {
     twoLocations("iam");
     await settle();
     const arn = (host: string, p: string) => `arn:aws:ssm:us-east-1:${ACCOUNT_ID}:parameter/sitelink/iam/${host}/${p}`;
@@ -212,7 +222,7 @@ describe("Link with its own state service", () => {
         Resource: [`arn:aws:ec2:us-east-1:${ACCOUNT_ID}:route-table/${rtb(1)}`, `arn:aws:ec2:us-east-1:${ACCOUNT_ID}:route-table/${rtb(2)}`],
       },
       { Sid: "Describe", Effect: "Allow", Action: ["ec2:DescribeRouteTables"], Resource: "*" },
-      { Sid: "OwnParametersRead", Effect: "Allow", Action: "ssm:GetParameter", Resource: ["uri", "config", "package"].map((p) => arn("iam-east/a", p)) },
+      { Sid: "OwnParametersRead", Effect: "Allow", Action: "ssm:GetParameter", Resource: ["uri", "config"].map((p) => arn("iam-east/a", p)) },
       {
         Sid: "OwnHostUriDecrypt",
         Effect: "Allow",
@@ -222,8 +232,14 @@ describe("Link with its own state service", () => {
           StringEquals: { "kms:ViaService": "ssm.us-east-1.amazonaws.com", "kms:EncryptionContext:PARAMETER_ARN": [arn("iam-east/a", "uri")] },
         },
       },
+      // Exactly the agent bundle's object in its location's bucket: no listing, no other key, no other bucket.
+      { Sid: "AgentBundle", Effect: "Allow", Action: "s3:GetObject", Resource: `arn:aws:s3:::${one("iam-east-agent", BUCKET).id!}/${bundleKey()}` },
     ]);
-    expect(policyOf("iam-east-b-policy").Statement[2]!.Resource).toEqual(["uri", "config", "package"].map((p) => arn("iam-east/b", p)));
+    expect(policyOf("iam-east-b-policy").Statement[2]!.Resource).toEqual(["uri", "config"].map((p) => arn("iam-east/b", p)));
+    expect(policyOf("iam-east-b-policy").Statement[4]!.Resource).toBe(`arn:aws:s3:::${one("iam-east-agent", BUCKET).id!}/${bundleKey()}`);
+    expect(policyOf("iam-west-a-policy").Statement[4]!.Resource).toBe(`arn:aws:s3:::${one("iam-west-agent", BUCKET).id!}/${bundleKey()}`);
+    // No bucket policy: the roles' grants are the only way in.
+    expect(resources.filter((r) => r.type === "aws:s3/bucketPolicy:BucketPolicy")).toEqual([]);
     expect(policyOf("iam-west-a-policy").Statement[0]!.Resource).toEqual([`arn:aws:ec2:us-east-1:${ACCOUNT_ID}:route-table/${rtb(3)}`]);
     const assume = JSON.parse(String(one("iam-east-a-role").inputs.assumeRolePolicy));
     expect(assume.Statement).toEqual([{ Effect: "Allow", Principal: { Service: "ec2.amazonaws.com" }, Action: "sts:AssumeRole" }]);
@@ -303,7 +319,8 @@ describe("Link with its own state service", () => {
     expect(opts.deleteBeforeReplace).toBe(true);
     expect(opts.ignoreChanges).toEqual(["userData", "ami"]);
     const deps = await Promise.all((opts.dependsOn as pulumi.Resource[]).map((d) => valueOf(d.urn)));
-    expect(deps.map((u) => u.split("::").at(-1))).toEqual(["inst-east-a-eip", "inst-east-a-policy", "inst-east-a-uri", "inst-east-a-config", "inst-east-a-package"]);
+    // First boot reads its parameters and fetches the agent bundle: both in place first.
+    expect(deps.map((u) => u.split("::").at(-1))).toEqual(["inst-east-a-eip", "inst-east-a-policy", "inst-east-a-uri", "inst-east-a-config", "inst-east-agent"]);
     const amiLookup = invokes.find((i) => i.token === "aws:ec2/getAmi:getAmi")!.inputs;
     expect(amiLookup).toMatchObject({
       owners: ["099720109477"],
@@ -335,7 +352,7 @@ describe("Link with its own state service", () => {
     expect(String(one("ami-west-a", "aws:ec2/instance:Instance").inputs.userData)).toContain("https://deb.nodesource.com/node_22.x nodistro main");
   });
 
-  it("keeps the per-host config and package in String parameters the host refreshes from, and no secret anywhere in plain inputs", async () => {
+  it("keeps the per-host config (naming the agent and its SHA-256) in a String parameter the host refreshes from, and no secret anywhere in plain inputs", async () => {
     const { link } = twoLocations("sec");
     const hosts = await valueOf(link.hosts);
     await settle();
@@ -344,6 +361,8 @@ describe("Link with its own state service", () => {
     const config = parameterValue("sec-east-a-config");
     // Exactly the agent's config, through its own schema (defaults written out), pretty as the CLI writes it.
     const expected = agentConfigSchema.parse({
+      agentSource: `s3://${one("sec-east-agent", BUCKET).id!}/${bundleKey()}`,
+      agentSha256: lib.agentBundle().sha256,
       uriSources: [{ kind: "aws-ssm", parameter: "/sitelink/sec/sec-east/a/uri", region: "us-east-1" }],
       provider: "aws",
       aws: { routeTableIds: [rtb(1), rtb(2)], region: "us-east-1" },
@@ -351,12 +370,12 @@ describe("Link with its own state service", () => {
       privateAddress: host.privateAddress,
     });
     expect(config).toBe(JSON.stringify(expected, null, 2));
-    expect(one("sec-east-a-package", PARAMETER).inputs).toMatchObject({ name: "/sitelink/sec/sec-east/a/package", type: "String", value: { value: "sitelink@0.1.0" } });
+    expect(named("sec-east-a-package")).toEqual([]);
 
     // The user data is the stable bootstrap: parameter names and region, nothing that changes with the program.
     const userData = String(one("sec-east-a", "aws:ec2/instance:Instance").inputs.userData);
-    expect(userData).toBe(lib.renderAgentBootstrap({ region: "us-east-1", parameters: { package: "/sitelink/sec/sec-east/a/package", config: "/sitelink/sec/sec-east/a/config" } }));
-    for (const changing of [host.publicAddress, host.privateAddress, rtb(1), "sitelink@"]) expect(userData).not.toContain(changing);
+    expect(userData).toBe(lib.renderAgentBootstrap({ region: "us-east-1", parameters: { config: "/sitelink/sec/sec-east/a/config", uri: "/sitelink/sec/sec-east/a/uri" } }));
+    for (const changing of [host.publicAddress, host.privateAddress, rtb(1), "sitelink@", lib.agentBundle().sha256]) expect(userData).not.toContain(changing);
 
     const masterKey = Buffer.from(MASTER_KEY_BASE64, "base64");
     const hostSecret = deriveHostSecret(masterKey, "sec.sec-east.a");
@@ -369,7 +388,7 @@ describe("Link with its own state service", () => {
 
     // No secret in the String parameters nor in any other plain input.
     const secrets = [MASTER_KEY_BASE64, hostSecret, "sitelink://", "TESTKEYMATERIAL"];
-    for (const p of ["sec-east-a-config", "sec-east-a-package", "sec-state-package", "sec-state-topology"]) {
+    for (const p of ["sec-east-a-config", "sec-state-agent", "sec-state-topology"]) {
       for (const secret of secrets) expect(parameterValue(p)).not.toContain(secret);
     }
     const everythingPlain = JSON.stringify(named("sec").map((r) => plain(r.inputs)));
@@ -412,20 +431,26 @@ describe("Link with its own state service", () => {
     const userData = String(instance.userData);
     expect(userData).toContain(`volume_id='${volumeId.replace("-", "")}'`);
     expect(userData).toContain("ExecStart=/usr/local/bin/sitelink state serve --topology /etc/sitelink/topology.json --data /var/lib/sitelink-state");
-    // Topology and package travel through Parameter Store and never through user data: a new document or version does not touch the instance.
+    // Topology and agent travel through Parameter Store and never through user data: a new document or version does not touch the instance.
     const topology = one("st-state-topology").inputs;
     expect(topology).toMatchObject({ name: "/sitelink/st/state/topology", type: "String" });
-    expect(one("st-state-package").inputs).toMatchObject({ name: "/sitelink/st/state/package", type: "String", value: { value: "sitelink@0.1.0" } });
+    const objectKey = bundleKey();
+    const agent = { agentSource: `s3://${one("st-east-agent", BUCKET).id!}/${objectKey}`, agentSha256: lib.agentBundle().sha256 };
+    expect(one("st-state-agent").inputs).toMatchObject({ name: "/sitelink/st/state/agent", type: "String", value: { value: JSON.stringify(agent) } });
     expect(userData).not.toContain(String((topology.value as { value: string }).value));
     expect(userData).not.toContain(hosts[0]!.privateAddress);
     expect(userData).not.toContain("sitelink@");
+    expect(userData).not.toContain(agent.agentSha256);
     const statePolicy = policyOf("st-state-policy");
     const arn = (p: string) => `arn:aws:ssm:us-east-1:${ACCOUNT_ID}:parameter/sitelink/st/state/${p}`;
     expect(statePolicy.Statement.map((s) => [s.Sid, s.Action])).toEqual([
       ["StateFilesRead", "ssm:GetParameter"],
       ["StateKeysDecrypt", "kms:Decrypt"],
+      ["AgentBundle", "s3:GetObject"],
     ]);
-    expect(statePolicy.Statement[0]!.Resource).toEqual(["package", "topology", "tls-cert", "tls-key", "master-key"].map(arn));
+    expect(statePolicy.Statement[0]!.Resource).toEqual(["agent", "topology", "tls-cert", "tls-key", "master-key"].map(arn));
+    // The bundle its location published for its hosts: exactly that object.
+    expect(statePolicy.Statement[2]!.Resource).toBe(`arn:aws:s3:::${one("st-east-agent", BUCKET).id!}/${objectKey}`);
     expect((statePolicy.Statement[1]!.Condition as { StringEquals: Record<string, unknown> }).StringEquals["kms:EncryptionContext:PARAMETER_ARN"]).toEqual(["tls-key", "master-key"].map(arn));
   });
 
@@ -435,8 +460,8 @@ describe("Link with its own state service", () => {
     const routes = await Promise.all([...east.routeEntries, ...west.routeEntries].map((r) => valueOf(r.urn)));
     expect(routes).toHaveLength(5);
     expect(await dependsOnUrns(optionsOf("ord-state-topology", PARAMETER).opts.dependsOn)).toEqual(routes);
-    // …and only the topology waits: keys and package do not.
-    expect(optionsOf("ord-state-package", PARAMETER).opts.dependsOn).toBeUndefined();
+    // …and only the topology waits: keys and agent do not.
+    expect(optionsOf("ord-state-agent", PARAMETER).opts.dependsOn).toBeUndefined();
   });
 
   it("renders the topology document, compact, from the hosts' addresses, and the outputs with initial roles", async () => {
@@ -516,18 +541,18 @@ describe("validation at construction", () => {
     const loc = new lib.AwsLocation("bads-a", { vpcId: VPC, subnetId: SUBNET, routeTableIds: [rtb(1)], routes: ["10.0.0.0/16"] });
     const gcpLike = { spec: { name: "g", cloud: "gcp", routes: [], hosts: [] } } as unknown as import("../../lib/index").AwsLocation;
     expect(
-      () => new lib.StateService("bads-state", { link: "", location: gcpLike, hosts: [], topology: "{}", agentPackage: "x y", port: 0, volumeSize: 1.5, adminCidrs: ["10.0.0.1/8"], instanceType: "big" }),
+      () => new lib.StateService("bads-state", { link: "", location: gcpLike, hosts: [], topology: "{}", agentPackage: { npmSpec: "x y", sha256: "a".repeat(64) }, port: 0, volumeSize: 1.5, adminCidrs: ["10.0.0.1/8"], instanceType: "big" }),
     ).toThrow(
       'invalid arguments for StateService "bads-state":\n' +
         "  link: must be the link's name\n" +
-        "  agentPackage: must be an npm package spec or tarball URL without spaces or quotes\n" +
+        "  agentPackage.npmSpec: must be an npm spec without spaces or quotes\n" +
         '  adminCidrs[0]: "10.0.0.1/8" has host bits set (did you mean 10.0.0.0/8?)\n' +
         "  port: Too small: expected number to be >=1\n" +
         "  volumeSize: Invalid input: expected int, received number\n" +
         "  location: must be an AwsLocation\n" +
         "  instanceType: must be an EC2 instance type such as t3.small",
     );
-    expect(() => new lib.StateService("bads-x", { link: "l", location: loc, hosts: [], topology: "{}", agentPackage: "sitelink@1.0.0", extra: 1 } as never)).toThrow('invalid arguments for StateService "bads-x":\n  (args): Unrecognized key: "extra"');
+    expect(() => new lib.StateService("bads-x", { link: "l", location: loc, hosts: [], topology: "{}", extra: 1 } as never)).toThrow('invalid arguments for StateService "bads-x":\n  (args): Unrecognized key: "extra"');
     await settle();
     expect(named("bads-state")).toEqual([]);
     expect(named("bads-x")).toEqual([]);
@@ -633,11 +658,11 @@ describe("providers, external state service, three locations", () => {
     const count = (p: string, type?: string) => resources.filter((x) => (x.name.startsWith(`${p}-`) || x.name === p) && (type === undefined || x.type === type)).length;
     for (const { n, r, t } of cases) {
       const p = `lin${n}x${r}x${t}`;
-      // Per location (one host): component, sg, eni, eip, 3 parameters, role, policy, profile,
-      // instance = 11; host check from itself 1; site in + out per route 2r; 6 egress; the peer
-      // prefix list and its 3 rules = 4; and its host's rule at the state service 1: 23 + 2r.
-      // Fixed: the link 1 and the state service's 20.
-      expect(count(p) - count(p, ROUTE), p).toBe(1 + 20 + n * (23 + 2 * r));
+      // Per location (one host): component, sg, eni, eip, 2 parameters, role, policy, profile,
+      // instance = 10; host check from itself 1; site in + out per route 2r; 6 egress; the peer
+      // prefix list and its 3 rules = 4; the agent bundle's bucket, its 3 settings and its object = 5;
+      // and its host's rule at the state service 1: 27 + 2r. Fixed: the link 1 and the state service's 20.
+      expect(count(p) - count(p, ROUTE), p).toBe(1 + 20 + n * (27 + 2 * r));
       // Route entries: each location routes the other locations' routes in each of its tables.
       expect(count(p, ROUTE), p).toBe(n * (n - 1) * r * t);
     }

@@ -23,8 +23,8 @@ describe("preview with unknown cloud values", () => {
     for (let i = 0; i < 5; i++) await settle();
     process.off("unhandledRejection", onError);
     expect(errors).toEqual([]);
-    // Same count as with known values: 1 + 20 + 2 × 25 + 2 routes (see link.test.ts).
-    expect(resources.filter((r) => r.name === "pv" || r.name.startsWith("pv-"))).toHaveLength(1 + 20 + 2 * 25 + 2);
+    // Same count as with known values: 1 + 20 + 2 × 29 + 2 routes (see link.test.ts; the agent bucket, its settings and object included).
+    expect(resources.filter((r) => r.name === "pv" || r.name.startsWith("pv-"))).toHaveLength(1 + 20 + 2 * 29 + 2);
     // The user data is known already: it holds nothing that depends on what the cloud makes. The
     // config needs the Elastic IP, the topology every address, the peer list the peers': unknown for now.
     const userData = named("pv-a-a").find((r) => r.type === "aws:ec2/instance:Instance")!.inputs.userData;

@@ -29,6 +29,10 @@ const COPY = "command:remote:CopyToRemote";
 /** What @pulumi/command's SDK adds to every connection. */
 const DIAL_DEFAULTS = { dialErrorLimit: 10, perDialTimeout: 15 };
 
+/** A package the user names, with its integrity; `npm:` tells the installer to `npm pack` it. */
+const PKG = { npmSpec: "sitelink@9.9.9", sha256: "9".repeat(64) };
+const PKG_AGENT = { agentSource: "npm:sitelink@9.9.9", agentSha256: PKG.sha256 };
+
 const sshHost = (name: string, n: number, extra: Record<string, unknown> = {}) => ({
   name,
   publicAddress: `198.18.1.${n}`,
@@ -42,7 +46,7 @@ function officeLink(p: string, office: Partial<import("../../lib/index").SshLoca
   const kernel = office.routeMode === "file" ? {} : { kernel: { device: "eth0" } };
   const ssh = new lib.SshLocation(`${p}-office`, { routes: ["10.20.0.0/16"], hosts: [sshHost("a", 10, { priority: 2 }), sshHost("b", 11)], ...kernel, ...office }, captured());
   const dc = new lib.ManualLocation(`${p}-dc`, { routes: ["10.30.0.0/16", "10.31.0.0/16"], hosts: [{ name: "a", publicAddress: "198.18.2.10", privateAddress: "10.30.0.10" }] }, captured());
-  const link = new lib.Link(p, { locations: [ssh, dc], stateService: state, agentPackage: "sitelink@9.9.9" });
+  const link = new lib.Link(p, { locations: [ssh, dc], stateService: state, agentPackage: PKG });
   return { ssh, dc, link };
 }
 
@@ -79,7 +83,7 @@ describe("SshLocation", () => {
     officeLink("cpy");
     await settle();
     const copy = one("cpy-office-a-script", COPY).inputs;
-    expect(await assetText(copy.source)).toBe(renderSshInstall({ agentPackage: "sitelink@9.9.9", ipv6: false }));
+    expect(await assetText(copy.source)).toBe(renderSshInstall({ agent: PKG_AGENT, ipv6: false }));
     expect(copy.remotePath).toBe(".sitelink-install.sh");
     expect(copy.triggers).toEqual(["198.18.1.10", 22, "admin"]);
     expect(secretValue(copy.connection)).toEqual({ host: "198.18.1.10", user: "admin", port: 22, privateKey: KEY, hostKey: HOST_KEY, ...DIAL_DEFAULTS });
@@ -91,7 +95,7 @@ describe("SshLocation", () => {
     officeLink("ins");
     await settle();
     const install = one("ins-office-a-install", COMMAND).inputs;
-    const script = renderSshInstall({ agentPackage: "sitelink@9.9.9", ipv6: false });
+    const script = renderSshInstall({ agent: PKG_AGENT, ipv6: false });
     expect(install.create).toBe(sshInstallCommand(true));
     expect(install.create).toBe('sudo -n bash "$HOME/.sitelink-install.sh"');
     // A change that is no trigger (key, host key, bastion) runs only a login.
@@ -139,7 +143,7 @@ describe("SshLocation", () => {
     expect(uninstall.update).toBeUndefined();
     // Kernel mode: the routes of the connected locations go with the agent.
     expect(uninstall.delete).toBe(sshUninstallCommand(KERNEL_UNINSTALL, true));
-    expect(String(uninstall.delete)).toMatch(/^sudo -n bash -c '#!\/bin\/bash\n# sitelink link host uninstall[^]*' sitelink-uninstall && rm -f "\$HOME\/.sitelink-install.sh" "\$HOME\/.sitelink-agent.tgz"$/);
+    expect(String(uninstall.delete)).toMatch(/^sudo -n bash -c '#!\/bin\/bash\n# sitelink link host uninstall[^]*' sitelink-uninstall && rm -f "\$HOME\/.sitelink-install.sh" "\$HOME\/.sitelink-agent"$/);
     expect(uninstall.stdin).toBeUndefined();
     expect(uninstall.addPreviousOutputInEnv).toBe(false);
     expect(uninstall.triggers).toEqual(["198.18.1.10", 22, "admin"]);
@@ -160,7 +164,7 @@ describe("SshLocation", () => {
     const build = (p: string, connection: Record<string, unknown>) => {
       const ssh = new lib.SshLocation(`${p}-office`, { routes: ["10.20.0.0/16"], kernel: { device: "eth0" }, hosts: host(connection) });
       const dc = new lib.ManualLocation(`${p}-dc`, { routes: ["10.30.0.0/16"], hosts: [{ name: "a", publicAddress: "198.18.2.10", privateAddress: "10.30.0.10" }] });
-      return new lib.Link(p, { locations: [ssh, dc], stateService: state, agentPackage: "sitelink@9.9.9" });
+      return new lib.Link(p, { locations: [ssh, dc], stateService: state, agentPackage: PKG });
     };
     build("rot", {});
     const before = await triggers("rot");
@@ -194,16 +198,32 @@ describe("SshLocation", () => {
     writeFileSync(tarball, "tarball bytes");
     officeLink("tgz", { agentTarball: tarball });
     await settle();
-    const script = renderSshInstall({ agentPackage: "sitelink@9.9.9", agentTarball: { sha256: sha256Hex("tarball bytes") }, ipv6: false });
+    const script = renderSshInstall({ agent: { staged: true, agentSha256: sha256Hex("tarball bytes") }, ipv6: false });
     expect(await assetText(one("tgz-office-a-script", COPY).inputs.source)).toBe(script);
-    expect(script).toContain(`'${sha256Hex("tarball bytes")}  '`);
+    expect(script).toContain(`"agentSha256":"${sha256Hex("tarball bytes")}"`);
     const pkg = one("tgz-office-a-package", COPY).inputs;
     expect(await (pkg.source as pulumi.asset.FileAsset).path).toBe(tarball);
-    expect(pkg.remotePath).toBe(".sitelink-agent.tgz");
+    expect(pkg.remotePath).toBe(".sitelink-agent");
     expect(pkg.triggers).toEqual(["198.18.1.10", 22, "admin"]);
     expect(dependsOnNames("tgz-office-a-package", COPY)).toEqual(["tgz-office-a-uninstall"]);
     expect(dependsOnNames("tgz-office-a-install", COMMAND)).toEqual(["tgz-office-a-uninstall", "tgz-office-a-script", "tgz-office-a-package"]);
     expect(secretValue<unknown[]>(one("tgz-office-a-install", COMMAND).inputs.triggers)[0]).toBe(sha256Hex(script));
+  });
+
+  it("by default copies this library's agent bundle next to the script, which the installer verifies against its SHA-256", async () => {
+    const ssh = new lib.SshLocation("bdl-office", { routes: ["10.20.0.0/16"], kernel: { device: "eth0" }, hosts: [sshHost("a", 10)] }, captured());
+    const dc = new lib.ManualLocation("bdl-dc", { routes: ["10.30.0.0/16"], hosts: [{ name: "a", publicAddress: "198.18.2.10", privateAddress: "10.30.0.10" }] });
+    new lib.Link("bdl", { locations: [ssh, dc], stateService: state });
+    await settle();
+    const bundle = lib.agentBundle();
+    const script = renderSshInstall({ agent: { staged: true, agentSha256: bundle.sha256 }, ipv6: false });
+    expect(await assetText(one("bdl-office-a-script", COPY).inputs.source)).toBe(script);
+    const copy = one("bdl-office-a-package", COPY).inputs;
+    expect(await (copy.source as pulumi.asset.FileAsset).path).toBe(bundle.path);
+    expect(copy.remotePath).toBe(".sitelink-agent");
+    expect(dependsOnNames("bdl-office-a-install", COMMAND)).toEqual(["bdl-office-a-uninstall", "bdl-office-a-script", "bdl-office-a-package"]);
+    // A new library version is a new bundle: a new script hash, so the install runs again.
+    expect(secretValue<unknown[]>(one("bdl-office-a-install", COMMAND).inputs.triggers)[0]).toBe(sha256Hex(script));
   });
 
   it("IPsec-router mode writes routes to a file and removes no routes; no sudo when asked; own SSH host and port", async () => {
@@ -227,9 +247,9 @@ describe("SshLocation", () => {
   it("forwards IPv6 when a route of the link is IPv6", async () => {
     const ssh = new lib.SshLocation("six-office", { routes: ["fd00:20::/48"], hosts: [sshHost("a", 10)], kernel: { via: "fd00:20::1" } });
     const dc = new lib.ManualLocation("six-dc", { routes: ["10.30.0.0/16"], hosts: [{ name: "a", publicAddress: "198.18.2.10", privateAddress: "10.30.0.10" }] });
-    new lib.Link("six", { locations: [ssh, dc], stateService: state, agentPackage: "sitelink@9.9.9" });
+    new lib.Link("six", { locations: [ssh, dc], stateService: state, agentPackage: PKG });
     await settle();
-    expect(await assetText(one("six-office-a-script", COPY).inputs.source)).toBe(renderSshInstall({ agentPackage: "sitelink@9.9.9", ipv6: true }));
+    expect(await assetText(one("six-office-a-script", COPY).inputs.source)).toBe(renderSshInstall({ agent: PKG_AGENT, ipv6: true }));
     expect(one("six-office-a-uninstall", COMMAND).inputs.delete).toBe(sshUninstallCommand(renderSshUninstall({ kernelRoutes: { cidrs: ["10.30.0.0/16"], via: "fd00:20::1" } }), true));
   });
 

@@ -89,8 +89,9 @@ describe.skipIf(!requireRoot())("an SSH host installed by the component", () => 
     if (!isSecretValue(install.stdin)) throw new Error("stdin must be secret");
     const h = host.hostRoot();
     const root = h.root;
-    // The script the component copies, then the exact command line and stdin it gives @pulumi/command.
-    host.stage(h, await (one("e2e-office-a-script", "command:remote:CopyToRemote").inputs.source as pulumi.asset.StringAsset).text);
+    // What the component copies (the script, and this library's agent bundle beside it), then the exact command line and stdin it gives @pulumi/command.
+    const bundle = readFileSync(await (one("e2e-office-a-package", "command:remote:CopyToRemote").inputs.source as pulumi.asset.FileAsset).path);
+    host.stage(h, await (one("e2e-office-a-script", "command:remote:CopyToRemote").inputs.source as pulumi.asset.StringAsset).text, bundle);
     const result = host.runCommand(String(install.create), h, host.stubs(root), String(install.stdin.value));
     expect(result.stderr).toBe("");
     expect(result.status).toBe(0);

@@ -88,11 +88,21 @@ export class HostFixture {
     return { bin, log };
   }
 
+  /** The real bundle inside the package tarball (what an SshLocation copies by default). */
+  get bundle(): Buffer {
+    return readFileSync(join(this.work, "pack", "package", PACKAGED_BUNDLE));
+  }
+
+  /** The package tarball's bytes. */
+  get tarball(): Buffer {
+    return readFileSync(this.packageTarball);
+  }
+
   /** The installed agent (the bundle the installer put in place). */
   sitelink(host: HostRoot): string {
     return join(host.root, SITELINK_DIR, "sitelink.js");
   }
-  /** Puts what CopyToRemote copies into the home: the install script, and a package tarball if given. */
+  /** Puts what CopyToRemote copies into the home: the install script, and the agent (bundle or package tarball) if given. */
   stage(host: HostRoot, script: string, tarball?: Buffer): void {
     writeFileSync(join(host.home, SSH_STAGED_FILES.script), script, { mode: 0o644 });
     if (tarball) writeFileSync(join(host.home, SSH_STAGED_FILES.agent), tarball, { mode: 0o644 });

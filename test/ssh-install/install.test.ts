@@ -24,7 +24,6 @@ const CONFIG = JSON.stringify(
   null,
   2,
 );
-const TARBALL = Buffer.from("a package tarball, as far as the stubbed npm cares");
 
 let host: HostFixture;
 beforeAll(() => {
@@ -42,31 +41,38 @@ const present = (path: string) => {
     return false;
   }
 };
-const installed = (h: HostRoot, script: string, config = CONFIG, tarball?: Buffer) => {
-  const result = host.install(h, script, host.stubs(h.root), config, tarball);
+/** Installs `script` with what SshLocation stages beside it: by default this library's bundle. */
+const installed = (h: HostRoot, script: string, config = CONFIG, staged: Buffer | undefined = host.bundle) => {
+  const result = host.install(h, script, host.stubs(h.root), config, staged);
   expect(result.status, result.stderr).toBe(0);
 };
 
 describe("SSH install script", () => {
-  const script = renderSshInstall({ agentPackage: "sitelink@1.2.3", ipv6: false });
-  const fromTarball = renderSshInstall({ agentPackage: "sitelink@1.2.3", agentTarball: { sha256: sha256Hex(TARBALL) }, ipv6: false });
+  // This library's bundle, copied beside the script (the default); a copied package tarball (agentTarball); a package the user names (agentPackage).
+  let script: string;
+  let fromTarball: string;
+  let fromRegistry: string;
+  beforeAll(() => {
+    script = renderSshInstall({ agent: { staged: true, agentSha256: sha256Hex(host.bundle) }, ipv6: false });
+    fromTarball = renderSshInstall({ agent: { staged: true, agentSha256: sha256Hex(host.tarball) }, ipv6: false });
+    fromRegistry = renderSshInstall({ agent: { agentSource: "npm:sitelink@1.2.3", agentSha256: sha256Hex(host.tarball) }, ipv6: false });
+  });
   const uninstall = renderSshUninstall({ kernelRoutes: { cidrs: ["10.30.0.0/16", "fd00:30::/48"], device: "eth0" } });
 
   it("is valid bash and clean under shellcheck, and so is the uninstall script", () => {
-    for (const text of [script, fromTarball, renderSshUninstall(), uninstall]) expectCleanBash(text);
+    for (const text of [script, fromTarball, fromRegistry, renderSshUninstall(), uninstall]) expectCleanBash(text);
   });
 
   it("writes the stdin config 0600, installs packages and the packaged unit, restarts the agent, and echoes nothing secret", () => {
     const h = host.hostRoot();
     const s = host.stubs(h.root);
-    const result = host.install(h, script, s, CONFIG);
+    const result = host.install(h, script, s, CONFIG, host.bundle);
     expect(result.stderr).toBe("");
     expect(result.status).toBe(0);
     expect(result.calls).toEqual([
       "apt-get update -q",
       `apt-get install -y -q ${HOST_PACKAGES.join(" ")}`,
-      // The bootstrap's installer: the package tarball alone, its bundle and unit put in place (this node is new enough).
-      "npm pack --loglevel=error sitelink@1.2.3",
+      // The installer: the copied bundle, verified, and its unit put in place (this node is new enough); no registry.
       "systemctl daemon-reload",
       `sysctl --load ${h.root}/etc/sysctl.d/90-sitelink.conf`,
       "systemctl enable --now strongswan-starter.service",
@@ -94,33 +100,52 @@ describe("SSH install script", () => {
     expect(agentConfigSchema.parse(JSON.parse(readFileSync(join(h.root, "etc/sitelink/agent.json"), "utf8")))).toMatchObject({ provider: "file", file: { path: "/etc/sitelink/routes" }, uris: [URI] });
   });
 
-  it("installs a staged package tarball: root's own 0600 copy, checked against its hash", () => {
+  it("installs a staged package tarball: root's own 0600 copy, verified, its bundle taken out; no registry", () => {
     const h = host.hostRoot();
     const s = host.stubs(h.root);
-    const result = host.install(h, fromTarball, s, CONFIG, TARBALL);
+    const result = host.install(h, fromTarball, s, CONFIG, host.tarball);
     expect(result.stderr).toBe("");
     expect(result.status).toBe(0);
-    expect(result.calls).toContain("npm pack --loglevel=error /var/cache/sitelink/sitelink.tgz");
-    expect(result.calls.some((c) => c.includes("sitelink@1.2.3"))).toBe(false);
+    expect(result.calls.some((c) => c.startsWith("npm"))).toBe(false);
     expect(mode(join(h.root, "var/cache/sitelink"))).toBe("700");
-    expect(mode(join(h.root, "var/cache/sitelink/sitelink.tgz"))).toBe("600");
-    expect(readFileSync(join(h.root, "var/cache/sitelink/sitelink.tgz"))).toEqual(TARBALL);
+    expect(mode(join(h.root, "var/cache/sitelink/agent"))).toBe("600");
+    expect(readFileSync(join(h.root, "var/cache/sitelink/agent"))).toEqual(host.tarball);
+    expect(readFileSync(host.sitelink(h))).toEqual(host.bundle);
   });
 
-  it("refuses a staged package that does not match its hash, before installing anything from it", () => {
+  it("installs a package the user names from the registry, verified against its SHA-256", () => {
     const h = host.hostRoot();
     const s = host.stubs(h.root);
-    const result = host.install(h, fromTarball, s, CONFIG, Buffer.concat([TARBALL, Buffer.from("!")]));
+    const result = host.install(h, fromRegistry, s, CONFIG);
+    expect(result.stderr).toBe("");
+    expect(result.status).toBe(0);
+    expect(result.calls).toContain("npm pack --loglevel=error sitelink@1.2.3");
+    expect(readFileSync(host.sitelink(h))).toEqual(host.bundle);
+  });
+
+  it("refuses a staged agent that does not match its hash, installing nothing from it and trying once", () => {
+    const h = host.hostRoot();
+    const s = host.stubs(h.root);
+    const tampered = Buffer.concat([host.bundle, Buffer.from("!")]);
+    const result = host.install(h, script, s, CONFIG, tampered);
     expect(result.status).toBe(1);
-    expect(result.stderr).toBe("sitelink: the copied agent package does not match its SHA-256\n");
-    expect(result.calls.some((c) => c.startsWith("npm"))).toBe(false);
+    expect(result.stderr).toBe(`sitelink: agent integrity mismatch: expected ${sha256Hex(host.bundle)} got ${sha256Hex(tampered)} (/var/cache/sitelink/agent)\n`);
+    expect(result.calls.some((c) => /^(npm|systemctl)/.test(c))).toBe(false);
+    expect(present(host.sitelink(h))).toBe(false);
+    expect(JSON.parse(readFileSync(join(h.root, "etc/sitelink/install-status.json"), "utf8"))).toEqual({
+      ok: false,
+      kind: "integrity",
+      message: `agent integrity mismatch: expected ${sha256Hex(host.bundle)} got ${sha256Hex(tampered)} (/var/cache/sitelink/agent)`,
+    });
+    // The refusal keeps the config directory private.
+    expect(mode(join(h.root, "etc/sitelink"))).toBe("700");
   });
 
   it("upgrades in place: a second run replaces the config and restarts the agent", () => {
     const h = host.hostRoot();
     installed(h, script);
     const next = CONFIG.replace('"provider": "file"', '"provider": "kernel"');
-    const again = host.install(h, renderSshInstall({ agentPackage: "sitelink@1.2.4", ipv6: true }), host.stubs(h.root), next);
+    const again = host.install(h, renderSshInstall({ agent: { agentSource: "npm:sitelink@1.2.4", agentSha256: sha256Hex(host.tarball) }, ipv6: true }), host.stubs(h.root), next);
     expect(again.status).toBe(0);
     expect(again.calls).toContain("npm pack --loglevel=error sitelink@1.2.4");
     expect(again.calls.at(-1)).toBe("systemctl restart sitelink-agent.service");
@@ -140,7 +165,7 @@ describe("SSH install script", () => {
 
   it("uninstalls cleanly: agent stopped, torn down, its routes and files gone; charon left running", () => {
     const h = host.hostRoot();
-    installed(h, fromTarball, CONFIG, TARBALL);
+    installed(h, fromTarball, CONFIG, host.tarball);
     const ours = [
       ...["etc/sitelink", "etc/systemd/system/sitelink-agent.service", "etc/strongswan.d/sitelink.conf", "etc/sysctl.d/90-sitelink.conf", "var/cache/sitelink", SITELINK_DIR, SITELINK_BIN].map((f) => join(h.root, f)),
       ...Object.values(SSH_STAGED_FILES).map((n) => join(h.home, n)),
