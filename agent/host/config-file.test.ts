@@ -55,7 +55,7 @@ describe("agent config file", () => {
 
   it("names the bad field by its path", async () => {
     await saveConfig(path, {});
-    await writeFile(path, JSON.stringify({ provider: "azure", aws: { routeTableIds: ["rtb-0abc", "vpc-1"] }, mtu: 100 }));
+    await writeFile(path, JSON.stringify({ provider: "bogus", aws: { routeTableIds: ["rtb-0abc", "vpc-1"] }, mtu: 100 }));
     const message = await configError(loadConfig(path));
     expect(message).toContain(`${path}: invalid config:`);
     expect(message).toContain("provider:");
