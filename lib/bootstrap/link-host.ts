@@ -51,9 +51,10 @@ export function renderLinkHostBootstrap(store: ItemStore, items: { config: strin
       `install -d -m 0755 "$root${SITELINK_DIR}"`,
       ...refreshSetup({ installer: { ...installer, role: "agent" }, unit: "sitelink-agent-refresh", what: "the sitelink agent and its config", store: store.store, path: f.refreshScript, text: refresh, randomDelay: true }),
     ]),
-    section("Start charon, the agent and the refresh timer.", [
+    section("Start charon, the agent and the refresh timer. charon is restarted, not only started: apt started it while installing, before every plugin (vici, from strongswan-swanctl) was in place, and a charon without VICI never gets a tunnel.", [
       "systemctl daemon-reload",
-      "systemctl enable --now strongswan-starter.service",
+      "systemctl enable strongswan-starter.service",
+      "systemctl restart strongswan-starter.service",
       "systemctl enable --now sitelink-agent.service",
       "systemctl enable --now sitelink-agent-refresh.timer",
     ]),

@@ -4,11 +4,13 @@
 // the caller sets (instances, parameters, objects); every request is recorded for assertions.
 //
 // Reaching it from an instance: IMDS at http://169.254.169.254/ (a DNAT rule in the instance's
-// own namespace leads there, see network.ts); SSM and S3 at this server's url, e.g. with
-// AWS_ENDPOINT_URL (AWS CLI v2 and SDKs) or `--endpoint-url`. Request signatures are not checked.
-// Paths under /latest/ are IMDS, so no bucket may be called "latest".
+// own namespace leads there, see network.ts); SSM, S3 and EC2 at this server's url, or — with
+// listenTls() — at their real names (ssm.<region>.amazonaws.com, …) on port 443, which the
+// instance's /etc/hosts maps to the bridge address (the boot lab's seam, seam.ts). Request
+// signatures are not checked. Paths under /latest/ are IMDS, so no bucket may be called "latest".
 import { randomBytes } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { createServer as createTlsServer } from "node:https";
 import type { AddressInfo } from "node:net";
 
 export interface FakeEc2Instance {
@@ -29,7 +31,7 @@ export interface FakeEc2Instance {
   metadata?: Record<string, string>;
 }
 
-export type FakeService = "imds" | "ssm" | "s3" | "unknown";
+export type FakeService = "imds" | "ssm" | "s3" | "ec2" | "unknown";
 
 export interface RecordedRequest {
   /** Date.now() when it arrived. */
@@ -38,9 +40,17 @@ export interface RecordedRequest {
   method: string;
   path: string;
   service: FakeService;
-  /** The SSM operation (X-Amz-Target without its prefix), if any. */
+  /** The SSM operation (X-Amz-Target without its prefix) or EC2 Action, if any. */
   operation?: string;
   status: number;
+  /** The request's parameters: SSM's JSON body, EC2's form fields (no secrets travel in either). */
+  params?: Record<string, unknown>;
+}
+
+/** One route of a fake route table: a destination and the interface it points at. */
+export interface FakeRoute {
+  destination: string;
+  networkInterfaceId: string;
 }
 
 interface Reply {
@@ -61,12 +71,32 @@ export class FakeCloud {
   private readonly parameters = new Map<string, { value: string; type: "String" | "SecureString" | "StringList"; version: number }>();
   private readonly objects = new Map<string, Buffer>();
   private readonly tokens = new Map<string, { remote: string; expires: number }>();
+  /** EC2 route tables by id: what the aws route provider of an active host reads and moves. */
+  readonly routeTables = new Map<string, FakeRoute[]>();
+  private tlsServer: Server | undefined;
 
   private constructor(
     private readonly server: Server,
     readonly url: string,
     readonly port: number,
   ) {}
+
+  /**
+   * A second listener for the same API over HTTPS on `host`:`port` (443: where the AWS CLI and SDKs
+   * go for ssm./s3./ec2.<region>.amazonaws.com), with a certificate the instances trust.
+   */
+  async listenTls(host: string, tls: { key: string; cert: string }, port = 443): Promise<void> {
+    const server = createTlsServer(tls, (req, res) => this.handle(req, res));
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(port, host, () => resolve());
+    });
+    this.tlsServer = server;
+  }
+
+  addRouteTable(id: string, routes: FakeRoute[] = []): void {
+    this.routeTables.set(id, routes);
+  }
 
   /** Listens on `host` (the lab's bridge address; never 0.0.0.0), an ephemeral port. */
   static async start(host: string): Promise<FakeCloud> {
@@ -100,11 +130,17 @@ export class FakeCloud {
     return this.requests.filter((r) => r.service === service && (remote === undefined || r.remote === remote));
   }
 
-  close(): Promise<void> {
-    return new Promise((resolve) => {
-      this.server.closeAllConnections();
-      this.server.close(() => resolve());
-    });
+  async close(): Promise<void> {
+    await Promise.all(
+      [this.server, this.tlsServer].map((server) =>
+        server
+          ? new Promise<void>((resolve) => {
+              server.closeAllConnections();
+              server.close(() => resolve());
+            })
+          : undefined,
+      ),
+    );
   }
 
   private handle(req: IncomingMessage, res: ServerResponse): void {
@@ -115,27 +151,34 @@ export class FakeCloud {
       const path = (req.url ?? "/").split("?")[0]!;
       const method = req.method ?? "GET";
       const target = req.headers["x-amz-target"];
+      const body = Buffer.concat(chunks).toString("utf8");
       const service: FakeService = path.startsWith("/latest/")
         ? "imds"
         : typeof target === "string" && target.startsWith(SSM_PREFIX)
           ? "ssm"
-          : method === "GET" || method === "HEAD"
-            ? "s3"
-            : "unknown";
+          : method === "POST" && /(^|&)Action=/.test(body)
+            ? "ec2"
+            : method === "GET" || method === "HEAD"
+              ? "s3"
+              : "unknown";
       let reply: Reply;
+      let params: Record<string, unknown> | undefined;
       try {
+        if (service === "ssm") params = JSON.parse(body || "{}") as Record<string, unknown>;
+        if (service === "ec2") params = Object.fromEntries(new URLSearchParams(body));
         reply =
           service === "imds" ? this.imds(req, remote, method, path)
-          : service === "ssm" ? this.ssm(String(target).slice(SSM_PREFIX.length), Buffer.concat(chunks).toString("utf8"))
+          : service === "ssm" ? this.ssm(String(target).slice(SSM_PREFIX.length), params!)
+          : service === "ec2" ? this.ec2(params as Record<string, string>)
           : service === "s3" ? this.s3(path)
           : { status: 400, body: "unknown request\n" };
       } catch (error) {
         reply = { status: 500, body: `${error instanceof Error ? error.message : String(error)}\n` };
       }
-      this.requests.push({ at: Date.now(), remote, method, path, service, operation: reply.operation, status: reply.status });
-      const body = reply.body ?? "";
-      res.writeHead(reply.status, { "content-type": reply.type ?? "text/plain", "content-length": Buffer.byteLength(body) });
-      res.end(method === "HEAD" ? undefined : body);
+      this.requests.push({ at: Date.now(), remote, method, path, service, operation: reply.operation, status: reply.status, ...(params && { params }) });
+      const answer = reply.body ?? "";
+      res.writeHead(reply.status, { "content-type": reply.type ?? "text/plain", "content-length": Buffer.byteLength(answer) });
+      res.end(method === "HEAD" ? undefined : answer);
     });
   }
 
@@ -159,12 +202,16 @@ export class FakeCloud {
     return lookup(metadataTree(instance), path.slice("/latest/meta-data/".length));
   }
 
-  private ssm(operation: string, body: string): Reply {
+  private ssm(operation: string, params: Record<string, unknown>): Reply {
     if (operation !== "GetParameter") return { status: 400, operation, type: "application/x-amz-json-1.1", body: JSON.stringify({ __type: "UnknownOperationException", message: operation }) };
-    const name = (JSON.parse(body || "{}") as { Name?: unknown }).Name;
+    const name = params.Name;
     const parameter = typeof name === "string" ? this.parameters.get(name) : undefined;
     if (typeof name !== "string" || !parameter) {
       return { status: 400, operation, type: "application/x-amz-json-1.1", body: JSON.stringify({ __type: "ParameterNotFound", message: `${String(name)} not found` }) };
+    }
+    // As SSM: a SecureString read without decryption gives the ciphertext, never the value.
+    if (parameter.type === "SecureString" && params.WithDecryption !== true) {
+      return { status: 400, operation, type: "application/x-amz-json-1.1", body: JSON.stringify({ __type: "ValidationException", message: `${name} is a SecureString: the boot lab answers only WithDecryption` }) };
     }
     return {
       status: 200,
@@ -178,6 +225,36 @@ export class FakeCloud {
         },
       }),
     };
+  }
+
+  /** EC2's query API, the calls of the aws route provider: DescribeRouteTables, ReplaceRoute, CreateRoute, DeleteRoute. */
+  private ec2(params: Record<string, string>): Reply {
+    const operation = params.Action ?? "";
+    const ok = (inner: string): Reply => ({ status: 200, operation, type: "text/xml", body: `<?xml version="1.0" encoding="UTF-8"?>\n<${operation}Response xmlns="http://ec2.amazonaws.com/doc/2016-11-15/"><requestId>${randomBytes(8).toString("hex")}</requestId>${inner}</${operation}Response>` });
+    const error = (code: string, message: string): Reply => ({ status: 400, operation, type: "text/xml", body: `<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>${code}</Code><Message>${message}</Message></Error></Errors><RequestID>${randomBytes(8).toString("hex")}</RequestID></Response>` });
+    if (operation === "DescribeRouteTables") {
+      const ids = Object.entries(params).filter(([k]) => /^RouteTableId\.\d+$/.test(k)).map(([, v]) => v);
+      const missing = ids.find((id) => !this.routeTables.has(id));
+      if (missing) return error("InvalidRouteTableID.NotFound", `The routeTable ID '${missing}' does not exist`);
+      const tables = (ids.length > 0 ? ids : [...this.routeTables.keys()]).map((id) => {
+        const routes = this.routeTables.get(id)!.map((r) => `<item><destinationCidrBlock>${r.destination}</destinationCidrBlock><networkInterfaceId>${r.networkInterfaceId}</networkInterfaceId><origin>CreateRoute</origin><state>active</state></item>`);
+        return `<item><routeTableId>${id}</routeTableId><routeSet>${routes.join("")}</routeSet></item>`;
+      });
+      return ok(`<routeTableSet>${tables.join("")}</routeTableSet>`);
+    }
+    if (operation === "ReplaceRoute" || operation === "CreateRoute" || operation === "DeleteRoute") {
+      const table = this.routeTables.get(params.RouteTableId ?? "");
+      if (!table) return error("InvalidRouteTableID.NotFound", `The routeTable ID '${params.RouteTableId}' does not exist`);
+      const destination = params.DestinationCidrBlock ?? "";
+      const index = table.findIndex((r) => r.destination === destination);
+      if (operation !== "CreateRoute" && index < 0) return error("InvalidRoute.NotFound", `no route with destination-cidr-block ${destination} in ${params.RouteTableId}`);
+      if (operation === "CreateRoute" && index >= 0) return error("RouteAlreadyExists", `The route identified by ${destination} already exists.`);
+      if (operation === "DeleteRoute") table.splice(index, 1);
+      else if (index >= 0) table[index] = { destination, networkInterfaceId: params.NetworkInterfaceId ?? "" };
+      else table.push({ destination, networkInterfaceId: params.NetworkInterfaceId ?? "" });
+      return ok("<return>true</return>");
+    }
+    return error("InvalidAction", `The action ${operation} is not valid for the boot lab`);
   }
 
   private s3(path: string): Reply {

@@ -11,7 +11,7 @@ import { spawn, execFileSync, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { aptSourceLine } from "./apt-repo";
 import { cgroupPids, createCgroup, removeCgroupSync } from "./cgroups";
 import { unmountUnderSync } from "./mounts";
@@ -38,6 +38,10 @@ export interface InstanceSpec {
   imdsPort?: number;
   /** @default a fresh EC2-like id (i-…) */
   instanceId?: string;
+  /** cloud-init vendor data (the NoCloud seed's `vendor-data`): the lab's own additions, never the user data. */
+  vendorData?: string;
+  /** Files written into the instance's root before it boots (lab-only additions; `path` absolute inside the instance). */
+  files?: { path: string; content: string | Buffer; mode?: number }[];
 }
 
 export class Instance {
@@ -46,6 +50,10 @@ export class Instance {
   /** performance.now() when nspawn was spawned. */
   startedAt: number | undefined;
   exitCode: number | null | undefined;
+  /** nspawn --bind arguments ("host path:instance path"), set before start(). */
+  readonly binds: string[] = [];
+  /** Loop devices the lab attached for this instance (volumes), detached at teardown. */
+  readonly loopDevices: string[] = [];
   private pid1: number | undefined;
 
   constructor(
@@ -202,10 +210,13 @@ export class BootLab {
       // The base's own resolv.conf and timezone stay; the journal stays inside (read with journal()).
       "--resolv-conf=off", "--timezone=off", "--link-journal=no",
       "--console=read-only", `--bind-ro=${HOST_NODE}`,
+      ...instance.binds.map((bind) => `--bind=${bind}`),
     ];
     // The shell moves itself into the instance's own cgroups, then becomes nspawn (same pid).
     const child = spawn("sh", ["-c", 'for f in $BOOT_LAB_CGROUPS; do echo $$ > "$f"; done; exec "$@"', "sh", ...nspawn], {
-      env: { ...INSTANCE_ENV, BOOT_LAB_CGROUPS: cgroupProcs.join(" ") },
+      // SYSTEMD_NSPAWN_API_VFS_WRITABLE=network: /proc/sys/net writable (nspawn mounts /proc/sys
+      // read-only otherwise), so the user data's sysctl --load sets forwarding — in the instance's own namespace.
+      env: { ...INSTANCE_ENV, BOOT_LAB_CGROUPS: cgroupProcs.join(" "), SYSTEMD_NSPAWN_API_VFS_WRITABLE: "network" },
       stdio: ["ignore", output, output],
       // Its own process group: a Ctrl-C at the terminal reaches the lab process, which powers the
       // instance off with SIGTERM, and not nspawn itself (whose SIGINT would reboot the container).
@@ -218,6 +229,21 @@ export class BootLab {
     child.once("exit", (code) => {
       instance.exitCode = code;
     });
+  }
+
+  /**
+   * A blank block device of `sizeMb` (a sparse file on a loop device) the instance sees at
+   * `devicePath`, as a cloud volume attached before boot. Also bound under its own name, so blkid
+   * (which walks /proc/partitions, host-wide) finds it by UUID without udev. Call before start().
+   */
+  async attachVolume(instance: Instance, devicePath: string, sizeMb: number): Promise<string> {
+    if (instance.launcher) throw new Error(`instance ${instance.name} already started: attach volumes before`);
+    const file = join(instance.dir, `volume-${instance.loopDevices.length}.img`);
+    await run(["truncate", "-s", `${sizeMb}M`, file]);
+    const device = (await run(["losetup", "--find", "--show", file])).stdout.trim();
+    instance.loopDevices.push(device);
+    instance.binds.push(`${device}:${devicePath}`, `${device}:${device}`);
+    return device;
   }
 
   /** prepare() then start(). */
@@ -283,6 +309,12 @@ function writeSeed(instance: Instance, spec: InstanceSpec): void {
   writeFileSync(join(seed, "meta-data"), `instance-id: ${instance.instanceId}\nlocal-hostname: ${instance.name}\n`);
   // User data carries secrets in the real bootstraps: root only, as on a cloud instance.
   writeFileSync(join(seed, "user-data"), spec.userData, { mode: 0o600 });
+  if (spec.vendorData !== undefined) writeFileSync(join(seed, "vendor-data"), spec.vendorData, { mode: 0o600 });
+  for (const file of spec.files ?? []) {
+    const path = join(instance.root, file.path);
+    mkdirSync(dirname(path), { recursive: true });
+    writeFileSync(path, file.content, { mode: file.mode ?? 0o644 });
+  }
   if (spec.aptRepoUrl) writeFileSync(join(instance.root, "etc/apt/sources.list.d/boot-lab.list"), aptSourceLine(spec.aptRepoUrl));
 }
 
@@ -297,6 +329,13 @@ function teardownSync(instance: Instance): void {
     }
   }
   unmountUnderSync(instance.root);
+  for (const device of instance.loopDevices.splice(0)) {
+    try {
+      execFileSync("losetup", ["-d", device], { stdio: "ignore" });
+    } catch {
+      // already detached
+    }
+  }
   deleteNamespaceSync(instance.ns);
   // The namespace took the veth pair along; this is for a failure between creating both.
   deleteLinkSync(instance.hostEnd);
