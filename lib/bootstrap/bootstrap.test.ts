@@ -210,6 +210,8 @@ describe("AWS link host bootstrap", () => {
       "systemctl try-restart sitelink-agent.service",
       "systemctl daemon-reload",
       "systemctl enable --now strongswan-starter.service",
+      // No VICI socket in the test root: charon is restarted, as after apt started it too early.
+      "systemctl restart strongswan-starter.service",
       "systemctl enable --now sitelink-agent.service",
       "systemctl enable --now sitelink-agent-refresh.timer",
     ]);
@@ -434,7 +436,7 @@ describe("GCP link host startup script", () => {
     expect(first.stderr).toBe("");
     expect(first.status).toBe(0);
     const boot = ["apt-get update -q", `apt-get install -y -q ${HOST_PACKAGES.join(" ")}`, "node --version", `sysctl --load ${root}/etc/sysctl.d/90-sitelink.conf`];
-    const start = ["systemctl daemon-reload", "systemctl enable --now strongswan-starter.service", "systemctl enable --now sitelink-agent.service", "systemctl enable --now sitelink-agent-refresh.timer"];
+    const start = ["systemctl daemon-reload", "systemctl enable --now strongswan-starter.service", "systemctl restart strongswan-starter.service", "systemctl enable --now sitelink-agent.service", "systemctl enable --now sitelink-agent-refresh.timer"];
     expect(first.calls).toEqual([
       ...boot,
       metadata("sitelink-agent-config"),

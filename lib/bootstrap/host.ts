@@ -320,3 +320,13 @@ export function installSitelink(specFile: string, fetched: boolean): string {
     ]),
   ].join("\n\n");
 }
+
+/**
+ * Starts charon for good. apt starts it while it installs the packages, before every plugin (vici,
+ * from strongswan-swanctl) is in place, and a charon without its VICI socket never gets a tunnel: it
+ * is restarted then, and only then (on an existing host it may carry the operator's own tunnels).
+ */
+export const START_CHARON = [
+  "systemctl enable --now strongswan-starter.service",
+  `[ -S "$root/var/run/charon.vici" ] || systemctl restart strongswan-starter.service`,
+] as const;

@@ -3,7 +3,7 @@
 // goes into it: the agent reads its host URI from the cloud's secret store at start.
 import { agentConfigSchema, DEFAULT_CONFIG_PATH, type AgentConfigInput } from "../../agent/contract/agent-config";
 import { ACTIVE_STATUS_LINE, DEFAULT_STATUS_PATH } from "../../agent/contract/status";
-import { ACTIVE_RESTART_DELAY_SECONDS, fetchLine, HOST_PACKAGES, hostTuning, installNode, refreshSetup, renderFetchScript, SITELINK_DIR, type InstallerOptions, type ItemStore, type NodeSource } from "./host";
+import { ACTIVE_RESTART_DELAY_SECONDS, fetchLine, HOST_PACKAGES, hostTuning, installNode, refreshSetup, renderFetchScript, SITELINK_DIR, START_CHARON, type InstallerOptions, type ItemStore, type NodeSource } from "./host";
 import { installPackages, quote, script, section } from "./shell";
 
 /** Files of a cloud link host's refresh. */
@@ -51,10 +51,9 @@ export function renderLinkHostBootstrap(store: ItemStore, items: { config: strin
       `install -d -m 0755 "$root${SITELINK_DIR}"`,
       ...refreshSetup({ installer: { ...installer, role: "agent" }, unit: "sitelink-agent-refresh", what: "the sitelink agent and its config", store: store.store, path: f.refreshScript, text: refresh, randomDelay: true }),
     ]),
-    section("Start charon, the agent and the refresh timer. charon is restarted, not only started: apt started it while installing, before every plugin (vici, from strongswan-swanctl) was in place, and a charon without VICI never gets a tunnel.", [
+    section("Start charon, the agent and the refresh timer.", [
       "systemctl daemon-reload",
-      "systemctl enable strongswan-starter.service",
-      "systemctl restart strongswan-starter.service",
+      ...START_CHARON,
       "systemctl enable --now sitelink-agent.service",
       "systemctl enable --now sitelink-agent-refresh.timer",
     ]),

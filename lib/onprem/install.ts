@@ -4,7 +4,7 @@
 // holds a secret, so both can sit in plain Pulumi state; every path is under $SITELINK_ROOT so
 // tests run them in a temp root.
 import { DEFAULT_CONFIG_PATH } from "../../agent/contract/agent-config";
-import { HOST_PACKAGES, HOST_TUNING_FILES, hostTuning, installSitelink, SITELINK_BIN, SITELINK_BUNDLE, SITELINK_DIR } from "../bootstrap/host";
+import { HOST_PACKAGES, HOST_TUNING_FILES, hostTuning, installSitelink, SITELINK_BIN, SITELINK_BUNDLE, SITELINK_DIR, START_CHARON } from "../bootstrap/host";
 import type { AgentDelivery } from "../bootstrap/agent-source";
 import { installPackages, quote, script, section, writeFile } from "../bootstrap/shell";
 
@@ -73,7 +73,7 @@ export function renderSshInstall(opts: SshInstallOptions): string {
     installSitelink(spec, !opts.agent.staged),
     ...hostTuning(opts.ipv6, ""),
     section("The installer put the agent's unit in place; a restart picks up a new config or version.", [
-      "systemctl enable --now strongswan-starter.service",
+      ...START_CHARON,
       "systemctl enable sitelink-agent.service",
       "systemctl restart sitelink-agent.service",
     ]),

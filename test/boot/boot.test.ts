@@ -75,9 +75,8 @@ describe.skipIf(!isRoot)("boot lab: an AWS link from the rendered user data", ()
       expect(tamper.statusProblem).toMatchObject({ kind: "integrity" });
     });
 
-    it("is reported to the state service by the host's problem reporter", () => {
-      const seen = labProblemSeen(tamper.refreshLog);
-      expect(seen.reachedStateService, seen.answer).toBe(true);
+    it("is shown by the state service's operator status, which the readiness check reads", async () => {
+      expect(await labProblemSeen(ll, ll.machine("loc-b-a").rendered.hostId!)).toMatchObject({ kind: "integrity", message: expect.stringContaining("agent integrity mismatch") });
     });
   });
 });

@@ -12,7 +12,11 @@ import { BootLab, exec, failedUnits, journal, waitCloudInit, type CloudInitStatu
 import { secondsSince } from "./proc";
 import { renderLabLink, type LabLocation, type RenderedInstance, type RenderedLink } from "./render-link";
 import { baseRootfs } from "./rootfs";
-import { addSiteInterface, awsEndpointNames, BOOT_PACKAGES, labTls, seamFiles, SEAM_VENDOR_DATA, stateSqliteDriver } from "./seam";
+import { addSiteInterface, awsEndpointNames, BOOT_PACKAGES, labTls, seamFiles, SEAM_VENDOR_DATA } from "./seam";
+import { fetchOperatorStatus, readiness } from "../../agent/contract/operator";
+import { deriveOperatorKey } from "../../agent/contract/signing";
+import { DEFAULT_STATE_PORT as STATE_PORT } from "../../agent/contract/uri";
+import { certificateFingerprint, masterKeyBytes } from "../../lib/link/state-service";
 
 export const LINK = "boot";
 export const LAB_LOCATIONS: LabLocation[] = [
@@ -113,7 +117,6 @@ export class LinkLab {
       cloud.addInstance({ instanceId: r.instanceId, localIpv4: r.address, publicIpv4: r.address, interfaceId: r.networkInterfaceId, region: rendered.region, role: `${resource}-role` });
       if (r.role === "state") {
         await lab.attachVolume(instance, STATE_VOLUME.device, STATE_VOLUME.sizeMb);
-        stateSqliteDriver(instance.root);
       } else {
         await addSiteInterface(instance.ns, `${SITE_ADDRESS[r.location]}/16`);
       }
@@ -161,61 +164,46 @@ export async function agentStatus(instance: Instance): Promise<AgentView | strin
   }
 }
 
-/** Why a host is not ready, or undefined when it is (every peer location's tunnel up, its own and its peers' active host known). */
-function hostNotReady(view: AgentView | string, locations: number): string | undefined {
-  if (typeof view === "string") return view;
-  if (!view.stateService.reachable) return `state service unreachable${view.stateService.lastError ? `: ${view.stateService.lastError}` : ""}`;
-  if (view.installProblem) return `install problem (${view.installProblem.kind}): ${view.installProblem.message}`;
-  if (!view.activeHost) return "no active host known for its location";
-  const noActive = view.peers.filter((p) => !p.activeHost).map((p) => p.location);
-  if (noActive.length > 0) return `no active host in ${noActive.join(", ")}`;
-  const up = view.tunnels.filter((t) => t.state === "up").map((t) => t.location);
-  if (up.length < locations - 1) return `tunnels up: ${up.length}/${locations - 1} (${view.tunnels.map((t) => `${t.location} ${t.state}`).join(", ") || "none"})`;
-  return undefined;
-}
-
 export interface Readiness {
   ready: boolean;
-  /** Per instance: undefined when ready, else why not. */
+  /** Per host (and the state service itself): undefined when ready, else why not, in the operator readiness check's words. */
   notReady: Record<string, string>;
-  views: Record<string, AgentView | string>;
+}
+
+/** How the lab operator reaches the state service: its URL, the pinned fingerprint and the operator key, from what the components rendered. */
+export function operatorAccess(ll: LinkLab): { url: string; fingerprint: string; operatorKey: string } {
+  const rendered = ll.rendered!;
+  const parameter = (name: string) => rendered.parameters.find((p) => p.name === `/sitelink/${LINK}/state/${name}`)!.value;
+  const state = rendered.instances.find((i) => i.role === "state")!;
+  return {
+    url: `https://${state.address}:${STATE_PORT}`,
+    fingerprint: certificateFingerprint(parameter("tls-cert")),
+    operatorKey: deriveOperatorKey(masterKeyBytes(parameter("master-key"))),
+  };
 }
 
 /**
- * The lab's readiness check: every agent reaches the state service, every location has exactly one
- * active host (as every agent sees it), every tunnel is up, and the state service runs. Stands in
- * for the operator readiness check (the Link's wait, `sitelink state status`) until that lands;
- * replace this function's body with a call to it. Polls until ready or `timeoutMs`; records each
- * instance's boot-to-ready seconds the first time it is ready.
+ * The readiness check the Link runs in `pulumi up` and `sitelink state status` prints: the state
+ * service's operator endpoint read with the operator key, judged by `readiness()`. Polls until
+ * ready or `timeoutMs`; records each instance's boot-to-ready seconds the first time it is ready
+ * (the state host: the first time its endpoint answers).
  */
 export async function labReadiness(ll: LinkLab, timeoutMs = 180_000): Promise<Readiness> {
+  const { url, fingerprint, operatorKey } = operatorAccess(ll);
   const deadline = Date.now() + timeoutMs;
-  let last: Readiness = { ready: false, notReady: {}, views: {} };
+  let last: Readiness = { ready: false, notReady: {} };
   while (Date.now() < deadline) {
-    const notReady: Record<string, string> = {};
-    const views: Record<string, AgentView | string> = {};
-    for (const m of ll.machines) {
-      const name = m.rendered.resource;
-      let reason: string | undefined;
-      if (m.rendered.role === "state") {
-        const active = await exec(m.instance, ["systemctl", "is-active", "sitelink-state.service"], { allowFail: true });
-        reason = active.stdout.trim() === "active" ? undefined : `sitelink-state.service ${active.stdout.trim()}`;
-      } else {
-        views[name] = await agentStatus(m.instance);
-        reason = hostNotReady(views[name]!, LAB_LOCATIONS.length);
+    try {
+      const verdict = readiness(await fetchOperatorStatus(url, fingerprint, operatorKey, { timeoutMs: 5_000 }));
+      ll.machines.find((m) => m.rendered.role === "state")!.readySeconds ??= secondsSince(ll.machines.find((m) => m.rendered.role === "state")!.instance.startedAt!);
+      for (const host of verdict.hosts) {
+        const machine = ll.machines.find((m) => m.rendered.hostId === host.id);
+        if (host.ready && machine) machine.readySeconds ??= secondsSince(machine.instance.startedAt!);
       }
-      if (reason) notReady[name] = reason;
-      else m.readySeconds ??= secondsSince(m.instance.startedAt!);
+      last = { ready: verdict.ready, notReady: Object.fromEntries(verdict.hosts.filter((h) => !h.ready).map((h) => [h.id, h.reason ?? "not ready"])) };
+    } catch (error) {
+      last = { ready: false, notReady: { "state service": (error as Error).message } };
     }
-    // One active host per location: every agent names the same one.
-    const byLocation = new Map<string, Set<string | null | undefined>>();
-    for (const view of Object.values(views)) {
-      if (typeof view === "string") continue;
-      if (view.location) (byLocation.get(view.location) ?? byLocation.set(view.location, new Set()).get(view.location)!).add(view.activeHost);
-      for (const p of view.peers) (byLocation.get(p.location) ?? byLocation.set(p.location, new Set()).get(p.location)!).add(p.activeHost);
-    }
-    for (const [location, actives] of byLocation) if (actives.size !== 1) notReady[`location ${location}`] = `agents disagree on its active host: ${[...actives].join(", ")}`;
-    last = { ready: Object.keys(notReady).length === 0, notReady, views };
     if (last.ready) return last;
     await new Promise((resolve) => setTimeout(resolve, 1000));
   }
@@ -306,15 +294,12 @@ export async function tamperAgent(ll: LinkLab, resource: string): Promise<Tamper
   };
 }
 
-/**
- * Whether the state service got the host's problem report (POST /v1/problem). The route lands with
- * the readiness work; until then the lab can see only that the reporter reached the state service
- * (TLS to the pinned certificate, an HTTP answer) from the host's log. After that merge: ask the
- * operator status endpoint for the host's lastProblem instead.
- */
-export function labProblemSeen(refreshLog: string): { reachedStateService: boolean; answer?: string } {
-  const answer = /problem (?:not )?reported[^\n]*/.exec(refreshLog)?.[0];
-  return { reachedStateService: answer !== undefined && /HTTP \d{3}/.test(answer), ...(answer && { answer }) };
+/** The problem the state service holds for `hostId` (its operator endpoint): what `POST /v1/problem` or the agent's report told it. */
+export async function labProblemSeen(ll: LinkLab, hostId: string): Promise<{ kind: string; message: string } | undefined> {
+  const { url, fingerprint, operatorKey } = operatorAccess(ll);
+  const status = await fetchOperatorStatus(url, fingerprint, operatorKey, { timeoutMs: 5_000 });
+  for (const link of status.links) for (const location of link.locations) for (const host of location.hosts) if (host.id === hostId) return host.lastProblem ?? undefined;
+  return undefined;
 }
 
 async function main(): Promise<number> {
@@ -343,8 +328,8 @@ async function main(): Promise<number> {
     check("tamper: old agent untouched", tamper.bundleAfter === tamper.bundleBefore && tamper.agentPidAfter === tamper.agentPidBefore && tamper.agentActive === "active", `${tamper.bundleAfter.slice(0, 12)} pid ${tamper.agentPidAfter} ${tamper.agentActive}`);
     check("tamper: the host's log names the mismatch", tamper.refreshLog.includes(`sitelink: agent integrity mismatch: expected ${tamper.expected} got ${tamper.got}`));
     check("tamper: the running agent reports it (installProblem)", tamper.statusProblem?.kind === "integrity", tamper.statusProblem?.message);
-    const problem = labProblemSeen(tamper.refreshLog);
-    check("tamper: the problem reporter reached the state service", problem.reachedStateService, problem.answer);
+    const problem = await labProblemSeen(ll, ll.machine("loc-b-a").rendered.hostId!);
+    check("tamper: the state service shows the refusal (operator status lastProblem)", problem?.kind === "integrity", problem?.message);
 
     console.log("\nBoot lab (link)");
     for (const p of ll.phases) console.log(`  phase ${p.name.padEnd(24)} ${String(p.seconds).padStart(6)} s${p.detail ? `  ${p.detail}` : ""}`);

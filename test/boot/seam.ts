@@ -2,10 +2,9 @@
 // the thinnest stand-in for what a real EC2 instance has. The user data itself stays exactly what
 // the components render. Listed (with why) in test/boot/README.md, "The seam".
 import { execFileSync } from "node:child_process";
-import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { REPO_ROOT } from "./cache";
 import type { InstanceSpec } from "./instance";
 import { run } from "./proc";
 
@@ -42,19 +41,12 @@ export function labTls(names: string[]): LabTls {
 }
 
 /**
- * Node 20's V8 calls pkey_alloc at start; systemd 252 (Debian 12, the lab's base) does not count the
- * pkey calls in @system-service, so the packaged units' SystemCallFilter kills node with SIGSYS.
- * (A finding for the units, not only for the lab.) A second SystemCallFilter= line adds to the allow list.
- */
-const PKEY_SYSCALLS = "SystemCallFilter=pkey_alloc pkey_free pkey_mprotect";
-
-/**
  * Files every lab instance gets before it boots:
  * - /etc/hosts maps the AWS API names to the fake cloud on the bridge (instances have no DNS);
  * - the lab CA, and /root/.aws/config pointing the AWS CLI at it (`ca_bundle`) with path-style S3
  *   (a bucket name as a host name would need a DNS entry per bucket);
  * - a drop-in giving sitelink-agent.service NODE_EXTRA_CA_CERTS (the agent's SDK: the unit has
- *   ProtectHome, and Node reads no CA config of the CLI's), and both units the pkey calls;
+ *   ProtectHome, and Node reads no CA config of the CLI's);
  * - charon with kernel-libipsec (userspace ESP): this machine's kernel has no ESP (no
  *   CONFIG_INET_ESP); Debian ships the plugin with `load = no`, a later file of the same directory wins.
  */
@@ -63,8 +55,7 @@ export function seamFiles(region: string, bridgeAddress: string, caPem: string):
     { path: "/etc/hosts", content: ["127.0.0.1 localhost", "::1 localhost", ...awsEndpointNames(region).map((name) => `${bridgeAddress} ${name}`), ""].join("\n") },
     { path: LAB_CA_PATH, content: caPem },
     { path: "/root/.aws/config", mode: 0o600, content: ["[default]", `ca_bundle = ${LAB_CA_PATH}`, "s3 =", "    addressing_style = path", ""].join("\n") },
-    { path: "/etc/systemd/system/sitelink-agent.service.d/90-boot-lab.conf", content: ["[Service]", `Environment=NODE_EXTRA_CA_CERTS=${LAB_CA_PATH}`, PKEY_SYSCALLS, ""].join("\n") },
-    { path: "/etc/systemd/system/sitelink-state.service.d/90-boot-lab.conf", content: ["[Service]", PKEY_SYSCALLS, ""].join("\n") },
+    { path: "/etc/systemd/system/sitelink-agent.service.d/90-boot-lab.conf", content: ["[Service]", `Environment=NODE_EXTRA_CA_CERTS=${LAB_CA_PATH}`, ""].join("\n") },
     { path: "/etc/strongswan.d/charon/zz-boot-lab-libipsec.conf", content: "kernel-libipsec {\n    load = yes\n}\n" },
   ];
 }
@@ -89,18 +80,4 @@ export async function addSiteInterface(ns: string, addressWithPrefix: string): P
   await run(["ip", "-n", ns, "addr", "add", addressWithPrefix, "dev", "site0"]);
   await run(["ip", "-n", ns, "link", "set", "site0", "up"]);
   await run(["ip", "-n", ns, "link", "set", "site1", "up"]);
-}
-
-/**
- * The state service's SQLite driver, put where the installer's stateRuntimeDependencies() finds
- * it (same version: no npm install, which would need the registry): this repository's own
- * better-sqlite3 build, for the same Node binary the lab bind-mounts. The one lab step to replace
- * if the driver changes.
- */
-export function stateSqliteDriver(instanceRoot: string): void {
-  const target = join(instanceRoot, "usr/local/lib/sitelink/node_modules");
-  const modules = join(REPO_ROOT, "node_modules");
-  for (const dir of ["better-sqlite3/package.json", "better-sqlite3/lib", "better-sqlite3/build/Release/better_sqlite3.node", "bindings", "file-uri-to-path"]) {
-    cpSync(join(modules, dir), join(target, dir), { recursive: true });
-  }
 }
