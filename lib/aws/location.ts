@@ -272,6 +272,7 @@ export class AwsLocation extends Location {
       opts,
     );
     const routeTableIds = pulumi.all(routeTableEntries(this.args.routeTableIds).map(([, id]) => id));
+    const linkInterfaceIds = pulumi.all(this.hosts.map((other) => other.networkInterface.id));
     // What the host's refresh timer keeps it in step with: a change here reaches the running host
     // (config rewritten, agent restarted gracefully) without touching the instance.
     h.configParameter = new aws.ssm.Parameter(
@@ -279,12 +280,14 @@ export class AwsLocation extends Location {
       {
         name: names.config,
         type: "String",
-        value: pulumi.all([o.account, routeTableIds, h.host.publicAddress, h.host.privateAddress, agent.delivery]).apply(([account, ids, publicAddress, privateAddress, delivery]) =>
+        value: pulumi.all([o.account, routeTableIds, h.host.publicAddress, h.host.privateAddress, agent.delivery, linkInterfaceIds]).apply(([account, ids, publicAddress, privateAddress, delivery, interfaces]) =>
           renderAgentConfig({
             ...delivery,
             uriSources: [{ kind: "aws-ssm", parameter: names.uri, region: account.region }],
             provider: "aws",
-            aws: { routeTableIds: ids, region: account.region },
+            // A route is moved only from a host of this location, and only the connected locations' routes are written.
+            aws: { routeTableIds: ids, region: account.region, linkInterfaceIds: interfaces },
+            allowedRoutes: ctx.remoteRoutes,
             publicAddress,
             privateAddress,
           }),

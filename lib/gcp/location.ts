@@ -260,6 +260,8 @@ export class GcpLocation extends Location {
         uriSources: [{ kind: "gcp-secret-manager", name: `projects/${project}/secrets/${secretId}/versions/latest` }],
         provider: "gcp",
         gcp: { network, project },
+        // Only the connected locations' routes are ever created.
+        allowedRoutes: ctx.remoteRoutes,
         publicAddress,
         privateAddress,
       }),

@@ -157,7 +157,7 @@ export class SshLocation extends Location {
       const config = pulumi.secret(
         pulumi.all([ctx.hostUri(h.host.id), h.host.publicAddress, h.host.privateAddress]).apply(([uri, publicAddress, privateAddress]) =>
           // Through the agent's own schema, as the cloud bootstrap does: defaults written out, never a config the agent refuses.
-          JSON.stringify(agentConfigSchema.parse(this.agentConfig(uri, publicAddress, privateAddress)), null, 2),
+          JSON.stringify(agentConfigSchema.parse(this.agentConfig(uri, publicAddress, privateAddress, ctx.remoteRoutes)), null, 2),
         ),
       );
       h.uninstall = new command.remote.Command(
@@ -206,13 +206,15 @@ export class SshLocation extends Location {
   }
 
   /** The agent config of a host: its URI, its addresses (no detection behind NAT) and the route mode. */
-  private agentConfig(uri: string, publicAddress: string, privateAddress: string): AgentConfigInput {
+  private agentConfig(uri: string, publicAddress: string, privateAddress: string, remoteRoutes: string[]): AgentConfigInput {
     const mode = this.args.routeMode ?? SSH_LOCATION_DEFAULTS.routeMode;
     return {
       uris: [uri],
       provider: mode,
       ...(mode === "file" ? { file: { path: this.args.routesFile ?? SSH_LOCATION_DEFAULTS.routesFile } } : { kernel: { ...this.args.kernel } }),
       firewall: this.args.firewall ?? SSH_LOCATION_DEFAULTS.firewall,
+      // Only the connected locations' routes are ever pointed at this host.
+      allowedRoutes: remoteRoutes,
       publicAddress,
       privateAddress,
     };

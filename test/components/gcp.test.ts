@@ -268,6 +268,7 @@ describe("GcpLocation in a mixed AWS + GCP link", () => {
       uriSources: [{ kind: "gcp-secret-manager", name: `projects/${GCP_PROJECT}/secrets/${secretId}/versions/latest` }],
       provider: "gcp",
       gcp: { network: "net-a", project: GCP_PROJECT },
+      allowedRoutes: ["10.1.0.0/16"],
       publicAddress: host("sec.sec-g.a").publicAddress,
       privateAddress: host("sec.sec-g.a").privateAddress,
     });

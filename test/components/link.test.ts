@@ -365,7 +365,8 @@ describe("Link with its own state service", () => {
       agentSha256: lib.agentBundle().sha256,
       uriSources: [{ kind: "aws-ssm", parameter: "/sitelink/sec/sec-east/a/uri", region: "us-east-1" }],
       provider: "aws",
-      aws: { routeTableIds: [rtb(1), rtb(2)], region: "us-east-1" },
+      aws: { routeTableIds: [rtb(1), rtb(2)], region: "us-east-1", linkInterfaceIds: [one("sec-east-a-eni").id!, one("sec-east-b-eni").id!] },
+      allowedRoutes: ["10.1.0.0/16", "10.2.0.0/16"],
       publicAddress: host.publicAddress,
       privateAddress: host.privateAddress,
     });

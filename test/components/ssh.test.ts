@@ -106,7 +106,7 @@ describe("SshLocation", () => {
     const uriText = JSON.parse(config).uris[0];
     // The agent's schema output: defaults written out, as the cloud bootstrap writes them.
     expect(JSON.parse(config)).toEqual(
-      agentConfigSchema.parse({ uris: [uriText], provider: "kernel", kernel: { device: "eth0" }, firewall: false, publicAddress: "198.18.1.10", privateAddress: "10.20.0.10" }),
+      agentConfigSchema.parse({ uris: [uriText], provider: "kernel", kernel: { device: "eth0" }, firewall: false, allowedRoutes: ["10.30.0.0/16", "10.31.0.0/16"], publicAddress: "198.18.1.10", privateAddress: "10.20.0.10" }),
     );
     const uri = parseHostUri(uriText);
     expect(uri).toEqual({ hostId: "ins.ins-office.a", secret: deriveHostSecret(MASTER, "ins.ins-office.a"), endpoints: [{ host: "198.18.0.2", port: 9443 }], fingerprints: [FP] });

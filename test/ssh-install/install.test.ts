@@ -47,7 +47,8 @@ const installed = (h: HostRoot, script: string, config = CONFIG, staged: Buffer 
   expect(result.status, result.stderr).toBe(0);
 };
 
-describe("SSH install script", () => {
+// Each test unpacks and hashes the real 4 MiB bundle several times: ~25 s on a busy 2-core machine.
+describe("SSH install script", { timeout: 90_000 }, () => {
   // This library's bundle, copied beside the script (the default); a copied package tarball (agentTarball); a package the user names (agentPackage).
   let script: string;
   let fromTarball: string;
@@ -112,8 +113,7 @@ describe("SSH install script", () => {
     expect(mode(join(h.root, "var/cache/sitelink/agent"))).toBe("600");
     expect(readFileSync(join(h.root, "var/cache/sitelink/agent"))).toEqual(host.tarball);
     expect(readFileSync(host.sitelink(h))).toEqual(host.bundle);
-    // Unpacking and hashing the 4 MiB bundle several times takes ~25 s on a busy 2-core machine.
-  }, 90_000);
+  });
 
   it("installs a package the user names from the registry, verified against its SHA-256", () => {
     const h = host.hostRoot();
