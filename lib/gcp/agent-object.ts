@@ -4,10 +4,11 @@
 // roles on buckets only (uniform access has no object ACLs), so each host's and the state host's
 // service account gets roles/storage.objectViewer on that bucket under an IAM condition naming
 // exactly this object: the narrowest grant GCS offers (no listing, no other object).
-import * as gcp from "@pulumi/gcp";
+import type * as gcp from "@pulumi/gcp";
 import * as pulumi from "@pulumi/pulumi";
 import { agentBundle } from "../bootstrap/agent-bundle";
 import { agentObjectKey, userAgentDelivery, type AgentDelivery, type AgentPackage } from "../bootstrap/agent-source";
+import { loadGcp } from "./peer";
 
 /** Reads objects of the bucket; granted on the agent bucket only. */
 export const OBJECT_VIEWER_ROLE = "roles/storage.objectViewer";
@@ -19,6 +20,7 @@ export interface GcpAgentSource {
 }
 
 export function publishAgentBundle(name: string, link: string, o: { project?: string; location: string }, parent: pulumi.Resource): { source: GcpAgentSource; object: gcp.storage.BucketObject } {
+  const gcp = loadGcp("GcpLocation");
   const bundle = agentBundle();
   const opts = { parent };
   const bucket = new gcp.storage.Bucket(
@@ -50,5 +52,5 @@ export function grantAgentRead(name: string, source: GcpAgentSource, member: pul
   const o = source.object;
   if (!o) return [];
   const condition = pulumi.all([o.bucket, o.name]).apply(([b, n]) => objectCondition(b, n));
-  return [new gcp.storage.BucketIAMMember(`${name}-agent-read`, { bucket: o.bucket, role: OBJECT_VIEWER_ROLE, member, condition }, { parent })];
+  return [new (loadGcp("GcpLocation").storage.BucketIAMMember)(`${name}-agent-read`, { bucket: o.bucket, role: OBJECT_VIEWER_ROLE, member, condition }, { parent })];
 }

@@ -189,6 +189,8 @@ async function main(): Promise<void> {
         if (args.type === "aws:iam/instanceProfile:InstanceProfile") state.name = \`\${args.name}-profile\`;
         if (args.type === "aws:ssm/parameter:Parameter") state.arn = \`arn:aws:ssm:us-east-1:123456789012:parameter\${String(args.inputs.name)}\`;
         if (args.type === "aws:ec2/managedPrefixList:ManagedPrefixList") state.arn = \`arn:aws:ec2:us-east-1:123456789012:prefix-list/\${args.name}\`;
+        // Ids as AWS makes them where the agent's config checks their form.
+        if (args.type === "aws:ec2/networkInterface:NetworkInterface") return { id: \`eni-\${n.toString(16).padStart(17, "0")}\`, state };
         return { id: \`\${args.name}-id\`, state };
       },
       call(args: pulumi.runtime.MockCallArgs): Record<string, unknown> {
