@@ -11,7 +11,7 @@ import type { AddressInfo } from "node:net";
 import { cachedDir, recipeHash, type CacheEntry } from "./cache";
 import { run } from "./proc";
 
-/** What the boot lab's instances install: strongSwan as the lab runs it (LAB-NOTES: no libstrongswan-extra-plugins, it pulls udev). */
+/** What the boot lab's instances install: strongSwan as the lab runs it (no libstrongswan-extra-plugins: it pulls udev). */
 export const LAB_PACKAGES = [
   "strongswan-charon", "strongswan-swanctl", "libcharon-extra-plugins", "libstrongswan-standard-plugins", "iptables",
 ];

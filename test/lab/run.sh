@@ -17,7 +17,7 @@ if [[ "$(id -u)" -ne 0 ]]; then
 fi
 
 # Debian packages: strongSwan with userspace ESP (kernel-libipsec) and the network tools.
-# LAB-NOTES.md: avoid libstrongswan-extra-plugins (pulls udev).
+# No libstrongswan-extra-plugins: it pulls udev.
 packages=(strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-standard-plugins
   iproute2 iputils-ping iptables tcpdump)
 missing=()

@@ -1,4 +1,4 @@
-// A real strongSwan charon inside a sandbox namespace, set up as LAB-NOTES.md says: its own
+// A real strongSwan charon inside a sandbox namespace, set up for this machine: its own
 // strongswan.conf (userspace ESP through kernel-libipsec, since the test kernels lack kernel ESP),
 // its own VICI socket, and a private /run (the pid file path is compiled in).
 import { mkdirSync, writeFileSync } from "node:fs";
