@@ -5,12 +5,12 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import type { z } from "zod";
 import { formatPath } from "../contract/topology";
 import { API, PROTOCOL_VERSION, offlineRequestSchema, pollRequestSchema, type ErrorResponse, type OfflineResponse } from "../contract/protocol";
-import { HEADERS, NonceCache, signResponse } from "../contract/signing";
+import { HEADERS, NonceCache } from "../contract/signing";
 import type { HostEntry, StateCore } from "./core";
 import type { Logger } from "./log";
 import type { ServiceMetrics, RequestOutcome } from "./metrics";
 import { createOperatorHandler } from "./operator-api";
-import { createAuthenticator, failRequest, Refusal } from "./request";
+import { createAuthenticator, failRequest, Refusal, sendJson } from "./request";
 
 type Endpoint = "poll" | "offline";
 
@@ -24,20 +24,13 @@ export function createApiHandler(core: StateCore, metrics: ServiceMetrics, logge
   const authenticate = createAuthenticator(new NonceCache());
   const operator = createOperatorHandler(core, metrics, logger, authenticate);
 
-  function send(res: ServerResponse, status: number, body: string, auth?: Authenticated, extraHeaders: Record<string, string> = {}) {
-    const headers: Record<string, string | number> = {
-      "content-type": "application/json",
-      "content-length": Buffer.byteLength(body),
-      ...extraHeaders,
-    };
-    if (auth) headers[HEADERS.signature] = signResponse(auth.host.secret, auth.nonce, status, body);
-    res.writeHead(status, headers);
-    res.end(body);
+  function send(res: ServerResponse, status: number, body: string, auth?: Authenticated, close = false) {
+    sendJson(res, status, body, auth && { key: auth.host.secret, nonce: auth.nonce }, close);
   }
 
   function reject(res: ServerResponse, endpoint: string, status: number, outcome: RequestOutcome, error: ErrorResponse, auth?: Authenticated, close = false) {
     metrics.request(endpoint, outcome);
-    send(res, status, JSON.stringify(error), auth, close ? { connection: "close" } : {});
+    send(res, status, JSON.stringify(error), auth, close);
   }
 
   async function handleAgent(req: IncomingMessage, res: ServerResponse, endpoint: Endpoint) {

@@ -4,24 +4,16 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { formatPath } from "../contract/topology";
 import { API, problemRequestSchema } from "../contract/protocol";
-import { HEADERS, OPERATOR_ID, signResponse } from "../contract/signing";
+import { HEADERS, OPERATOR_ID } from "../contract/signing";
 import type { StateCore } from "./core";
 import type { Logger } from "./log";
 import type { ServiceMetrics } from "./metrics";
-import { failRequest, Refusal, type Authenticate, type SignedRequest } from "./request";
+import { failRequest, Refusal, sendJson, type Authenticate, type SignedRequest } from "./request";
 
 type Route = "problem" | "operator";
 
 /** Answers a request to API.problem or API.operatorStatus and returns true; false for any other path (left to the caller). */
 export function createOperatorHandler(core: StateCore, metrics: ServiceMetrics, logger: Logger, authenticate: Authenticate): (req: IncomingMessage, res: ServerResponse) => boolean {
-  function send(res: ServerResponse, status: number, body: string, signed?: SignedRequest, close = false) {
-    const headers: Record<string, string | number> = { "content-type": "application/json", "content-length": Buffer.byteLength(body) };
-    if (close) headers.connection = "close";
-    if (signed) headers[HEADERS.signature] = signResponse(signed.key, signed.nonce, status, body);
-    res.writeHead(status, headers);
-    res.end(body);
-  }
-
   /** A refusal after authentication: answered and signed with the key that signed the request. */
   class SignedRefusal extends Refusal {
     constructor(status: number, outcome: Refusal["outcome"], error: Refusal["error"], readonly signedBy: SignedRequest) {
@@ -49,12 +41,12 @@ export function createOperatorHandler(core: StateCore, metrics: ServiceMetrics, 
       throw new SignedRefusal(400, "invalid", { error: `hostId does not match the ${HEADERS.host} header`, fields: ["hostId"] }, signed);
     }
     core.recordProblem(signed.id, { kind: parsed.data.kind, message: parsed.data.message });
-    send(res, 200, "{}", signed);
+    sendJson(res, 200, "{}", signed);
   }
 
   async function operatorStatus(req: IncomingMessage, res: ServerResponse) {
     const signed = await authenticate(req, keyOf("operator"));
-    send(res, 200, JSON.stringify(core.operatorStatus()), signed);
+    sendJson(res, 200, JSON.stringify(core.operatorStatus()), signed);
   }
 
   return (req, res) => {
@@ -71,11 +63,11 @@ export function createOperatorHandler(core: StateCore, metrics: ServiceMetrics, 
       if (!(error instanceof Refusal)) {
         return failRequest(req, res, route, error, metrics, logger, () => {
           metrics.request(route, "error");
-          send(res, 500, JSON.stringify({ error: "internal error" }));
+          sendJson(res, 500, JSON.stringify({ error: "internal error" }));
         });
       }
       metrics.request(route, error.outcome);
-      send(res, error.status, JSON.stringify(error.error), error instanceof SignedRefusal ? error.signedBy : undefined, error.close);
+      sendJson(res, error.status, JSON.stringify(error.error), error instanceof SignedRefusal ? error.signedBy : undefined, error.close);
     });
     return true;
   };

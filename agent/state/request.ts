@@ -3,7 +3,7 @@
 import { randomBytes } from "node:crypto";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { MAX_BODY_BYTES, type ErrorResponse } from "../contract/protocol";
-import { HEADERS, verifyRequest, type NonceCache, type VerifyFailure } from "../contract/signing";
+import { HEADERS, signResponse, verifyRequest, type NonceCache, type VerifyFailure } from "../contract/signing";
 import type { Logger } from "./log";
 import type { RequestOutcome, ServiceMetrics } from "./metrics";
 
@@ -26,11 +26,9 @@ export class Refusal {
   ) {}
 }
 
-/** A request whose signature checked out: who signed it, the key that answers it, the nonce the answer is bound to. */
-export interface SignedRequest {
+/** A request whose signature checked out: who signed it, and the key and nonce its answer is signed with. */
+export interface SignedRequest extends Signer {
   id: string;
-  key: string;
-  nonce: string;
   body: Buffer;
 }
 
@@ -60,6 +58,21 @@ export function createAuthenticator(nonces: NonceCache) {
 }
 
 export type Authenticate = ReturnType<typeof createAuthenticator>;
+
+/** The key and nonce an answer to an authenticated request is signed with. */
+export interface Signer {
+  key: string;
+  nonce: string;
+}
+
+/** Writes a JSON answer, signed when the request was authenticated; `close` ends the connection with it. */
+export function sendJson(res: ServerResponse, status: number, body: string, signer?: Signer, close = false): void {
+  const headers: Record<string, string | number> = { "content-type": "application/json", "content-length": Buffer.byteLength(body) };
+  if (close) headers.connection = "close";
+  if (signer) headers[HEADERS.signature] = signResponse(signer.key, signer.nonce, status, body);
+  res.writeHead(status, headers);
+  res.end(body);
+}
 
 /**
  * Ends a request whose handler threw something other than a Refusal. A client that hung up
