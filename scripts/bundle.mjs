@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 // Bundles agent/sitelink.ts into ONE self-contained file, dist/sitelink.js (Node 20+, CommonJS, with a
 // shebang), so a host needs only `node` and this file, whose SHA-256 then covers everything it runs.
+// The program is embedded as a string in a small launcher (agent/launch.ts) that runs it through
+// V8's code cache (agent/code-cache.ts).
 // The state service's SQLite is WebAssembly (node-sqlite3-wasm): its .wasm is embedded (binary
 // loader) instead of read from beside the module; the state service modules are evaluated lazily,
 // so the agent commands never decode it.
@@ -9,6 +11,7 @@
 //   node scripts/bundle.mjs [--outfile PATH] [--no-check]
 import { build } from "esbuild";
 import { execFileSync } from "node:child_process";
+import { createHash } from "node:crypto";
 import { chmodSync, copyFileSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
@@ -37,21 +40,50 @@ const embedSqliteWasm = {
   },
 };
 
-const result = await build({
+// The program: agent/sitelink.ts and everything it uses, one CommonJS text.
+const inner = await build({
   entryPoints: [join(root, "agent", "sitelink.ts")],
-  outfile,
+  write: false,
+  outfile: "program.js",
   bundle: true,
   platform: "node",
   target: "node20",
   format: "cjs",
   loader: { ".wasm": "binary" },
   plugins: [embedSqliteWasm],
-  banner: { js: "#!/usr/bin/env node" },
   define: { __SITELINK_VERSION__: JSON.stringify(version) },
   legalComments: "none",
   // Hosts start the agent on every boot and failover drill: a minified bundle loads ~2x faster.
   minify: true,
   keepNames: true,
+  logLevel: "warning",
+});
+const programText = inner.outputFiles[0].text;
+const programSha256 = createHash("sha256").update(programText).digest("hex");
+
+/** agent/launch.ts's "sitelink:program": the program as a string, run through V8's code cache. */
+const embedProgram = {
+  name: "embed-program",
+  setup(b) {
+    b.onResolve({ filter: /^sitelink:program$/ }, () => ({ path: "program", namespace: "sitelink" }));
+    b.onLoad({ filter: /.*/, namespace: "sitelink" }, () => ({
+      contents: `export default { source: ${JSON.stringify(programText)}, sha256: ${JSON.stringify(programSha256)} };`,
+      loader: "js",
+    }));
+  },
+};
+
+const result = await build({
+  entryPoints: [join(root, "agent", "launch.ts")],
+  outfile,
+  bundle: true,
+  platform: "node",
+  target: "node20",
+  format: "cjs",
+  plugins: [embedProgram],
+  banner: { js: "#!/usr/bin/env node" },
+  legalComments: "none",
+  minify: true,
   logLevel: "warning",
   metafile: true,
 });

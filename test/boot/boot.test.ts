@@ -2,6 +2,7 @@
 // exact user data under real cloud-init and systemd against the fake cloud, come up ready, carry
 // site traffic through the tunnel and refuse a tampered agent. Root only: skipped, saying so, otherwise.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { exec } from "./instance";
 import { LinkLab, labProblemSeen, labReadiness, sitePing, SITE_ADDRESS, tamperAgent, type Readiness, type TamperEvidence } from "./link-lab";
 
 const isRoot = process.getuid?.() === 0;
@@ -14,6 +15,7 @@ describe.skipIf(!isRoot)("boot lab: an AWS link from the rendered user data", ()
   beforeAll(async () => {
     await ll.start();
     readiness = await ll.phase("readiness", () => labReadiness(ll));
+    if (!readiness.ready) console.log(await ll.diagnostics());
   }, 900_000);
 
   afterAll(async () => {
@@ -45,6 +47,13 @@ describe.skipIf(!isRoot)("boot lab: an AWS link from the rendered user data", ()
     for (const m of ll.hosts) {
       const table = ll.rendered!.locations.find((l) => l.name === m.rendered.location)!.routeTableId;
       expect(tables[table]).toEqual([m.rendered.networkInterfaceId]);
+    }
+  });
+
+  it("keeps V8's code cache of the agent in /var/cache/sitelink, root-only, under the unit's sandbox", async () => {
+    for (const m of ll.hosts) {
+      const listing = async () => (await exec(m.instance, ["sh", "-c", "stat -c '%a %U' /var/cache/sitelink && ls /var/cache/sitelink"])).stdout;
+      await expect.poll(listing, { timeout: 30_000 }).toMatch(/^700 root\nsitelink-[0-9a-f]{16}-v\d+\.\d+\.\d+-\w+\.v8cache\n$/);
     }
   });
 

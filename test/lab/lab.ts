@@ -15,6 +15,7 @@ import { startCharon, type Charon } from "../support/charon";
 import { buildNetwork, routeNextHop, setHostLinks, setPartition } from "./network";
 import { allHosts, hostByPrivateAddress, planLab, STATE_ADDRESS, STATE_PORT, type HostPlan, type LabPlan, type LabPlanOptions, type LocationPlan } from "./plan";
 import { parseProbeLog, type ProbePacket } from "./outage";
+import { CODE_CACHE_DIR_ENV } from "../../agent/code-cache";
 
 export const REPO_ROOT = resolve(__dirname, "../..");
 const PROBE_PORT = 7777;
@@ -26,20 +27,26 @@ export const PROBE_INTERVAL_MS = 10;
 export interface LabOptions extends LabPlanOptions {
   /** Names the work dir (logs, configs, state data). */
   label?: string;
+  /**
+   * The agents' V8 code cache directory (SITELINK_CODE_CACHE_DIR), as a host's /var/cache/sitelink:
+   * shared by every lab host, since they run the same bundle. Default: one in the work dir, so the
+   * lab's first agent start is cold and every later one warm.
+   */
+  codeCacheDir?: string;
 }
 
 /**
  * Bundles the current sources the way they are deployed (scripts/bundle.mjs: one file) and returns
- * the command that runs it. The native modules the state service needs stay in the repo's node_modules.
+ * the command that runs it, with its code cache in `codeCacheDir`. The native modules the state service needs stay in the repo's node_modules.
  */
-function bundleSitelink(outfile: string): string[] {
+function bundleSitelink(outfile: string, codeCacheDir: string): string[] {
   try {
     execFileSync(process.execPath, [join(REPO_ROOT, "scripts/bundle.mjs"), "--outfile", outfile, "--no-check"], { stdio: "pipe" });
   } catch (error) {
     const stderr = String((error as { stderr?: Buffer }).stderr ?? "").trim();
     throw new Error(`bundling agent/sitelink.ts failed:\n${stderr.split("\n").slice(0, 12).join("\n")}`);
   }
-  return ["env", `NODE_PATH=${join(REPO_ROOT, "node_modules")}`, process.execPath, outfile];
+  return ["env", `NODE_PATH=${join(REPO_ROOT, "node_modules")}`, `${CODE_CACHE_DIR_ENV}=${codeCacheDir}`, process.execPath, outfile];
 }
 
 export class Lab {
@@ -57,16 +64,17 @@ export class Lab {
   private constructor(
     readonly sandbox: NetnsSandbox,
     readonly plan: LabPlan,
+    codeCacheDir: string,
   ) {
     this.stateDir = join(sandbox.workDir, "state");
-    this.sitelinkArgv = bundleSitelink(join(sandbox.workDir, "sitelink.js"));
+    this.sitelinkArgv = bundleSitelink(join(sandbox.workDir, "sitelink.js"), codeCacheDir);
   }
 
   /** Builds the network and starts the state service, every charon and the probe echo servers; agents are started by startAgents(). */
   static async create(opts: LabOptions = {}): Promise<Lab> {
     const sandbox = await NetnsSandbox.create(opts.label ?? "lab");
     try {
-      const lab = new Lab(sandbox, planLab({ ...opts, prefix: sandbox.prefix }));
+      const lab = new Lab(sandbox, planLab({ ...opts, prefix: sandbox.prefix }), opts.codeCacheDir ?? join(sandbox.workDir, "code-cache"));
       mkdirSync(lab.logDir, { recursive: true });
       await buildNetwork(sandbox, lab.plan);
       await lab.initState();

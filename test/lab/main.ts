@@ -1,8 +1,11 @@
 // `npm run lab` and `npm run bench:failover` (through run.sh): bring the namespace lab up, prove the
 // tunnels, run the failover drills, print the figures, tear everything down (also on Ctrl-C).
-import { cpus, loadavg } from "node:os";
+import { mkdtempSync, rmSync } from "node:fs";
+import { cpus, loadavg, tmpdir } from "node:os";
+import { join } from "node:path";
 import { startCapture } from "./capture";
 import { agentStartDrill, controlPlaneCutDrill, failoverDrill, flapDrill, stateOutageDrill, waitForSteady, type Outage, type StartResult, type UnchangedResult } from "./drills";
+import { CpuHogs } from "./hogs";
 import { Lab } from "./lab";
 import { summarize } from "./outage";
 import { locationPairs } from "./plan";
@@ -18,20 +21,23 @@ interface Options {
   stateDownSeconds: number;
   cutSeconds: number;
   flapSeconds: number;
+  /** CPU hogs beside the lab for a second, loaded bench pass (0: quiet pass only). */
+  load: number;
 }
 
-const USAGE = `usage: run.sh [--keep] [--no-drills] [--locations 2|3] [--bench [--runs N] [--long-runs N]] [--state-down S] [--cut S] [--flap S]
+const USAGE = `usage: run.sh [--keep] [--no-drills] [--locations 2|3] [--bench [--runs N] [--long-runs N] [--load N]] [--state-down S] [--cut S] [--flap S]
   (no flags)    lab up, status, ESP proof, every drill once with its figure, tear down
   --keep        leave the lab up afterwards (until Ctrl-C) to poke around
   --no-drills   only the lab, the status and the ESP proof
   --bench       every figure over --runs runs (default 5; drills 5-7 over --long-runs, default 1), as a table
+  --load N      with --bench: a second pass with N CPU hogs beside the lab (one core each), side by side
   --state-down  seconds the state service is down in drill 5 (default 60)
   --cut         seconds a location is cut from the state service in drill 7 (default 3 x the host timeout)
   --flap        seconds of flapping in drill 6 (default 60)
 `;
 
 function parseOptions(argv: string[]): Options {
-  const opts: Options = { bench: false, keep: false, drills: true, locations: 2, runs: 5, longRuns: 1, stateDownSeconds: 60, cutSeconds: 3 * DEFAULTS.timeout, flapSeconds: 60 };
+  const opts: Options = { bench: false, keep: false, drills: true, locations: 2, runs: 5, longRuns: 1, stateDownSeconds: 60, cutSeconds: 3 * DEFAULTS.timeout, flapSeconds: 60, load: 0 };
   const number = (flag: string, value: string | undefined, min: number, max: number) => {
     const n = Number(value);
     if (!Number.isInteger(n) || n < min || n > max) throw new Error(`${flag} must be an integer ${min}-${max}, got "${value ?? ""}"`);
@@ -51,8 +57,10 @@ function parseOptions(argv: string[]): Options {
     else if (arg === "--state-down") opts.stateDownSeconds = number(arg, argv[++i], 1, 3600);
     else if (arg === "--cut") opts.cutSeconds = number(arg, argv[++i], 1, 3600);
     else if (arg === "--flap") opts.flapSeconds = number(arg, argv[++i], 4, 3600);
+    else if (arg === "--load") opts.load = number(arg, argv[++i], 0, 64);
     else throw new Error(`unknown argument "${arg}"\n${USAGE}`);
   }
+  if (opts.load > 0 && !opts.bench) throw new Error(`--load needs --bench\n${USAGE}`);
   return opts;
 }
 
@@ -62,8 +70,8 @@ const describe = (o: Outage) => `${seconds(o.outageMs)} (${o.lost}/${o.sent} pro
 const describeGap = (o: Outage) => `traffic stood still ${seconds(o.gapMs)} (${o.lost}/${o.sent} probes lost)`;
 
 /** Lab up with every agent started; returns the start-to-first-packet figure too. */
-async function labUp(opts: Options, label: string): Promise<{ lab: Lab; start: StartResult }> {
-  const lab = await Lab.create({ locations: opts.locations, label });
+async function labUp(opts: Options, label: string, codeCacheDir?: string): Promise<{ lab: Lab; start: StartResult }> {
+  const lab = await Lab.create({ locations: opts.locations, label, codeCacheDir });
   try {
     const start = await agentStartDrill(lab, lab.plan.locations[0]!);
     await waitForSteady(lab);
@@ -167,31 +175,52 @@ Press Ctrl-C here (or kill ${process.pid}) to tear it all down.`);
 
 const load = () => loadavg().map((l) => l.toFixed(1)).join(" ");
 
-async function bench(opts: Options): Promise<void> {
-  say(`load average at start: ${load()} (${cpus().length} cores); the figures include waiting for the CPU`);
-  const rows: string[][] = [];
-  const figures: Record<string, number[]> = { start: [], processStart: [], crash: [], graceful: [], partition: [], takeBack: [] };
+/** One figure of a bench pass: the failover figures over every run, or one long drill's result. */
+interface BenchRow {
+  name: string;
+  cells: string[];
+}
+
+interface BenchPass {
+  rows: BenchRow[];
+  failures: string[];
+  loadStart: string;
+  loadEnd: string;
+}
+
+/** Every figure over opts.runs runs (the long drills over opts.longRuns), on fresh labs. */
+async function benchPass(opts: Options, tag: string): Promise<BenchPass> {
+  const loadStart = load();
+  const rows: BenchRow[] = [];
+  const figures: Record<string, number[]> = { coldStart: [], coldProcessStart: [], start: [], processStart: [], crash: [], graceful: [], partition: [], takeBack: [] };
   const lost: Record<string, number[]> = { crash: [], graceful: [], partition: [], takeBack: [] };
   const failures: string[] = [];
   const backoff = DEFAULTS.backoff;
 
-  // The start figure needs a fresh lab each time.
-  for (let run = 0; run < opts.runs; run++) {
-    const { lab, start } = await labUp(opts, `bench-start-${run}`);
-    await lab.destroy();
-    if (start.firstPacketMs === undefined) failures.push(`start run ${run + 1}: no packet through`);
-    else figures.start!.push(start.firstPacketMs);
-    if (start.processStartMs !== undefined) figures.processStart!.push(start.processStartMs);
-    say(`start run ${run + 1}: ${describeStart(start)}`);
+  // The start figure needs a fresh lab each time. The labs share one code cache, as restarts on one
+  // host do: the first start compiles the bundle (cold, as right after an install), the others use it.
+  const codeCacheDir = mkdtempSync(join(tmpdir(), "sitelink-bench-cache-"));
+  try {
+    for (let run = 0; run < opts.runs; run++) {
+      const { lab, start } = await labUp(opts, `bench-${tag}-start-${run}`, codeCacheDir);
+      await lab.destroy();
+      const key = run === 0 ? "coldStart" : "start";
+      if (start.firstPacketMs === undefined) failures.push(`start run ${run + 1}: no packet through`);
+      else figures[key]!.push(start.firstPacketMs);
+      if (start.processStartMs !== undefined) figures[run === 0 ? "coldProcessStart" : "processStart"]!.push(start.processStartMs);
+      say(`[${tag}] start run ${run + 1} (${run === 0 ? "cold" : "warm"} code cache): ${describeStart(start)}`);
+    }
+  } finally {
+    rmSync(codeCacheDir, { recursive: true, force: true });
   }
 
-  const { lab } = await labUp(opts, "bench");
+  const { lab } = await labUp(opts, `bench-${tag}`);
   try {
     const loc = lab.plan.locations[0]!;
     for (const fault of ["crash", "graceful", "partition"] as const) {
       for (let run = 0; run < opts.runs; run++) {
         const result = await failoverDrill(lab, loc, fault, backoff);
-        say(`${fault} run ${run + 1}: failover ${describe(result.failover)}, take-back: ${describeGap(result.takeBack)}`);
+        say(`[${tag}] ${fault} run ${run + 1}: failover ${describe(result.failover)}, take-back: ${describeGap(result.takeBack)}`);
         if (result.failover.outageMs === undefined || !result.standbyTookOver) failures.push(`${fault} run ${run + 1}: standby did not carry the traffic`);
         else figures[fault]!.push(result.failover.outageMs);
         lost[fault]!.push(result.failover.lost);
@@ -202,13 +231,15 @@ async function bench(opts: Options): Promise<void> {
     }
     const row = (name: string, key: string) => {
       const values = figures[key]!;
-      if (values.length === 0) return rows.push([name, "0", "-", "-", "-"]);
+      if (values.length === 0) return rows.push({ name, cells: ["0", "-", "-", "-"] });
       const s = summarize(values);
       const l = lost[key] ? String(summarize(lost[key]!).median) : "-";
-      return rows.push([name, String(s.runs), seconds(s.median), seconds(s.max), l]);
+      return rows.push({ name, cells: [String(s.runs), seconds(s.median), seconds(s.max), l] });
     };
-    row("agent start -> first packet", "start");
+    row("agent start -> first packet (warm code cache)", "start");
     row("  of which node start-up + config load", "processStart");
+    row("first agent start (cold code cache)", "coldStart");
+    row("  of which node start-up + config load", "coldProcessStart");
     row("1 crash (cables cut + kill -9)", "crash");
     row("2 graceful stop (SIGTERM)", "graceful");
     row("3 partition (peers unreachable)", "partition");
@@ -216,7 +247,7 @@ async function bench(opts: Options): Promise<void> {
 
     const unchangedRow = (name: string, run: number, r: UnchangedResult) => {
       const changed = whatChanged(r);
-      rows.push([`${name} (run ${run + 1})`, "1", `${r.traffic.lost} lost`, `of ${r.traffic.sent}`, changed.length === 0 ? "no change" : "CHANGED"]);
+      rows.push({ name: `${name} (run ${run + 1})`, cells: ["1", `${r.traffic.lost} lost`, `of ${r.traffic.sent}`, changed.length === 0 ? "no change" : "CHANGED"] });
       if (r.traffic.lost > 0 || changed.length > 0) failures.push(`${name} run ${run + 1}: ${r.traffic.lost} lost; ${changed.join("; ") || "nothing changed"}`);
     };
     for (let run = 0; run < opts.longRuns; run++) {
@@ -227,19 +258,40 @@ async function bench(opts: Options): Promise<void> {
     }
     for (let run = 0; run < opts.longRuns; run++) {
       const flap = await flapDrill(lab, loc, opts.flapSeconds, 2);
-      rows.push([`6 flapping ${opts.flapSeconds} s / 2 s (run ${run + 1})`, "1", `${flap.roleChanges} role changes`, `${flap.otherRoleChanges} elsewhere`, `${flap.traffic.lost} lost`]);
+      rows.push({ name: `6 flapping ${opts.flapSeconds} s / 2 s (run ${run + 1})`, cells: ["1", `${flap.roleChanges} role changes`, `${flap.otherRoleChanges} elsewhere`, `${flap.traffic.lost} lost`] });
       if (flap.otherRoleChanges > 0) failures.push(`flapping run ${run + 1}: ${flap.otherRoleChanges} role changes in locations that did not flap`);
     }
   } finally {
     await lab.destroy();
   }
+  return { rows, failures: failures.map((f) => `[${tag}] ${f}`), loadStart, loadEnd: load() };
+}
 
-  const table = [["figure", "runs", "median", "max", "lost (median)"], ...rows];
-  const widths = table[0]!.map((_, c) => Math.max(...table.map((r) => r[c]!.length)));
+/** The passes' figures side by side, one column group per pass. */
+function printBench(passes: { title: string; pass: BenchPass }[]): void {
+  const header = ["figure", ...passes.flatMap(({ title }) => [`${title}: runs`, "median", "max", "lost (median)"])];
+  const table = [header, ...passes[0]!.pass.rows.map((row, i) => [row.name, ...passes.flatMap(({ pass }) => pass.rows[i]?.cells ?? ["-", "-", "-", "-"])])];
+  const widths = header.map((_, c) => Math.max(...table.map((r) => r[c]!.length)));
   say("");
   for (const r of table) say(r.map((cell, c) => cell.padEnd(widths[c]!)).join("  "));
-  say(`load average at the end: ${load()}`);
-  say(`\ntargets: crash median < 2 s, graceful < 0.5 s, start < 2 s; probe interval 10 ms; default timing ${JSON.stringify(DEFAULTS.timing)}, timeout ${DEFAULTS.timeout} s, backoff ${backoff} s`);
+  for (const { title, pass } of passes) say(`${title}: load average ${pass.loadStart} at the start, ${pass.loadEnd} at the end`);
+}
+
+async function bench(opts: Options): Promise<void> {
+  say(`load average at start: ${load()} (${cpus().length} cores); the figures include waiting for the CPU`);
+  const passes = [{ title: "quiet", pass: await benchPass(opts, "quiet") }];
+  if (opts.load > 0) {
+    const hogs = CpuHogs.start(opts.load);
+    say(`\n${hogs.pids.length} CPU hogs started beside the lab (each keeps one core busy)`);
+    try {
+      passes.push({ title: `--load ${opts.load}`, pass: await benchPass(opts, `load-${opts.load}`) });
+    } finally {
+      await hogs.stop();
+    }
+  }
+  printBench(passes);
+  say(`\ntargets: crash median < 1 s and max < 1.5 s, graceful max < 0.5 s, start median < 2 s (at --load 2); probe interval 10 ms; default timing ${JSON.stringify(DEFAULTS.timing)}, timeout ${DEFAULTS.timeout} s, backoff ${DEFAULTS.backoff} s`);
+  const failures = passes.flatMap(({ pass }) => pass.failures);
   if (failures.length > 0) {
     say(`\nFAILED:\n  ${failures.join("\n  ")}`);
     process.exitCode = 1;

@@ -4,16 +4,9 @@ import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { NetnsSandbox, requireRoot } from "./netns";
+import { isAlive as alive } from "./process";
 
 const namespaces = () => execFileSync("ip", ["netns", "list"], { encoding: "utf8" });
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
 
 describe.skipIf(!requireRoot())("NetnsSandbox (needs root)", () => {
   let sandbox: NetnsSandbox;

@@ -1,0 +1,87 @@
+// The bundle's code cache, with the real dist/sitelink.js: written after a cold run, used (and left
+// alone) by the next, rewritten when V8 rejects it, never kept where others could write, and never
+// needed: without a directory the program runs as before.
+import { spawnSync } from "node:child_process";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import { CODE_CACHE_DIR_ENV, codeCacheDir } from "./code-cache";
+
+const BUNDLE = resolve(__dirname, "../dist/sitelink.js");
+const { version } = JSON.parse(readFileSync(resolve(__dirname, "../package.json"), "utf8")) as { version: string };
+const dirs: string[] = [];
+afterAll(() => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+function cacheDirFor(mode = 0o700): string {
+  const parent = mkdtempSync(join(tmpdir(), "sl-codecache-"));
+  dirs.push(parent);
+  const dir = join(parent, "cache");
+  mkdirSync(dir, { mode });
+  chmodSync(dir, mode);
+  return dir;
+}
+
+function sitelink(env: NodeJS.ProcessEnv, ...args: string[]) {
+  const { [CODE_CACHE_DIR_ENV]: _unset, CACHE_DIRECTORY: _unset2, ...base } = process.env;
+  return spawnSync(process.execPath, [BUNDLE, ...args], { env: { ...base, ...env }, encoding: "utf8" });
+}
+
+const cacheFiles = (dir: string) => readdirSync(dir).filter((name) => name.endsWith(".v8cache"));
+
+describe("the bundle's code cache", () => {
+  it("is written by a cold run, then used by the next one without being rewritten", () => {
+    const dir = cacheDirFor();
+    expect(sitelink({ [CODE_CACHE_DIR_ENV]: dir }, "version")).toMatchObject({ status: 0, stdout: `${version}\n`, stderr: "" });
+    const [file] = cacheFiles(dir);
+    expect(file).toMatch(new RegExp(`^sitelink-[0-9a-f]{16}-${process.version.replaceAll(".", "\\.")}-${process.arch}\\.v8cache$`));
+    const path = join(dir, file!);
+    expect((statSync(path).mode & 0o777).toString(8)).toBe("600");
+    const written = statSync(path);
+    expect(sitelink({ [CODE_CACHE_DIR_ENV]: dir }, "version")).toMatchObject({ status: 0, stdout: `${version}\n` });
+    expect(statSync(path).mtimeMs).toBe(written.mtimeMs);
+    expect(cacheFiles(dir)).toEqual([file]);
+  });
+
+  it("replaces a cache V8 rejects (damaged, or of another build) and the caches of other versions", () => {
+    const dir = cacheDirFor();
+    sitelink({ [CODE_CACHE_DIR_ENV]: dir }, "version");
+    const [file] = cacheFiles(dir);
+    const path = join(dir, file!);
+    writeFileSync(path, Buffer.alloc(4096, 7));
+    writeFileSync(join(dir, "sitelink-0000000000000000-v18.0.0-x64.v8cache"), "old");
+    expect(sitelink({ [CODE_CACHE_DIR_ENV]: dir }, "version")).toMatchObject({ status: 0, stdout: `${version}\n` });
+    expect(readFileSync(path).equals(Buffer.alloc(4096, 7))).toBe(false);
+    expect(cacheFiles(dir)).toEqual([file]);
+  });
+
+  it("is not kept in a directory others can write, and is created 0700 when missing", () => {
+    const open = cacheDirFor(0o777);
+    expect(sitelink({ [CODE_CACHE_DIR_ENV]: open }, "version")).toMatchObject({ status: 0, stdout: `${version}\n` });
+    expect(cacheFiles(open)).toEqual([]);
+    const missing = join(cacheDirFor(), "new");
+    expect(sitelink({ CACHE_DIRECTORY: missing }, "version")).toMatchObject({ status: 0 });
+    expect((statSync(missing).mode & 0o777).toString(8)).toBe("700");
+    expect(cacheFiles(missing)).toHaveLength(1);
+  });
+
+  it("runs every command as before without a directory, or when the directory cannot be made", () => {
+    expect(sitelink({}, "version")).toMatchObject({ status: 0, stdout: `${version}\n` });
+    const file = join(cacheDirFor(), "a-file");
+    writeFileSync(file, "");
+    expect(sitelink({ [CODE_CACHE_DIR_ENV]: join(file, "below") }, "version")).toMatchObject({ status: 0, stdout: `${version}\n` });
+    // A failing command keeps its exit code and message through the launcher.
+    const bad = sitelink({}, "no-such-command");
+    expect(bad.status).toBe(2);
+    expect(bad.stderr).toContain("no-such-command");
+    expect(existsSync(join(file, "below"))).toBe(false);
+  });
+
+  it("takes its directory from SITELINK_CODE_CACHE_DIR, else systemd's CACHE_DIRECTORY", () => {
+    expect(codeCacheDir({ [CODE_CACHE_DIR_ENV]: "/a", CACHE_DIRECTORY: "/b" })).toBe("/a");
+    expect(codeCacheDir({ CACHE_DIRECTORY: "/var/cache/sitelink:/var/cache/other" })).toBe("/var/cache/sitelink");
+    expect(codeCacheDir({ [CODE_CACHE_DIR_ENV]: "" })).toBeUndefined();
+  });
+});
