@@ -11,7 +11,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import { agentConfigSchema } from "../../agent/contract/agent-config";
 import { INSTALL_STATUS_PATH } from "../../agent/contract/install-status";
 import { DEFAULT_STATUS_PATH } from "../../agent/contract/status";
-import { expectCleanBash } from "../../test/support/shell";
+import { CHARON_RESTART_CALLS, expectCleanBash } from "../../test/support/shell";
 import { renderAwsAgentBootstrap as renderAgentBootstrap, renderAwsStateBootstrap as renderStateBootstrap } from "../aws/bootstrap";
 import { GCP_AGENT_ATTRIBUTES, renderGcpAgentBootstrap, renderGcpStateBootstrap } from "../gcp/bootstrap";
 import { CHARON_TUNING, HOST_PACKAGES, INSTALL_FILES, PACKAGED_BUNDLE, PACKAGED_UNITS, REFRESH_RANDOM_DELAY_SECONDS, REFRESH_SECONDS, SITELINK_BIN, SITELINK_DIR } from "./host";
@@ -209,9 +209,8 @@ describe("AWS link host bootstrap", () => {
       "systemctl daemon-reload",
       "systemctl try-restart sitelink-agent.service",
       "systemctl daemon-reload",
-      "systemctl enable --now strongswan-starter.service",
       // No VICI socket in the test root: charon is restarted, as after apt started it too early.
-      "systemctl restart strongswan-starter.service",
+      ...CHARON_RESTART_CALLS,
       "systemctl enable --now sitelink-agent.service",
       "systemctl enable --now sitelink-agent-refresh.timer",
     ]);
@@ -436,7 +435,7 @@ describe("GCP link host startup script", () => {
     expect(first.stderr).toBe("");
     expect(first.status).toBe(0);
     const boot = ["apt-get update -q", `apt-get install -y -q ${HOST_PACKAGES.join(" ")}`, "node --version", `sysctl --load ${root}/etc/sysctl.d/90-sitelink.conf`];
-    const start = ["systemctl daemon-reload", "systemctl enable --now strongswan-starter.service", "systemctl restart strongswan-starter.service", "systemctl enable --now sitelink-agent.service", "systemctl enable --now sitelink-agent-refresh.timer"];
+    const start = ["systemctl daemon-reload", ...CHARON_RESTART_CALLS, "systemctl enable --now sitelink-agent.service", "systemctl enable --now sitelink-agent-refresh.timer"];
     expect(first.calls).toEqual([
       ...boot,
       metadata("sitelink-agent-config"),

@@ -321,12 +321,23 @@ export function installSitelink(specFile: string, fetched: boolean): string {
   ].join("\n\n");
 }
 
+/** What charon reads only when it starts: its settings (our tuning among them) and its plugins. */
+const CHARON_INPUTS = ["/etc/strongswan.d/sitelink.conf", "/etc/strongswan.d/charon", "/usr/lib/ipsec/plugins"] as const;
+
 /**
  * Starts charon for good. apt starts it while it installs the packages, before every plugin (vici,
- * from strongswan-swanctl) is in place, and a charon without its VICI socket never gets a tunnel: it
- * is restarted then, and only then (on an existing host it may carry the operator's own tunnels).
+ * curve25519, ...) and the tuning above are in place: such a charon lacks the VICI socket or
+ * refuses our proposals ("DH group CURVE_25519 not supported") and never gets a tunnel. It is
+ * restarted when it is not running, has no VICI socket, or started no later than the newest of
+ * CHARON_INPUTS changed — and only then: on an existing host it may carry the operator's own
+ * tunnels (an unchanged file keeps its time: writeFile replaces only what differs).
  */
 export const START_CHARON = [
-  "systemctl enable --now strongswan-starter.service",
-  `[ -S "$root/var/run/charon.vici" ] || systemctl restart strongswan-starter.service`,
+  "systemctl enable strongswan-starter.service",
+  `charon_since="$(systemctl show -p ActiveEnterTimestamp --value strongswan-starter.service)"`,
+  `charon_since="$(date -d "\${charon_since:-@0}" +%s 2>/dev/null || echo 0)"`,
+  `charon_inputs="$({ stat -c %Y ${CHARON_INPUTS.map((p) => `"$root${p}"`).join(" ")} 2>/dev/null || true; } | sort -n | tail -n 1)"`,
+  `if ! systemctl is-active --quiet strongswan-starter.service || [ ! -S "$root/var/run/charon.vici" ] || [ "$charon_since" -le "\${charon_inputs:-0}" ]; then`,
+  "  systemctl restart strongswan-starter.service",
+  "fi",
 ] as const;

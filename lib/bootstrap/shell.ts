@@ -34,7 +34,11 @@ export function installPackages(packages: readonly string[]): string {
   return section("Packages.", ["retry apt-get update -q", `retry apt-get install -y -q ${packages.join(" ")}`]);
 }
 
-/** Writes `content` to `path` (under $root) with `mode`, atomically; the content is never expanded by the shell. */
+/**
+ * Writes `content` to `path` (under $root) with `mode`, atomically; the content is never expanded by
+ * the shell. A file that already holds `content` is left as it is (only its mode set): its time
+ * then says when it last changed, which is what decides whether a daemon reading it restarts.
+ */
 export function writeFile(path: string, mode: string, content: string): string {
   const delimiter = "SITELINK_EOF";
   if (content.split("\n").includes(delimiter)) throw new Error(`content of ${path} contains the heredoc delimiter`);
@@ -44,7 +48,7 @@ export function writeFile(path: string, mode: string, content: string): string {
     delimiter,
     ")",
     `chmod ${mode} "$root${path}.tmp"`,
-    `mv -f "$root${path}.tmp" "$root${path}"`,
+    `if cmp -s "$root${path}.tmp" "$root${path}"; then chmod ${mode} "$root${path}"; rm -f "$root${path}.tmp"; else mv -f "$root${path}.tmp" "$root${path}"; fi`,
   ].join("\n");
 }
 

@@ -136,6 +136,26 @@ export class LinkLab {
     return Object.fromEntries(await Promise.all(this.machines.map(async (m) => [m.rendered.resource, await failedUnits(m.instance)] as const)));
   }
 
+  /**
+   * What to read when the link does not come up: each link host's SAs and connections as charon
+   * sees them, and its charon and agent journal (the last lines); each instance's warnings.
+   */
+  async diagnostics(): Promise<string> {
+    const sections = await Promise.all(this.machines.map(async (m) => {
+      const parts = [`--- ${m.rendered.resource}: warnings and errors ---`, await journal(m.instance, ["-p", "warning", "-o", "short-monotonic"]).catch((e: Error) => e.message)];
+      if (m.rendered.role !== "state") {
+        for (const argv of [["swanctl", "--list-sas"], ["swanctl", "--list-conns"]]) {
+          parts.push(`--- ${m.rendered.resource}: ${argv.join(" ")} ---`, await exec(m.instance, argv).then((r) => r.stdout + r.stderr, (e: Error) => e.message));
+        }
+        for (const unit of ["strongswan-starter.service", "sitelink-agent.service"]) {
+          parts.push(`--- ${m.rendered.resource}: ${unit} (last 200 lines) ---`, await journal(m.instance, ["-u", unit, "-n", "200", "-o", "short-monotonic"]).catch((e: Error) => e.message));
+        }
+      }
+      return parts.join("\n");
+    }));
+    return sections.join("\n");
+  }
+
   async cleanup(): Promise<void> {
     await this.lab?.cleanup();
     await this.cloud?.close();
@@ -340,7 +360,7 @@ async function main(): Promise<number> {
     console.log(`  fake cloud requests  ${[...ops].map(([k, n]) => `${k}: ${n}`).join(", ")}`);
     const failures = checks.filter((c) => !c.ok);
     if (failures.length > 0) {
-      for (const m of ll.machines) console.log(`--- ${m.rendered.resource}: warnings and errors ---\n${await journal(m.instance, ["-p", "warning", "-o", "short-monotonic"]).catch((e: Error) => e.message)}`);
+      console.log(await ll.diagnostics());
     }
     console.log(failures.length === 0 ? `\nPASS (${checks.length} checks) in ${ll.elapsed} s` : `\nFAIL: ${failures.length} of ${checks.length} checks`);
     return failures.length === 0 ? 0 : 1;

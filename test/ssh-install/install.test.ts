@@ -3,7 +3,7 @@
 // as CopyToRemote stages them, run by the command lines SshLocation gives @pulumi/command. Checked:
 // the files they leave, their modes, the config handed over on stdin (never echoed), a staged
 // package checked against its hash, a working agent reading the config, and a clean uninstall.
-import { expectCleanBash } from "../support/shell";
+import { CHARON_RESTART_CALLS, expectCleanBash } from "../support/shell";
 import { spawnSync } from "node:child_process";
 import { existsSync, lstatSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -76,8 +76,7 @@ describe("SSH install script", { timeout: 90_000 }, () => {
       // The installer: the copied bundle, verified, and its unit put in place (this node is new enough); no registry.
       "systemctl daemon-reload",
       `sysctl --load ${h.root}/etc/sysctl.d/90-sitelink.conf`,
-      "systemctl enable --now strongswan-starter.service",
-      "systemctl restart strongswan-starter.service",
+      ...CHARON_RESTART_CALLS,
       "systemctl enable sitelink-agent.service",
       "systemctl restart sitelink-agent.service",
     ]);

@@ -9,3 +9,14 @@ export function expectCleanBash(text: string): void {
   expect(check.stdout).toBe("");
   expect(check.status).toBe(0);
 }
+
+/**
+ * The calls START_CHARON makes under stubbed systemctl (no start time, no VICI socket): it looks at
+ * charon, then restarts it.
+ */
+export const CHARON_RESTART_CALLS = [
+  "systemctl enable strongswan-starter.service",
+  "systemctl show -p ActiveEnterTimestamp --value strongswan-starter.service",
+  "systemctl is-active --quiet strongswan-starter.service",
+  "systemctl restart strongswan-starter.service",
+] as const;
