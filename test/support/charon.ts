@@ -21,7 +21,7 @@ export interface Charon {
 }
 
 /** The strongswan.conf of a lab charon. */
-export function renderStrongswanConf(opts: { viciSocket: string; logFile: string; logLevel: number }): string {
+export function renderStrongswanConf(opts: { viciSocket: string; logFile: string; logLevel: number; retransmitTries?: number }): string {
   return `charon {
   # kdf is required when plugins are listed explicitly; kernel-libipsec = userspace ESP over a TUN device.
   load = nonce random openssl kdf pem pkcs1 kernel-libipsec kernel-netlink socket-default vici
@@ -30,7 +30,7 @@ export function renderStrongswanConf(opts: { viciSocket: string; logFile: string
   # DPD and failed initiations then resolve within a test's patience.
   retransmit_timeout = 0.5
   retransmit_base = 1.4
-  retransmit_tries = 3
+  retransmit_tries = ${opts.retransmitTries ?? 3}
   filelog {
     charon {
       path = ${opts.logFile}
@@ -50,14 +50,15 @@ export function renderStrongswanConf(opts: { viciSocket: string; logFile: string
 }
 
 /** Starts charon in `ns` and resolves once VICI answers `version`. */
-export async function startCharon(sandbox: NetnsSandbox, ns: string, opts: { name?: string; logLevel?: number } = {}): Promise<Charon> {
+/** `retransmitTries`: how often charon resends an unanswered IKE message (3: gives up after ~3.5 s). */
+export async function startCharon(sandbox: NetnsSandbox, ns: string, opts: { name?: string; logLevel?: number; retransmitTries?: number } = {}): Promise<Charon> {
   const name = opts.name ?? ns.slice(sandbox.prefix.length + 1);
   const dir = join(sandbox.workDir, `charon-${name}`);
   const runDir = join(dir, "run");
   mkdirSync(runDir, { recursive: true });
   const viciSocket = join(dir, "charon.vici");
   const conf = join(dir, "strongswan.conf");
-  writeFileSync(conf, renderStrongswanConf({ viciSocket, logFile: join(dir, "charon.log"), logLevel: opts.logLevel ?? 1 }));
+  writeFileSync(conf, renderStrongswanConf({ viciSocket, logFile: join(dir, "charon.log"), logLevel: opts.logLevel ?? 1, retransmitTries: opts.retransmitTries }));
 
   const child = sandbox.spawn(ns, [CHARON_BINARY], {
     env: { ...process.env, STRONGSWAN_CONF: conf },
