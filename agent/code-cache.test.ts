@@ -1,12 +1,13 @@
 // The bundle's code cache, with the real dist/sitelink.js: written after a cold run, used (and left
-// alone) by the next, rewritten when V8 rejects it, never kept where others could write, and never
+// alone) by the next short one, replaced by a long-running command's fuller one, rewritten when V8
+// rejects it, never kept where others could write, and never
 // needed: without a directory the program runs as before.
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { CODE_CACHE_DIR_ENV, codeCacheDir } from "./code-cache";
+import { CODE_CACHE_DIR_ENV, codeCacheDir, SAVE_AFTER_MS } from "./code-cache";
 
 const BUNDLE = resolve(__dirname, "../dist/sitelink.js");
 const { version } = JSON.parse(readFileSync(resolve(__dirname, "../package.json"), "utf8")) as { version: string };
@@ -44,6 +45,27 @@ describe("the bundle's code cache", () => {
     expect(statSync(path).mtimeMs).toBe(written.mtimeMs);
     expect(cacheFiles(dir)).toEqual([file]);
   });
+
+  it("is replaced by a long-running command's fuller one, once its start-up is behind it", async () => {
+    const dir = cacheDirFor();
+    const data = join(dir, "..", "state");
+    expect(sitelink({ [CODE_CACHE_DIR_ENV]: dir }, "state", "init", "--data", data, "--name", "127.0.0.1")).toMatchObject({ status: 0 });
+    const [file] = cacheFiles(dir);
+    const short = statSync(join(dir, file!)).size;
+    const topology = join(dir, "..", "topology.json");
+    const host = (id: string) => ({ id, name: id });
+    writeFileSync(topology, JSON.stringify({ version: 1, links: [{ name: "l", locations: [{ name: "a", routes: ["10.1.0.0/16"], hosts: [host("a1")] }, { name: "b", routes: ["10.2.0.0/16"], hosts: [host("b1")] }] }] }));
+    const serve = spawn(process.execPath, [BUNDLE, "state", "serve", "--topology", topology, "--data", data, "--listen", "127.0.0.1:0"], {
+      env: { ...process.env, [CODE_CACHE_DIR_ENV]: dir },
+      stdio: "ignore",
+    });
+    try {
+      await expect.poll(() => statSync(join(dir, file!)).size, { timeout: SAVE_AFTER_MS + 10_000, interval: 500 }).toBeGreaterThan(short);
+    } finally {
+      serve.kill("SIGTERM");
+    }
+    expect(cacheFiles(dir)).toEqual([file]);
+  }, SAVE_AFTER_MS + 20_000);
 
   it("replaces a cache V8 rejects (damaged, or of another build) and the caches of other versions", () => {
     const dir = cacheDirFor();

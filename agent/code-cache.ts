@@ -10,7 +10,7 @@ import { dirname, join } from "node:path";
 import { Script } from "node:vm";
 
 export const CODE_CACHE_DIR_ENV = "SITELINK_CODE_CACHE_DIR";
-/** How long after start the cache is written: by then start-up has compiled what a round runs. */
+/** How long after start a running command writes the cache: by then start-up has compiled what a round runs. */
 export const SAVE_AFTER_MS = 10_000;
 const PREFIX = "sitelink-";
 const SUFFIX = ".v8cache";
@@ -67,23 +67,27 @@ function writeCache(dir: string, file: string, data: Buffer): void {
 }
 
 /** Runs `program` as the main module at `filename`, compiled with the cached code when there is one. */
-export function runProgram(program: Program, filename: string, env: NodeJS.ProcessEnv = process.env): { cache: "used" | "written-later" | "off" } {
+export function runProgram(program: Program, filename: string, env: NodeJS.ProcessEnv = process.env): void {
   const dir = codeCacheDir(env);
   const usable = dir !== undefined && trustedDir(dir);
   const file = usable ? codeCacheFile(dir, program) : undefined;
   const cachedData = file ? readCache(file) : undefined;
   const script = new Script(Module.wrap(program.source), { filename, cachedData });
   const used = cachedData !== undefined && script.cachedDataRejected === false;
-  if (file && !used) {
+  if (file) {
     let saved = false;
     const save = () => {
       if (saved) return;
       saved = true;
-      writeCache(dir!, file, script.createCachedData());
+      const data = script.createCachedData();
+      // A cache a shorter command wrote (`state init` before `state serve`) holds less of the
+      // program than a long-running one has compiled by now: it is replaced by the fuller one.
+      if (!used || data.length > cachedData!.length) writeCache(dir!, file, data);
     };
-    // A long-running command writes once start-up is behind it; a short one as it exits.
+    // A long-running command writes once start-up is behind it; a short one, when it had no usable
+    // cache, as it exits.
     setTimeout(save, SAVE_AFTER_MS).unref();
-    process.once("exit", save);
+    if (!used) process.once("exit", save);
   }
   const main = new Module(filename);
   main.filename = filename;
@@ -92,5 +96,4 @@ export function runProgram(program: Program, filename: string, env: NodeJS.Proce
   // The program's `require.main === module` check: it is the main module.
   require.main = main;
   (script.runInThisContext() as (...args: unknown[]) => void).call(main.exports, main.exports, require, main, filename, dirname(filename));
-  return { cache: used ? "used" : file ? "written-later" : "off" };
 }
