@@ -10,8 +10,8 @@ import { dirname, join } from "node:path";
 import { Script } from "node:vm";
 
 export const CODE_CACHE_DIR_ENV = "SITELINK_CODE_CACHE_DIR";
-/** How long after start a running command writes the cache: by then start-up has compiled what a round runs. */
-export const SAVE_AFTER_MS = 10_000;
+/** When a running command writes the cache (ms after start): start-up and its first round are behind it. */
+export const SAVE_AFTER_MS = 3_000;
 const PREFIX = "sitelink-";
 const SUFFIX = ".v8cache";
 
@@ -74,20 +74,18 @@ export function runProgram(program: Program, filename: string, env: NodeJS.Proce
   const cachedData = file ? readCache(file) : undefined;
   const script = new Script(Module.wrap(program.source), { filename, cachedData });
   const used = cachedData !== undefined && script.cachedDataRejected === false;
-  if (file) {
+  if (file && !used) {
+    // Once: the cache holds the top level and what ran so far. Kept lean on purpose: V8 reads a
+    // cache whole, and one from a long run (every function it ever compiled) costs more to read
+    // than it saves.
     let saved = false;
     const save = () => {
       if (saved) return;
       saved = true;
-      const data = script.createCachedData();
-      // A cache a shorter command wrote (`state init` before `state serve`) holds less of the
-      // program than a long-running one has compiled by now: it is replaced by the fuller one.
-      if (!used || data.length > cachedData!.length) writeCache(dir!, file, data);
+      writeCache(dir!, file, script.createCachedData());
     };
-    // A long-running command writes once start-up is behind it; a short one, when it had no usable
-    // cache, as it exits.
     setTimeout(save, SAVE_AFTER_MS).unref();
-    if (!used) process.once("exit", save);
+    process.once("exit", save);
   }
   const main = new Module(filename);
   main.filename = filename;

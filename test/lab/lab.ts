@@ -37,16 +37,16 @@ export interface LabOptions extends LabPlanOptions {
 
 /**
  * Bundles the current sources the way they are deployed (scripts/bundle.mjs: one file) and returns
- * the command that runs it, with its code cache in `codeCacheDir`. The native modules the state service needs stay in the repo's node_modules.
+ * the command that runs it. The native modules the state service needs stay in the repo's node_modules.
  */
-function bundleSitelink(outfile: string, codeCacheDir: string): string[] {
+function bundleSitelink(outfile: string): string[] {
   try {
     execFileSync(process.execPath, [join(REPO_ROOT, "scripts/bundle.mjs"), "--outfile", outfile, "--no-check"], { stdio: "pipe" });
   } catch (error) {
     const stderr = String((error as { stderr?: Buffer }).stderr ?? "").trim();
     throw new Error(`bundling agent/sitelink.ts failed:\n${stderr.split("\n").slice(0, 12).join("\n")}`);
   }
-  return ["env", `NODE_PATH=${join(REPO_ROOT, "node_modules")}`, `${CODE_CACHE_DIR_ENV}=${codeCacheDir}`, process.execPath, outfile];
+  return ["env", `NODE_PATH=${join(REPO_ROOT, "node_modules")}`, process.execPath, outfile];
 }
 
 export class Lab {
@@ -60,6 +60,8 @@ export class Lab {
   private readonly stateDir: string;
   /** argv prefix that runs the bundled `sitelink`. */
   private readonly sitelinkArgv: string[];
+  /** The agents' code cache directory (the state service, as on its own host, keeps none here). */
+  private readonly codeCacheDir: string;
 
   private constructor(
     readonly sandbox: NetnsSandbox,
@@ -67,7 +69,8 @@ export class Lab {
     codeCacheDir: string,
   ) {
     this.stateDir = join(sandbox.workDir, "state");
-    this.sitelinkArgv = bundleSitelink(join(sandbox.workDir, "sitelink.js"), codeCacheDir);
+    this.sitelinkArgv = bundleSitelink(join(sandbox.workDir, "sitelink.js"));
+    this.codeCacheDir = codeCacheDir;
   }
 
   /** Builds the network and starts the state service, every charon and the probe echo servers; agents are started by startAgents(). */
@@ -190,7 +193,9 @@ export class Lab {
     if (this.agents.has(host.id)) throw new Error(`the agent of ${host.id} is already running`);
     // Each agent gets its own status file: the default path would be shared by every lab host.
     const statusFile = join(this.sandbox.workDir, `status-${host.id}.json`);
-    const child = this.sandbox.spawn(host.ns, [...this.sitelinkArgv, "--config", this.agentConfig(host), "run", "--status", statusFile], {
+    const [env, ...rest] = this.sitelinkArgv;
+    const argv = [env!, `${CODE_CACHE_DIR_ENV}=${this.codeCacheDir}`, ...rest, "--config", this.agentConfig(host), "run", "--status", statusFile];
+    const child = this.sandbox.spawn(host.ns, argv, {
       logFile: join(this.logDir, `agent-${host.id}.log`),
     });
     this.agents.set(host.id, child);

@@ -200,6 +200,8 @@ async function benchPass(opts: Options, tag: string): Promise<BenchPass> {
   // The start figure needs a fresh lab each time. The labs share one code cache, as restarts on one
   // host do: the first start compiles the bundle (cold, as right after an install), the others use it.
   const codeCacheDir = mkdtempSync(join(tmpdir(), "sitelink-bench-cache-"));
+  const removeCache = () => rmSync(codeCacheDir, { recursive: true, force: true });
+  process.once("exit", removeCache); // Ctrl-C: the sandbox's handler exits without unwinding
   try {
     for (let run = 0; run < opts.runs; run++) {
       const { lab, start } = await labUp(opts, `bench-${tag}-start-${run}`, codeCacheDir);
@@ -211,7 +213,8 @@ async function benchPass(opts: Options, tag: string): Promise<BenchPass> {
       say(`[${tag}] start run ${run + 1} (${run === 0 ? "cold" : "warm"} code cache): ${describeStart(start)}`);
     }
   } finally {
-    rmSync(codeCacheDir, { recursive: true, force: true });
+    removeCache();
+    process.off("exit", removeCache);
   }
 
   const { lab } = await labUp(opts, `bench-${tag}`);
