@@ -322,7 +322,7 @@ export function installSitelink(specFile: string, fetched: boolean): string {
 }
 
 /** What charon reads only when it starts: its settings (our tuning among them) and its plugins. */
-const CHARON_INPUTS = ["/etc/strongswan.d/sitelink.conf", "/etc/strongswan.d/charon", "/usr/lib/ipsec/plugins"] as const;
+const CHARON_INPUTS = [HOST_TUNING_FILES.charon, "/etc/strongswan.d/charon", "/usr/lib/ipsec/plugins"] as const;
 
 /**
  * Starts charon for good. apt starts it while it installs the packages, before every plugin (vici,
