@@ -1,5 +1,6 @@
 // The host URI: everything an agent needs to reach its state service.
 //   sitelink://hostId:secret@host[:port][,host2[:port]…]?fp=<sha256 of the server certificate>
+import { X509Certificate } from "node:crypto";
 import type { TLSSocket } from "node:tls";
 import { isAddress } from "./net";
 import { HOST_ID_PATTERN } from "./topology";
@@ -62,6 +63,17 @@ export function normalizeFingerprint(text: string): string {
   const hex = text.replace(/:/g, "").toLowerCase();
   if (!/^[0-9a-f]{64}$/.test(hex)) throw new UriError(`fingerprint "${text}" is not a SHA-256 hex digest`);
   return hex;
+}
+
+/** The SHA-256 fingerprint of a PEM certificate, as host URIs pin it (lowercase hex). */
+export function certificateFingerprint(certPem: string | Buffer): string {
+  let cert: X509Certificate;
+  try {
+    cert = new X509Certificate(certPem);
+  } catch {
+    throw new Error("not a PEM certificate");
+  }
+  return normalizeFingerprint(cert.fingerprint256);
 }
 
 /** True for a SHA-256 fingerprint in any form normalizeFingerprint takes. */

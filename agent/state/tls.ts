@@ -2,12 +2,10 @@
 // (a minimal X.509 v3 in DER, ECDSA P-256), and the SHA-256 fingerprint agents pin.
 import { X509Certificate, createPrivateKey, generateKeyPairSync, randomBytes, sign } from "node:crypto";
 import { parseAddress } from "../contract/net";
-import { normalizeFingerprint } from "../contract/uri";
+import { certificateFingerprint } from "../contract/uri";
 
 /** SHA-256 fingerprint of a PEM certificate: lower-case hex without colons, as in the host URI. */
-export function certificateFingerprint(certPem: string | Buffer): string {
-  return normalizeFingerprint(new X509Certificate(certPem).fingerprint256);
-}
+export { certificateFingerprint };
 
 export interface SelfSigned {
   certPem: string;

@@ -5,8 +5,8 @@ import * as random from "@pulumi/random";
 import * as tls from "@pulumi/tls";
 import { z } from "zod";
 import { cidrProblem } from "../../agent/contract/net";
-import { decodeMasterKey, MASTER_KEY_BYTES, sha256Hex } from "../../agent/contract/signing";
-import { DEFAULT_STATE_PORT } from "../../agent/contract/uri";
+import { decodeMasterKey, MASTER_KEY_BYTES } from "../../agent/contract/signing";
+import { certificateFingerprint, DEFAULT_STATE_PORT } from "../../agent/contract/uri";
 import { agentPackageSchema, type AgentPackage } from "../bootstrap/agent-source";
 import { inputString, isRecord } from "./args";
 import type { LinkHost } from "./location";
@@ -96,12 +96,8 @@ export const stateServiceCommon = {
   topologyDependsOn: z.unknown().optional(),
 };
 
-/** SHA-256 of the certificate's DER, lower-case hex: what agents pin (`fp=` of the host URI). */
-export function certificateFingerprint(pem: string): string {
-  const match = /-----BEGIN CERTIFICATE-----([\s\S]+?)-----END CERTIFICATE-----/.exec(pem);
-  if (!match?.[1]) throw new Error("not a PEM certificate");
-  return sha256Hex(Buffer.from(match[1].replace(/\s+/g, ""), "base64"));
-}
+
+export { certificateFingerprint };
 
 /** The master key as the state service reads its key file (`readMasterKey` of the state CLI): base64 of 32 random bytes. */
 export function masterKeyBytes(fileText: string): Buffer {
