@@ -1,6 +1,6 @@
 // SshLocation and ManualLocation under Pulumi mocks: exact commands, copies, triggers (what re-runs
 // the install and what uninstalls), stdin-only secrets, host key pinning, options, outputs and validation.
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as pulumi from "@pulumi/pulumi";
@@ -194,20 +194,24 @@ describe("SshLocation", () => {
 
   it("copies a local agent tarball next to the script; the script checks its hash, so a new tarball re-runs the install", async () => {
     const dir = mkdtempSync(join(tmpdir(), "sl-tarball-"));
-    const tarball = join(dir, "sitelink-9.9.9.tgz");
-    writeFileSync(tarball, "tarball bytes");
-    officeLink("tgz", { agentTarball: tarball });
-    await settle();
-    const script = renderSshInstall({ agent: { staged: true, agentSha256: sha256Hex("tarball bytes") }, ipv6: false });
-    expect(await assetText(one("tgz-office-a-script", COPY).inputs.source)).toBe(script);
-    expect(script).toContain(`"agentSha256":"${sha256Hex("tarball bytes")}"`);
-    const pkg = one("tgz-office-a-package", COPY).inputs;
-    expect(await (pkg.source as pulumi.asset.FileAsset).path).toBe(tarball);
-    expect(pkg.remotePath).toBe(".sitelink-agent");
-    expect(pkg.triggers).toEqual(["198.18.1.10", 22, "admin"]);
-    expect(dependsOnNames("tgz-office-a-package", COPY)).toEqual(["tgz-office-a-uninstall"]);
-    expect(dependsOnNames("tgz-office-a-install", COMMAND)).toEqual(["tgz-office-a-uninstall", "tgz-office-a-script", "tgz-office-a-package"]);
-    expect(secretValue<unknown[]>(one("tgz-office-a-install", COMMAND).inputs.triggers)[0]).toBe(sha256Hex(script));
+    try {
+      const tarball = join(dir, "sitelink-9.9.9.tgz");
+      writeFileSync(tarball, "tarball bytes");
+      officeLink("tgz", { agentTarball: tarball });
+      await settle();
+      const script = renderSshInstall({ agent: { staged: true, agentSha256: sha256Hex("tarball bytes") }, ipv6: false });
+      expect(await assetText(one("tgz-office-a-script", COPY).inputs.source)).toBe(script);
+      expect(script).toContain(`"agentSha256":"${sha256Hex("tarball bytes")}"`);
+      const pkg = one("tgz-office-a-package", COPY).inputs;
+      expect(await (pkg.source as pulumi.asset.FileAsset).path).toBe(tarball);
+      expect(pkg.remotePath).toBe(".sitelink-agent");
+      expect(pkg.triggers).toEqual(["198.18.1.10", 22, "admin"]);
+      expect(dependsOnNames("tgz-office-a-package", COPY)).toEqual(["tgz-office-a-uninstall"]);
+      expect(dependsOnNames("tgz-office-a-install", COMMAND)).toEqual(["tgz-office-a-uninstall", "tgz-office-a-script", "tgz-office-a-package"]);
+      expect(secretValue<unknown[]>(one("tgz-office-a-install", COMMAND).inputs.triggers)[0]).toBe(sha256Hex(script));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it("by default copies this library's agent bundle next to the script, which the installer verifies against its SHA-256", async () => {
