@@ -183,7 +183,9 @@ export async function waitForReadiness(opts: WaitForReadinessOptions): Promise<R
         lastError = undefined;
         if (last.ready) return last;
       } catch (error) {
-        lastError = error as Error;
+        // A read our own deadline cut short says nothing about the service: the verdict before it stands.
+        const cutByDeadline = remaining < REQUEST_TIMEOUT_MS && Date.now() >= deadline;
+        if (!(cutByDeadline && last)) lastError = error as Error;
       }
       const wait = Math.min(opts.intervalMs, deadline - Date.now());
       if (wait <= 0) break;
