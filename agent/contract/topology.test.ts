@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { DEFAULTS, TopologyError, checkTopology, connectedPairs, defaultCrashConfirm, hostAddressSchema, parseTopology, routeSchema, type TopologyInput } from "./topology";
+import { DEFAULTS, TopologyError, checkTopology, connectedPairs, defaultCrashConfirm, hostAddressSchema, parseTopology, routeSchema, TIMING_PRESETS, type TopologyInput } from "./topology";
 
 function doc(overrides: Record<string, unknown> = {}): TopologyInput {
   return {
@@ -216,7 +216,7 @@ describe("topology document", () => {
   });
 
   /** One location with one host of the given timeout, and the given link timing. */
-  const timed = (timing: Record<string, number>, timeout?: number) =>
+  const timed = (timing: Record<string, number | string>, timeout?: number) =>
     doc({
       timing,
       locations: [
@@ -244,8 +244,21 @@ describe("topology document", () => {
       { path: "links[0].timing.crashConfirm", message: "0.44 s must be at least timing.heartbeat + 0.25 s (0.45 s): a healthy host's poll may arrive that late" },
     ]);
     // The old default (heartbeat 1 s, crashConfirm 1.2 s) left 0.2 s for a round trip and a busy agent.
-    expect(issuesOf(timed({ crashConfirm: 1.2 })).map((i) => i.path)).toEqual(["links[0].timing.crashConfirm"]);
-    expect(checkTopology(timed({ crashConfirm: 1.25 })).ok).toBe(true);
+    expect(issuesOf(timed({ heartbeat: 1, crashConfirm: 1.2 })).map((i) => i.path)).toEqual(["links[0].timing.crashConfirm"]);
+    expect(checkTopology(timed({ heartbeat: 1, crashConfirm: 1.25 })).ok).toBe(true);
+  });
+
+  it("fills timing from a preset, lets fields beside it override it, and checks the result", () => {
+    const timingOf = (timing: Record<string, number | string>) => parseTopology(timed(timing)).links[0]!.timing;
+    expect(timingOf({})).toEqual({ heartbeat: 0.5, probeInterval: 0.25, probeTimeout: 0.4, crashConfirm: 1.05 });
+    expect(timingOf({ preset: "standard" })).toEqual(timingOf({}));
+    expect(timingOf({ preset: "fast" })).toEqual({ ...TIMING_PRESETS.fast, crashConfirm: 0.75 });
+    expect(timingOf({ preset: "fast", heartbeat: 0.5 })).toEqual({ heartbeat: 0.5, probeInterval: 0.05, probeTimeout: 0.1, crashConfirm: 1 });
+    // The rules between fields take the preset's values for the fields left out.
+    expect(issuesOf(timed({ preset: "fast", crashConfirm: 0.45 }))).toEqual([
+      { path: "links[0].timing.crashConfirm", message: "0.45 s must be at least timing.heartbeat + 0.25 s (0.5 s): a healthy host's poll may arrive that late" },
+    ]);
+    expect(issuesOf(timed({ preset: "quick" })).map((i) => i.path)).toEqual(["links[0].timing.preset"]);
   });
 
   it("refuses probe timings under which two failed probes do not fit in crashConfirm", () => {

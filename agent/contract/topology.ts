@@ -39,9 +39,10 @@ export const DEFAULTS = {
   /** Seconds after going offline during which a returning host may not become active. */
   backoff: 10,
   cipher: { ike: "aes128-sha256-x25519", esp: "aes128gcm128-x25519", force: false },
+  /** The `standard` timing preset (TIMING_PRESETS), with the crashConfirm it implies. */
   timing: {
     /** Seconds between agent reports; also the longest a long-poll is held. */
-    heartbeat: 1,
+    heartbeat: 0.5,
     /** Seconds between host-check probes of the hosts an agent watches. */
     probeInterval: 0.25,
     /** Seconds a probe waits for an answer before counting the target unreachable. */
@@ -50,11 +51,26 @@ export const DEFAULTS = {
      * Seconds of missing heartbeats after which another host's failed probes confirm a crash. When
      * absent, defaultCrashConfirm(): heartbeat + CRASH_CONFIRM_MARGIN.default, since a healthy host's
      * poll arrives up to one round trip and one agent apply after the heartbeat period, and the margin
-     * must cover a cross-region round trip and a busy agent.
+     * must cover a cross-region round trip and a busy agent; never less than two failed probes take.
      */
-    crashConfirm: 1.5,
+    crashConfirm: 1.05,
   },
 } as const;
+
+/**
+ * Named timing sets (`timing.preset`); fields given beside a preset override it.
+ * - standard: safe across regions and on busy hosts (probe timeout 0.4 s covers a long round trip).
+ * - fast: for hosts close to each other (one region, low jitter): probes every 50 ms that give up
+ *   after 100 ms, so the standby and the peers agree on a dead host within about 0.2 s. It keeps the
+ *   standard margin on missing heartbeats (a busy but live host is not failed over any sooner); it
+ *   costs each agent 20 probes per second per watched host, and the state service twice the polls.
+ */
+export const TIMING_PRESETS = {
+  standard: { heartbeat: DEFAULTS.timing.heartbeat, probeInterval: 0.25, probeTimeout: 0.4 },
+  fast: { heartbeat: 0.25, probeInterval: 0.05, probeTimeout: 0.1 },
+} as const;
+
+export type TimingPreset = keyof typeof TIMING_PRESETS;
 
 export const LIMITS = {
   priority: { min: 1, max: 1000 },
@@ -171,12 +187,22 @@ export const cipherSchema = z.strictObject({
 
 export const timingSchema = z
   .strictObject({
-    heartbeat: timingFields.heartbeat.default(DEFAULTS.timing.heartbeat),
-    probeInterval: timingFields.probeInterval.default(DEFAULTS.timing.probeInterval),
-    probeTimeout: timingFields.probeTimeout.default(DEFAULTS.timing.probeTimeout),
+    /** A named set of the fields below (TIMING_PRESETS); fields given beside it override it. */
+    preset: z.enum(Object.keys(TIMING_PRESETS) as [TimingPreset, ...TimingPreset[]]).optional(),
+    heartbeat: timingFields.heartbeat.optional(),
+    probeInterval: timingFields.probeInterval.optional(),
+    probeTimeout: timingFields.probeTimeout.optional(),
     crashConfirm: seconds(LIMITS.crashConfirm).optional(),
   })
-  .transform((t) => ({ ...t, crashConfirm: t.crashConfirm ?? defaultCrashConfirm(t) }));
+  .transform(({ preset, crashConfirm, ...given }) => {
+    const t = { ...TIMING_PRESETS[preset ?? "standard"], ...definedOnly(given) };
+    return { ...t, crashConfirm: crashConfirm ?? defaultCrashConfirm(t) };
+  });
+
+/** `value` without its undefined fields (so that they do not hide the defaults they are spread over). */
+export function definedOnly<T extends object>(value: T): Partial<T> {
+  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
 
 /**
  * crashConfirm when the document leaves it out: heartbeat plus the default margin, and never less
@@ -207,6 +233,7 @@ export type Location = z.output<typeof locationSchema>;
 export type Host = z.output<typeof hostSchema>;
 export type Cipher = z.output<typeof cipherSchema>;
 export type Timing = z.output<typeof timingSchema>;
+export type TimingInput = z.input<typeof timingSchema>;
 
 export interface TopologyIssue {
   /** Dotted path of the offending field, e.g. `links[0].locations[1].routes[0]`. */
@@ -350,20 +377,21 @@ function connectionIssues(link: unknown, linkPath: string, locationNames: Map<st
  * - crashConfirm ≥ heartbeat + CRASH_CONFIRM_MARGIN.min: a healthy host's next poll may be that late;
  * - a host's timeout > crashConfirm: the timeout is the slow backstop behind crash confirmation;
  * - 2 × probeTimeout + probeInterval ≤ crashConfirm: the two failed probes that confirm a crash fit in it.
- * A probe timeout longer than the probe interval is fine: an agent probes each target in turn, the
- * next probe starting when the last one ended.
+ * A probe timeout longer than the probe interval is fine: an agent starts a probe of each target every
+ * interval, whether or not the last one has answered (a few at a time at most).
  */
 function timingIssues(link: unknown, linkPath: string): TopologyIssue[] {
   if (!isRecord(link)) return [];
   const raw = isRecord(link.timing) ? link.timing : {};
+  const preset = TIMING_PRESETS[(typeof raw.preset === "string" && raw.preset in TIMING_PRESETS ? raw.preset : "standard") as TimingPreset];
   const field = (name: keyof typeof DEFAULTS.timing, fallback: number | undefined): number | undefined => {
     const value = raw[name] === undefined ? fallback : raw[name];
     const limits = LIMITS[name];
     return typeof value === "number" && value >= limits.min && value <= limits.max ? value : undefined;
   };
-  const heartbeat = field("heartbeat", DEFAULTS.timing.heartbeat);
-  const probeInterval = field("probeInterval", DEFAULTS.timing.probeInterval);
-  const probeTimeout = field("probeTimeout", DEFAULTS.timing.probeTimeout);
+  const heartbeat = field("heartbeat", preset.heartbeat);
+  const probeInterval = field("probeInterval", preset.probeInterval);
+  const probeTimeout = field("probeTimeout", preset.probeTimeout);
   const crashConfirm = field(
     "crashConfirm",
     heartbeat === undefined || probeInterval === undefined || probeTimeout === undefined ? undefined : defaultCrashConfirm({ heartbeat, probeInterval, probeTimeout }),

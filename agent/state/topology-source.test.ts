@@ -3,6 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it, vi } from "vitest";
 import { loadTopologyFile, watchTopologyFile } from "./topology-source";
+import { DEFAULTS } from "../contract/topology";
 
 const dir = mkdtempSync(join(tmpdir(), "sitelink-topo-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -16,7 +17,7 @@ describe("topology file", () => {
   it("loads a valid document with defaults filled in", () => {
     writeFileSync(file, JSON.stringify(valid));
     const result = loadTopologyFile(file);
-    expect(result.ok && result.topology.links[0]!.timing.heartbeat).toBe(1);
+    expect(result.ok && result.topology.links[0]!.timing.heartbeat).toBe(DEFAULTS.timing.heartbeat);
   });
 
   it("reports a missing file, bad JSON and schema problems as issues", () => {

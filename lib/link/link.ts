@@ -9,7 +9,7 @@ import type { AwsStateService } from "../aws/state-service";
 import type { GcpStateService } from "../gcp/state-service";
 import { throwIfInvalid } from "./args";
 import { initialActive, type LinkHost, type Location } from "./location";
-import { checkTopology, connectedPairs, parseTopology, type Cipher, type Timing, type Topology, type TopologyInput } from "../../agent/contract/topology";
+import { checkTopology, connectedPairs, parseTopology, type Cipher, type TimingInput, type Topology, type TopologyInput } from "../../agent/contract/topology";
 import { masterKeyBytes, type StateServiceHandle } from "./state-service";
 import { stateSettingsOf, validateLinkArgs } from "./validate";
 
@@ -98,10 +98,12 @@ export interface LinkArgs {
    */
   cipher?: Partial<Cipher>;
   /**
-   * Heartbeat and host-check timing, in seconds.
-   * @default { heartbeat: 1, probeInterval: 0.25, probeTimeout: 0.4, crashConfirm: 1.5 } (crashConfirm when left out: heartbeat + 0.5, or 2 × probeTimeout + probeInterval if longer)
+   * Heartbeat and host-check timing, in seconds. `preset: "fast"` (heartbeat 0.25, probeInterval 0.05,
+   * probeTimeout 0.1) is for hosts close to each other (one region, low jitter); fields given beside a
+   * preset override it.
+   * @default { preset: "standard" }: { heartbeat: 0.5, probeInterval: 0.25, probeTimeout: 0.4, crashConfirm: 1.05 } (crashConfirm when left out: heartbeat + 0.5, or 2 × probeTimeout + probeInterval if longer)
    */
-  timing?: Partial<Timing>;
+  timing?: TimingInput;
   /**
    * The agent the hosts install instead of this library's own bundle (dist/sitelink.js, which each
    * cloud location publishes privately for its hosts): `{ url, sha256 }` or `{ npmSpec, sha256 }`.

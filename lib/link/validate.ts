@@ -2,6 +2,7 @@
 // across its locations (taken from checkTopology, with document paths mapped to argument paths).
 import { z } from "zod";
 import { parseAddress } from "../../agent/contract/net";
+import { definedOnly } from "../../agent/contract/topology";
 import { isFingerprint } from "../../agent/contract/uri";
 import { AWS_STATE_SETTINGS } from "../aws/validate";
 import { GCP_STATE_SETTINGS } from "../gcp/validate";
@@ -162,8 +163,4 @@ function isStateUrl(text: string): boolean {
   } catch {
     return false;
   }
-}
-
-function definedOnly<T extends Record<string, unknown>>(obj: T): Partial<T> {
-  return Object.fromEntries(Object.entries(obj).filter(([, v]) => v !== undefined)) as Partial<T>;
 }

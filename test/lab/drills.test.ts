@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DEFAULTS } from "../../agent/contract/topology";
 import { requireRoot } from "../support/netns";
 import { startCapture } from "./capture";
-import { agentStartDrill, controlPlaneCutDrill, failoverDrill, flapDrill, preferredHost, stateOutageDrill, waitForSteady, type FailoverResult, type UnchangedResult } from "./drills";
+import { agentStartDrill, controlPlaneCutDrill, failoverDrill, flapDrill, lossDrill, preferredHost, stateOutageDrill, waitForSteady, type FailoverResult, type UnchangedResult } from "./drills";
 import { Lab } from "./lab";
 import { locationPairs, type LocationPlan } from "./plan";
 
@@ -112,4 +112,36 @@ describe.skipIf(!requireRoot())("failover drills (namespace lab)", () => {
     await waitForSteady(lab, BACKOFF * 1000 + MINUTE / 2);
     expect((await lab.routeTarget(site1))?.id).toBe(preferredHost(site1).id);
   }, 4 * MINUTE);
+});
+
+describe.skipIf(!requireRoot())("the fast timing preset (namespace lab)", () => {
+  let lab: Lab;
+  let site1: LocationPlan;
+
+  beforeAll(async () => {
+    lab = await Lab.create({ label: "drills-fast", timing: { preset: "fast" } });
+    site1 = lab.plan.locations[0]!;
+    await agentStartDrill(lab, site1);
+    await waitForSteady(lab);
+  }, 2 * MINUTE);
+  afterAll(async () => {
+    await lab?.destroy();
+  });
+
+  it("fails over when the active host crashes", async () => {
+    const result = await failoverDrill(lab, site1, "crash", BACKOFF);
+    report("fast crash", result);
+    expect(result.standbyTookOver).toBe(true);
+    expect(result.failover.outageMs).toBeDefined();
+    expect(result.failover.outageMs!).toBeLessThan(5_000);
+  }, 3 * MINUTE);
+
+  it("decides no failover while 2 % of the packets on the internet are lost at random for 60 s", async () => {
+    const result = await lossDrill(lab, 60, 0.02);
+    console.log(`fast, 2 % loss 60 s: ${result.traffic.lost}/${result.traffic.sent} probes lost, generation ${result.generationBefore} -> ${result.generationAfter}`);
+    // The loss is real: tunnel traffic crossing the internet twice loses about 4 %.
+    expect(result.traffic.lost).toBeGreaterThan(0);
+    expect(result.generationAfter).toBe(result.generationBefore);
+    expect(result.routesAfter).toEqual(result.routesBefore);
+  }, 3 * MINUTE);
 });

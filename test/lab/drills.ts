@@ -108,6 +108,9 @@ export async function failoverDrill(lab: Lab, loc: LocationPlan, fault: Fault, b
   await lab.settled();
   const probes = await ProbeSet.start(lab, loc);
   try {
+    // A fault strikes at any point of the hosts' poll cycle: a drill that always struck at the same
+    // point after the last decision would measure that point, not the failover.
+    await sleep(Math.random() * lab.plan.topology.links[0]!.timing.heartbeat * 1000);
     const faultAt = Date.now();
     if (fault === "crash") await lab.crashHost(active);
     else if (fault === "graceful") await lab.stopHost(active);
@@ -192,6 +195,15 @@ export function stateOutageDrill(lab: Lab, downSeconds: number, signal: NodeJS.S
  */
 export function controlPlaneCutDrill(lab: Lab, loc: LocationPlan, downSeconds: number): Promise<UnchangedResult> {
   return unchangedThrough(lab, downSeconds, () => lab.cutFromState(loc, true), () => lab.cutFromState(loc, false));
+}
+
+/**
+ * Drill 8: `probability` (0-1) of the packets from the internet dropped at random at every host and
+ * at the state service for `seconds`: a lossy network is no failure, so no failover may be decided
+ * (probes through the tunnels are lost, of course: judge the generation and the routes).
+ */
+export function lossDrill(lab: Lab, seconds: number, probability: number): Promise<UnchangedResult> {
+  return unchangedThrough(lab, seconds, () => lab.setInternetLoss(probability), () => lab.setInternetLoss(0));
 }
 
 async function allSas(lab: Lab): Promise<string[]> {

@@ -12,7 +12,7 @@ import { certificateFingerprint } from "../../agent/state/tls";
 import { linkTiming } from "../../agent/state/engine/model";
 import { NetnsSandbox } from "../support/netns";
 import { startCharon, type Charon } from "../support/charon";
-import { buildNetwork, routeNextHop, setHostLinks, setPartition } from "./network";
+import { buildNetwork, routeNextHop, setHostLinks, setInternetLoss, setPartition } from "./network";
 import { allHosts, hostByPrivateAddress, planLab, STATE_ADDRESS, STATE_PORT, type HostPlan, type LabPlan, type LabPlanOptions, type LocationPlan } from "./plan";
 import { parseProbeLog, type ProbePacket } from "./outage";
 import { CODE_CACHE_DIR_ENV } from "../../agent/code-cache";
@@ -53,6 +53,7 @@ export class Lab {
   private readonly charons = new Map<string, Charon>();
   private readonly agents = new Map<string, ChildProcess>();
   private readonly agentStartedAt = new Map<string, number>();
+  private internetLoss = 0;
   private state: ChildProcess | undefined;
   private masterKey: Buffer | undefined;
   private fingerprint: string | undefined;
@@ -248,6 +249,12 @@ export class Lab {
     const settleMs = linkTiming(this.plan.topology.links[0]!).settleMs + AGENT_START_UP_MS;
     const waitMs = Math.max(0, ...[...this.agentStartedAt.values()].map((at) => at + settleMs - Date.now()));
     await new Promise((resolve) => setTimeout(resolve, waitMs));
+  }
+
+  /** Drops `probability` (0-1) of the packets reaching every host and the state service from the internet; 0 heals. */
+  async setInternetLoss(probability: number): Promise<void> {
+    await setInternetLoss(this.sandbox, this.plan, probability, this.internetLoss);
+    this.internetLoss = probability;
   }
 
   /** Cuts (or heals) the path between every host of `loc` and the state service, nothing else. */

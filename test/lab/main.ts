@@ -4,12 +4,12 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { cpus, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { startCapture } from "./capture";
-import { agentStartDrill, controlPlaneCutDrill, failoverDrill, flapDrill, stateOutageDrill, waitForSteady, type Outage, type StartResult, type UnchangedResult } from "./drills";
+import { agentStartDrill, controlPlaneCutDrill, failoverDrill, flapDrill, lossDrill, stateOutageDrill, waitForSteady, type Outage, type StartResult, type UnchangedResult } from "./drills";
 import { CpuHogs } from "./hogs";
 import { Lab } from "./lab";
 import { summarize } from "./outage";
 import { locationPairs } from "./plan";
-import { DEFAULTS } from "../../agent/contract/topology";
+import { DEFAULTS, TIMING_PRESETS, timingSchema, type TimingPreset } from "../../agent/contract/topology";
 
 interface Options {
   bench: boolean;
@@ -21,11 +21,18 @@ interface Options {
   stateDownSeconds: number;
   cutSeconds: number;
   flapSeconds: number;
+  /** The link's timing preset. */
+  timing: TimingPreset;
+  /** Seconds of drill 8 (random loss on the internet); 0: not run. */
+  lossSeconds: number;
+  /** Percent of the packets drill 8 drops. */
+  lossPercent: number;
   /** CPU hogs beside the lab for a second, loaded bench pass (0: quiet pass only). */
   load: number;
 }
 
-const USAGE = `usage: run.sh [--keep] [--no-drills] [--locations 2|3] [--bench [--runs N] [--long-runs N] [--load N]] [--state-down S] [--cut S] [--flap S]
+const USAGE = `usage: run.sh [--keep] [--no-drills] [--locations 2|3] [--bench [--runs N] [--long-runs N] [--load N]] [--timing standard|fast]
+              [--state-down S] [--cut S] [--flap S] [--loss-drill S [--loss PCT]]
   (no flags)    lab up, status, ESP proof, every drill once with its figure, tear down
   --keep        leave the lab up afterwards (until Ctrl-C) to poke around
   --no-drills   only the lab, the status and the ESP proof
@@ -34,10 +41,13 @@ const USAGE = `usage: run.sh [--keep] [--no-drills] [--locations 2|3] [--bench [
   --state-down  seconds the state service is down in drill 5 (default 60)
   --cut         seconds a location is cut from the state service in drill 7 (default 3 x the host timeout)
   --flap        seconds of flapping in drill 6 (default 60)
+  --timing      the link's timing preset (default standard)
+  --loss-drill  also drill 8: seconds of random loss on the lab's internet, during which no failover may happen
+  --loss        percent of packets drill 8 drops at every host and the state service (default 2)
 `;
 
 function parseOptions(argv: string[]): Options {
-  const opts: Options = { bench: false, keep: false, drills: true, locations: 2, runs: 5, longRuns: 1, stateDownSeconds: 60, cutSeconds: 3 * DEFAULTS.timeout, flapSeconds: 60, load: 0 };
+  const opts: Options = { bench: false, keep: false, drills: true, locations: 2, runs: 5, longRuns: 1, stateDownSeconds: 60, cutSeconds: 3 * DEFAULTS.timeout, flapSeconds: 60, load: 0, timing: "standard", lossSeconds: 0, lossPercent: 2 };
   const number = (flag: string, value: string | undefined, min: number, max: number) => {
     const n = Number(value);
     if (!Number.isInteger(n) || n < min || n > max) throw new Error(`${flag} must be an integer ${min}-${max}, got "${value ?? ""}"`);
@@ -58,6 +68,13 @@ function parseOptions(argv: string[]): Options {
     else if (arg === "--cut") opts.cutSeconds = number(arg, argv[++i], 1, 3600);
     else if (arg === "--flap") opts.flapSeconds = number(arg, argv[++i], 4, 3600);
     else if (arg === "--load") opts.load = number(arg, argv[++i], 0, 64);
+    else if (arg === "--loss-drill") opts.lossSeconds = number(arg, argv[++i], 1, 24 * 3600);
+    else if (arg === "--loss") opts.lossPercent = number(arg, argv[++i], 1, 50);
+    else if (arg === "--timing") {
+      const preset = argv[++i] ?? "";
+      if (!(preset in TIMING_PRESETS)) throw new Error(`--timing must be one of ${Object.keys(TIMING_PRESETS).join(", ")}, got "${preset}"`);
+      opts.timing = preset as TimingPreset;
+    }
     else throw new Error(`unknown argument "${arg}"\n${USAGE}`);
   }
   if (opts.load > 0 && !opts.bench) throw new Error(`--load needs --bench\n${USAGE}`);
@@ -71,7 +88,7 @@ const describeGap = (o: Outage) => `traffic stood still ${seconds(o.gapMs)} (${o
 
 /** Lab up with every agent started; returns the start-to-first-packet figure too. */
 async function labUp(opts: Options, label: string, codeCacheDir?: string): Promise<{ lab: Lab; start: StartResult }> {
-  const lab = await Lab.create({ locations: opts.locations, label, codeCacheDir });
+  const lab = await Lab.create({ locations: opts.locations, label, codeCacheDir, timing: { preset: opts.timing } });
   try {
     const start = await agentStartDrill(lab, lab.plan.locations[0]!);
     await waitForSteady(lab);
@@ -105,7 +122,7 @@ async function proveNoTunnelNoTraffic(lab: Lab): Promise<void> {
 }
 
 async function tour(opts: Options): Promise<void> {
-  const lab = await Lab.create({ locations: opts.locations, label: "lab" });
+  const lab = await Lab.create({ locations: opts.locations, label: "lab", timing: { preset: opts.timing } });
   try {
     say(`lab ${lab.plan.prefix}: ${lab.plan.locations.length} locations, work dir ${lab.workDir}; load average ${load()} on ${cpus().length} cores`);
     await proveNoTunnelNoTraffic(lab);
@@ -148,7 +165,23 @@ async function drillsOnce(lab: Lab, opts: Options): Promise<string[]> {
   say(`drill flapping ${opts.flapSeconds} s every 2 s: ${flap.flaps} flaps, ${flap.roleChanges} role changes (backoff ${backoff} s), ` +
     `${flap.otherRoleChanges} role changes in the other locations, ${flap.traffic.lost}/${flap.traffic.sent} probes lost`);
   if (flap.otherRoleChanges > 0) problems.push(`flapping: ${flap.otherRoleChanges} role changes in locations whose hosts did not flap`);
+  if (opts.lossSeconds > 0) {
+    const loss = await lossDrill(lab, opts.lossSeconds, opts.lossPercent / 100);
+    say(`drill ${describeLoss(opts, loss)}`);
+    if (falseFailovers(loss).length > 0) problems.push(`random loss: ${falseFailovers(loss).join("; ")}`);
+  }
   return problems;
+}
+
+/** What drill 8 changed that a lossy network must not change: decisions and routes. */
+function falseFailovers(r: UnchangedResult): string[] {
+  return whatChanged(r).filter((change) => !change.startsWith("tunnels"));
+}
+
+function describeLoss(opts: Options, r: UnchangedResult): string {
+  const changed = falseFailovers(r);
+  return `random loss ${opts.lossPercent} % for ${r.downSeconds} s (timing ${opts.timing}): ${r.generationAfter - r.generationBefore} decisions, ` +
+    `${r.traffic.lost}/${r.traffic.sent} probes lost; ${changed.length === 0 ? "no failover" : changed.join("; ")}`;
 }
 
 /** What a control-plane drill changed in the data plane or the decisions (empty: nothing). */
@@ -259,6 +292,12 @@ async function benchPass(opts: Options, tag: string): Promise<BenchPass> {
     for (let run = 0; run < opts.longRuns; run++) {
       unchangedRow(`7 ${loc.name} cut from the state service ${opts.cutSeconds} s`, run, await controlPlaneCutDrill(lab, loc, opts.cutSeconds));
     }
+    for (let run = 0; run < (opts.lossSeconds > 0 ? opts.longRuns : 0); run++) {
+      const loss = await lossDrill(lab, opts.lossSeconds, opts.lossPercent / 100);
+      say(`[${tag}] ${describeLoss(opts, loss)}`);
+      rows.push({ name: `8 random loss ${opts.lossPercent} % ${opts.lossSeconds} s (run ${run + 1})`, cells: ["1", `${loss.generationAfter - loss.generationBefore} decisions`, `${loss.traffic.lost}/${loss.traffic.sent} lost`, falseFailovers(loss).length === 0 ? "no failover" : "FAILOVER"] });
+      if (falseFailovers(loss).length > 0) failures.push(`random loss run ${run + 1}: ${falseFailovers(loss).join("; ")}`);
+    }
     for (let run = 0; run < opts.longRuns; run++) {
       const flap = await flapDrill(lab, loc, opts.flapSeconds, 2);
       rows.push({ name: `6 flapping ${opts.flapSeconds} s / 2 s (run ${run + 1})`, cells: ["1", `${flap.roleChanges} role changes`, `${flap.otherRoleChanges} elsewhere`, `${flap.traffic.lost} lost`] });
@@ -293,7 +332,8 @@ async function bench(opts: Options): Promise<void> {
     }
   }
   printBench(passes);
-  say(`\ntargets: crash median < 1 s and max < 1.5 s, graceful max < 0.5 s, start median < 2 s (at --load 2); probe interval 10 ms; default timing ${JSON.stringify(DEFAULTS.timing)}, timeout ${DEFAULTS.timeout} s, backoff ${DEFAULTS.backoff} s`);
+  const targets = opts.timing === "fast" ? "crash median < 0.3 s, no failover in drill 8" : "crash median < 1 s and max < 1.5 s, graceful max < 0.5 s, start median < 2 s (at --load 2)";
+  say(`\ntargets: ${targets}; probe interval 10 ms; timing ${opts.timing} ${JSON.stringify(timingSchema.parse({ preset: opts.timing }))}, timeout ${DEFAULTS.timeout} s, backoff ${DEFAULTS.backoff} s`);
   const failures = passes.flatMap(({ pass }) => pass.failures);
   if (failures.length > 0) {
     say(`\nFAILED:\n  ${failures.join("\n  ")}`);

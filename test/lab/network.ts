@@ -100,3 +100,17 @@ export async function setPartition(sandbox: NetnsSandbox, host: HostPlan, addres
     await sandbox.exec(host.ns, ["iptables", "-w", op, "OUTPUT", "-d", address, "-j", "DROP"]);
   }
 }
+
+/**
+ * Drops `probability` of the packets arriving from the lab's internet at every host and at the state
+ * service, at random (iptables' statistic match, in the raw table so no agent rule sees them first);
+ * 0 removes the drop again. This kernel has no netem; this is loss without delay.
+ */
+export async function setInternetLoss(sandbox: NetnsSandbox, plan: LabPlan, probability: number, previous: number): Promise<void> {
+  const rule = (p: number, ifname: string) => ["-i", ifname, "-m", "statistic", "--mode", "random", "--probability", String(p), "-j", "DROP"];
+  const targets: Array<[string, string]> = [[plan.stateNs, "eth0"], ...plan.locations.flatMap((l) => l.hosts.map((h): [string, string] => [h.ns, HOST_PUBLIC_IF]))];
+  for (const [ns, ifname] of targets) {
+    if (previous > 0) await sandbox.exec(ns, ["iptables", "-w", "-t", "raw", "-D", "PREROUTING", ...rule(previous, ifname)]);
+    if (probability > 0) await sandbox.exec(ns, ["iptables", "-w", "-t", "raw", "-I", "PREROUTING", ...rule(probability, ifname)]);
+  }
+}

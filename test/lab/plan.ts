@@ -2,7 +2,7 @@
 // Pure, so the address scheme is unit-tested without root. Only 198.18.0.0/15 ("internet")
 // and 10.x (sites) are ever used.
 import { randomBytes } from "node:crypto";
-import { parseTopology, type Topology, type TopologyInput } from "../../agent/contract/topology";
+import { parseTopology, type TimingInput, type Topology, type TopologyInput } from "../../agent/contract/topology";
 
 export const INTERNET_CIDR_PREFIX = 16;
 export const INTERNET_BRIDGE_ADDRESS = "198.18.0.1";
@@ -19,6 +19,8 @@ export interface LabPlanOptions {
   backoff?: number;
   /** Seconds without heartbeat before a host is offline. @default DEFAULTS.timeout */
   timeout?: number;
+  /** The link's timing (a preset or fields). @default the standard preset */
+  timing?: TimingInput;
   /** Namespace name prefix; random `sl<4 hex>` when absent so runs never collide. */
   prefix?: string;
 }
@@ -120,6 +122,7 @@ export function planLab(opts: LabPlanOptions = {}): LabPlan {
             privateAddress: h.privateAddress,
           })),
         })),
+        ...(opts.timing === undefined ? {} : { timing: opts.timing }),
       },
     ],
   };

@@ -9,7 +9,10 @@ export interface HostSpec {
   backoff?: number;
 }
 
-/** One link "corp" with the given locations (name → hosts); each location gets its own 10.n/16. */
+/**
+ * One link "corp" with the given locations (name → hosts); each location gets its own 10.n/16. Its
+ * timing is a 1 s heartbeat (crashConfirm 1.5 s): the engine's tests count in those steps.
+ */
 export function topologyOf(locations: Record<string, HostSpec[]>, link: Partial<TopologyInput["links"][number]> = {}): Topology {
   return parseTopology({
     version: 1,
@@ -21,6 +24,7 @@ export function topologyOf(locations: Record<string, HostSpec[]>, link: Partial<
           routes: [`10.${i}.0.0/16`],
           hosts: hosts.map((h) => ({ name: h.id.replace(/[^a-z0-9-]/g, "-"), ...h })),
         })),
+        timing: { heartbeat: 1 },
         ...link,
       },
     ],

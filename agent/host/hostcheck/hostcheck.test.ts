@@ -3,8 +3,8 @@ import { afterEach, describe, expect, it, vi } from "vitest";
 import type { HostCheckTarget } from "../../contract/protocol";
 import { createLogger } from "../log";
 import { HostCheckListener } from "./listener";
-import { HostCheckProber, probe } from "./prober";
-import { answerMac, encodeChallenge, newChallenge, verifyAnswer } from "./protocol";
+import { HostCheckProber, MAX_IN_FLIGHT, probe } from "./prober";
+import { answerMac, encodeAnswer, encodeChallenge, newChallenge, parseChallenge, verifyAnswer } from "./protocol";
 
 const KEY = "k".repeat(43);
 const OTHER_KEY = "x".repeat(43);
@@ -221,6 +221,50 @@ describe("host check prober", () => {
     p.setTargets([target("peer-1", await closedPort())], KEY, TIMING);
     await until(() => (p.results()[0]?.failures ?? 0) >= 4);
     expect(seen).toEqual([1, 2]);
+  });
+
+  it("keeps probing a silent target every interval while earlier probes wait for their timeout, a few at a time", async () => {
+    let open = 0;
+    let mostOpen = 0;
+    let connections = 0;
+    const port = await tcpServer((socket) => {
+      connections++;
+      mostOpen = Math.max(mostOpen, ++open);
+      socket.on("close", () => open--);
+    });
+    const p = prober();
+    const failuresSeen: number[] = [];
+    p.onChange(() => failuresSeen.push(p.results()[0]!.failures));
+    // A silent target: each probe waits out 0.5 s, and a new one starts every 0.05 s.
+    p.setTargets([target("peer-1", port)], KEY, TIMING);
+    await changed(p, () => (p.results()[0]?.failures ?? 0) >= 2);
+    // Serial probes would never overlap; unbounded ones would have ~10 open (0.5 s / 0.05 s). The
+    // server may see a cut connection close a moment after the prober opened the next one.
+    expect(mostOpen).toBeGreaterThanOrEqual(2);
+    expect(mostOpen).toBeLessThanOrEqual(MAX_IN_FLIGHT + 1);
+    expect(connections).toBeGreaterThan(2);
+    expect(failuresSeen).toEqual([1, 2]);
+  });
+
+  it("a late answer to an older probe does not overwrite the newer probes' failures", async () => {
+    // The first probe is answered correctly but 0.3 s late; every later one is cut at once.
+    let first = true;
+    const port = await tcpServer((socket) => {
+      if (!first) return socket.destroy();
+      first = false;
+      socket.once("data", (chunk: Buffer) => {
+        const challenge = parseChallenge(chunk.toString("latin1").trim());
+        setTimeout(() => socket.write(encodeAnswer(KEY, challenge!, "peer-1")), 300);
+      });
+    });
+    const p = prober();
+    const verdicts: boolean[] = [];
+    p.onChange(() => verdicts.push(p.results()[0]!.reachable));
+    p.setTargets([target("peer-1", port)], KEY, TIMING);
+    await until(() => (p.results()[0]?.failures ?? 0) >= 3);
+    await new Promise((resolve) => setTimeout(resolve, 400)); // the late answer has come and gone
+    expect(verdicts).not.toContain(true);
+    expect(p.results()[0]!.failures).toBeGreaterThanOrEqual(3);
   });
 
   it("a target that comes back resets its failure count", async () => {

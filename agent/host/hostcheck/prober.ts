@@ -1,13 +1,18 @@
 // The host-check prober: probes every target the state service names, each on its own schedule
-// (one probe in flight per target, the next one probeInterval after the last one started), keeps
-// the latest verdict per target and tells listeners at once when a target flips, or when its
-// failures in a row reach DOWN_AFTER_FAILURES (what the state service needs to confirm a crash).
+// (a probe every probeInterval, whether or not the last one has answered), keeps the verdict of the
+// newest probe per target and tells listeners at once when a target flips, or when its failures in
+// a row reach DOWN_AFTER_FAILURES (what the state service needs to confirm a crash). Probes overlap
+// (at most MAX_IN_FLIGHT per target) so that a silent target's second failure comes one interval
+// after its first, not one timeout.
 import { connect, type Socket } from "node:net";
 import { DOWN_AFTER_FAILURES } from "../../contract/topology";
 import type { DesiredState, HostCheckResult, HostCheckTarget } from "../../contract/protocol";
 import { errorMessage, type Logger } from "../log";
 import type { HostChecker } from "../types";
 import { assertHostId, encodeChallenge, MAX_LINE_BYTES, newChallenge, verifyAnswer } from "./protocol";
+
+/** Probes of one target at once: a long timeout over a short interval must not pile up sockets. */
+export const MAX_IN_FLIGHT = 3;
 
 export type ProbeFailure = "refused" | "timeout" | "impostor" | "malformed" | "closed" | "unreachable";
 export type ProbeOutcome = { ok: true; rttMs: number } | { ok: false; reason: ProbeFailure; detail?: string };
@@ -64,6 +69,10 @@ interface TargetState {
   failures: number;
   /** Wall-clock time of the last result (ms since epoch). */
   at?: number;
+  /** Probes started so far, and the number of the newest one whose outcome is recorded. */
+  started: number;
+  recorded: number;
+  inFlight: number;
   timer?: NodeJS.Timeout;
   removed: boolean;
 }
@@ -105,7 +114,7 @@ export class HostCheckProber implements HostChecker {
       const state = this.states.get(hostId);
       if (state) state.target = target; // a new address takes effect with the next probe
       else {
-        const fresh: TargetState = { target, failures: 0, removed: false };
+        const fresh: TargetState = { target, failures: 0, started: 0, recorded: 0, inFlight: 0, removed: false };
         this.states.set(hostId, fresh);
         void this.run(fresh);
       }
@@ -145,14 +154,18 @@ export class HostCheckProber implements HostChecker {
 
   private async run(state: TargetState): Promise<void> {
     if (state.removed || this.closed || !this.timing) return;
-    const started = this.now();
     const { probeInterval, probeTimeout } = this.timing;
-    const outcome = await probe(state.target, this.options.hostId, this.key, probeTimeout * 1000);
-    if (state.removed || this.closed) return;
-    this.record(state, outcome);
-    const wait = Math.max(0, probeInterval * 1000 - (this.now() - started));
-    state.timer = setTimeout(() => void this.run(state), wait);
+    state.timer = setTimeout(() => void this.run(state), probeInterval * 1000);
     state.timer.unref();
+    if (state.inFlight >= MAX_IN_FLIGHT) return;
+    const number = ++state.started;
+    state.inFlight++;
+    const outcome = await probe(state.target, this.options.hostId, this.key, probeTimeout * 1000);
+    state.inFlight--;
+    // A probe overtaken by a newer one's outcome (a slow answer, a late timeout) is old news.
+    if (state.removed || this.closed || number < state.recorded) return;
+    state.recorded = number;
+    this.record(state, outcome);
   }
 
   private record(state: TargetState, outcome: ProbeOutcome): void {

@@ -4,14 +4,14 @@
 // engine's timers are run the way the service runs them.
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { DEFAULTS, type Topology } from "../../contract/topology";
+import type { Topology } from "../../contract/topology";
 import type { HostCheckResult } from "../../contract/protocol";
 import { FailoverEngine, type Decision, type HostView } from ".";
 import { report, topologyOf, type HostSpec } from "../../../test/support/engine-fixtures";
 import { linkTiming } from "./model";
 
 const T0 = 1_700_000_000_000;
-const CRASH_CONFIRM_MS = DEFAULTS.timing.crashConfirm * 1000;
+const CRASH_CONFIRM_MS = topologyOf({ a: [{ id: "a" }], b: [{ id: "b" }] }).links[0]!.timing.crashConfirm * 1000;
 /** How long the engine may rely on a host-check result (it clamps reported ages to this, too). */
 const FRESH_MS = linkTiming(topologyOf({ a: [{ id: "a" }], b: [{ id: "b" }] }).links[0]!).freshMs;
 const REASONS = ["initial", "higher-priority", "offline", "timeout", "crash-confirmed", "partitioned", "peers-lost", "silent", "backoff-ended", "online", "host-checks"];
