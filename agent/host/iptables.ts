@@ -31,8 +31,9 @@ export interface OwnChain {
  */
 export async function loadChain(run: CommandRunner, family: IptablesFamily, own: OwnChain, rules: string[]): Promise<void> {
   const lines = [`*${own.table}`, `:${own.chain} - [0:0]`, ...rules.map((rule) => `-A ${own.chain} ${rule}`)];
+  const listed = await listTable(run, family, own.table);
   for (const from of own.jumps) {
-    if (!(await succeeds(run, family.iptables, ["-w", "-t", own.table, "-C", from, "-j", own.chain]))) lines.push(`-I ${from} -j ${own.chain}`);
+    if (!listed.includes(jumpLine(from, own))) lines.push(`-I ${from} -j ${own.chain}`);
   }
   lines.push("COMMIT", "");
   await run(family.restore, ["-w", "--noflush"], lines.join("\n"));
@@ -43,35 +44,39 @@ export async function loadChain(run: CommandRunner, family: IptablesFamily, own:
  * chain: an operator may insert rules above ours). One `iptables -S` of the table per call.
  */
 export async function chainInPlace(run: CommandRunner, family: IptablesFamily, own: OwnChain, rules: string[]): Promise<boolean> {
-  const lines = (await run(family.iptables, ["-w", "-t", own.table, "-S"])).stdout.split("\n").map((line) => line.trim());
+  const lines = await listTable(run, family, own.table);
   const chain = lines.filter((line) => line.startsWith(`-A ${own.chain} `));
   const expected = rules.map((rule) => `-A ${own.chain} ${rule}`);
   return (
-    own.jumps.every((from) => lines.includes(`-A ${from} -j ${own.chain}`)) &&
+    own.jumps.every((from) => lines.includes(jumpLine(from, own))) &&
     chain.length === expected.length &&
     chain.every((line, i) => line === expected[i])
   );
 }
 
-/** Deletes every jump to the chain (one normally), then the chain itself; nothing when it is absent. */
+/**
+ * Deletes every jump to the chain (one normally), then the chain itself; nothing when it is absent.
+ * One listing of the table says what is there: an agent starts by removing what an earlier run may
+ * have left, and each further iptables process is a fork of the agent beside its first apply.
+ */
 export async function removeChain(run: CommandRunner, family: IptablesFamily, own: OwnChain): Promise<void> {
+  const lines = await listTable(run, family, own.table);
   for (const from of own.jumps) {
-    while (await succeeds(run, family.iptables, ["-w", "-t", own.table, "-D", from, "-j", own.chain])) {}
+    const jumps = lines.filter((line) => line === jumpLine(from, own)).length;
+    for (let i = 0; i < jumps; i++) await run(family.iptables, ["-w", "-t", own.table, "-D", from, "-j", own.chain]);
   }
-  if (!(await succeeds(run, family.iptables, ["-w", "-t", own.table, "-n", "-L", own.chain]))) return;
+  if (!lines.includes(`-N ${own.chain}`)) return;
   await run(family.iptables, ["-w", "-t", own.table, "-F", own.chain]);
   await run(family.iptables, ["-w", "-t", own.table, "-X", own.chain]);
 }
 
-/** True when the tool exits 0, false when it exits non-zero; throws when it cannot run at all. */
-export async function succeeds(run: CommandRunner, command: string, args: string[]): Promise<boolean> {
-  try {
-    await run(command, args);
-    return true;
-  } catch (error) {
-    if (error instanceof CommandError) return false;
-    throw error; // the tool itself is missing: not a "no"
-  }
+/** Every rule of a table, one per line as `iptables -S` prints it (`-N chain`, `-A chain rule`). */
+async function listTable(run: CommandRunner, family: IptablesFamily, table: OwnChain["table"]): Promise<string[]> {
+  return (await run(family.iptables, ["-w", "-t", table, "-S"])).stdout.split("\n").map((line) => line.trim());
+}
+
+function jumpLine(from: string, own: OwnChain): string {
+  return `-A ${from} -j ${own.chain}`;
 }
 
 /** The tool's own words for a failure (its stderr), for error messages. */

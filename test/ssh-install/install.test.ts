@@ -193,23 +193,27 @@ describe("SSH install script", { timeout: 90_000 }, () => {
     expect(readFileSync(join(h.home, "notes.txt"), "utf8")).toBe("mine\n");
   });
 
+  /** `iptables -S` of a host where both chains are loaded: `-w -t TABLE -S`. */
+  const LISTS_OUR_CHAINS = `if [ "$4" = -S ]; then if [ "$3" = filter ]; then printf '%s\\n' '-P INPUT ACCEPT' '-N SITELINK' '-A INPUT -j SITELINK'; else printf '%s\\n' '-N SITELINK-MSS' '-A FORWARD -j SITELINK-MSS' '-A OUTPUT -j SITELINK-MSS'; fi; fi;`;
+
   it("removes the firewall and MSS chains the config turned on", () => {
     const h = host.hostRoot();
     installed(h, script, JSON.stringify({ ...JSON.parse(CONFIG), firewall: true, mtu: 1400 }));
-    const s = host.stubs(h.root, { iptables: `[ "$4" = -D ] && exit 1; exit 0`, ip6tables: `[ "$4" = -D ] && exit 1; exit 0` });
+    const s = host.stubs(h.root, { iptables: `${LISTS_OUR_CHAINS} exit 0`, ip6tables: `${LISTS_OUR_CHAINS} exit 0` });
     const result = host.uninstall(h, renderSshUninstall(), s);
     expect(result.status).toBe(0);
-    // Jumps deleted until none is left, then each chain flushed and deleted, in both families; nothing else.
+    // Each table listed once, every jump the listing shows deleted, then each chain flushed and
+    // deleted, in both families; nothing else.
     const chains = result.calls.filter((c) => /^ip6?tables /.test(c));
     for (const tool of ["iptables", "ip6tables"]) {
       expect(chains.filter((c) => c.startsWith(`${tool} `))).toEqual([
+        `${tool} -w -t filter -S`,
         `${tool} -w -t filter -D INPUT -j SITELINK`,
-        `${tool} -w -t filter -n -L SITELINK`,
         `${tool} -w -t filter -F SITELINK`,
         `${tool} -w -t filter -X SITELINK`,
+        `${tool} -w -t mangle -S`,
         `${tool} -w -t mangle -D FORWARD -j SITELINK-MSS`,
         `${tool} -w -t mangle -D OUTPUT -j SITELINK-MSS`,
-        `${tool} -w -t mangle -n -L SITELINK-MSS`,
         `${tool} -w -t mangle -F SITELINK-MSS`,
         `${tool} -w -t mangle -X SITELINK-MSS`,
       ]);
@@ -219,7 +223,7 @@ describe("SSH install script", { timeout: 90_000 }, () => {
   it("finishes the uninstall when a part of the teardown fails, and says so", () => {
     const h = host.hostRoot();
     installed(h, script, JSON.stringify({ ...JSON.parse(CONFIG), firewall: true }));
-    const s = host.stubs(h.root, { iptables: `[ "$4" = -D ] && exit 1; [ "$4" = -F ] && { echo "iptables: Resource busy" >&2; exit 4; }; exit 0` });
+    const s = host.stubs(h.root, { iptables: `${LISTS_OUR_CHAINS} [ "$4" = -F ] && { echo "iptables: Resource busy" >&2; exit 4; }; exit 0` });
     const result = host.uninstall(h, renderSshUninstall(), s);
     expect(result.status).toBe(0);
     expect(result.stderr).toBe("sitelink: firewall: cannot delete the IPv4 chain SITELINK: iptables: Resource busy\nsitelink: teardown incomplete (see above)\n");
