@@ -35,18 +35,27 @@ export interface LabOptions extends LabPlanOptions {
   codeCacheDir?: string;
 }
 
-/**
- * Bundles the current sources the way they are deployed (scripts/bundle.mjs: one file) and returns
- * the command that runs it. The native modules the state service needs stay in the repo's node_modules.
- */
-function bundleSitelink(outfile: string): string[] {
+/** Bundles the current sources the way they are deployed (scripts/bundle.mjs: one file); returns its path. */
+function bundleSitelink(outfile: string): string {
   try {
     execFileSync(process.execPath, [join(REPO_ROOT, "scripts/bundle.mjs"), "--outfile", outfile, "--no-check"], { stdio: "pipe" });
   } catch (error) {
     const stderr = String((error as { stderr?: Buffer }).stderr ?? "").trim();
     throw new Error(`bundling agent/sitelink.ts failed:\n${stderr.split("\n").slice(0, 12).join("\n")}`);
   }
-  return ["env", `NODE_PATH=${join(REPO_ROOT, "node_modules")}`, process.execPath, outfile];
+  return outfile;
+}
+
+/**
+ * The scheduling priority the systemd units give the agent and the state service (their `Nice=`):
+ * the lab runs them with it, as hosts do, so `--load N` measures them beside other work the way
+ * they run in production.
+ */
+export function unitNice(unit: "agent" | "state"): number {
+  const file = unit === "agent" ? "agent/host/sitelink-agent.service" : "agent/state/sitelink-state.service";
+  const match = /^Nice=(-?\d+)$/m.exec(readFileSync(join(REPO_ROOT, file), "utf8"));
+  if (!match) throw new Error(`${file} sets no Nice=`);
+  return Number(match[1]);
 }
 
 export class Lab {
@@ -59,8 +68,8 @@ export class Lab {
   private fingerprint: string | undefined;
   private probeScript: string | undefined;
   private readonly stateDir: string;
-  /** argv prefix that runs the bundled `sitelink`. */
-  private readonly sitelinkArgv: string[];
+  /** The bundled `sitelink` (dist/sitelink.js as deployed). */
+  private readonly sitelinkFile: string;
   /** The agents' code cache directory (the state service, as on its own host, keeps none here). */
   private readonly codeCacheDir: string;
 
@@ -70,7 +79,7 @@ export class Lab {
     codeCacheDir: string,
   ) {
     this.stateDir = join(sandbox.workDir, "state");
-    this.sitelinkArgv = bundleSitelink(join(sandbox.workDir, "sitelink.js"));
+    this.sitelinkFile = bundleSitelink(join(sandbox.workDir, "sitelink.js"));
     this.codeCacheDir = codeCacheDir;
   }
 
@@ -122,7 +131,7 @@ export class Lab {
     this.state = this.sandbox.spawn(
       this.plan.stateNs,
       [
-        ...this.sitelinkArgv,
+        ...this.sitelinkCommand({ nice: unitNice("state") }),
         "state", "serve",
         "--topology", this.topologyFile,
         "--data", this.stateDir,
@@ -194,8 +203,8 @@ export class Lab {
     if (this.agents.has(host.id)) throw new Error(`the agent of ${host.id} is already running`);
     // Each agent gets its own status file: the default path would be shared by every lab host.
     const statusFile = join(this.sandbox.workDir, `status-${host.id}.json`);
-    const [env, ...rest] = this.sitelinkArgv;
-    const argv = [env!, `${CODE_CACHE_DIR_ENV}=${this.codeCacheDir}`, ...rest, "--config", this.agentConfig(host), "run", "--status", statusFile];
+    const command = this.sitelinkCommand({ nice: unitNice("agent"), env: [`${CODE_CACHE_DIR_ENV}=${this.codeCacheDir}`] });
+    const argv = [...command, "--config", this.agentConfig(host), "run", "--status", statusFile];
     const child = this.sandbox.spawn(host.ns, argv, {
       logFile: join(this.logDir, `agent-${host.id}.log`),
     });
@@ -350,7 +359,14 @@ export class Lab {
   }
 
   private async sitelink(ns: string, args: string[]) {
-    return this.sandbox.exec(ns, [...this.sitelinkArgv, ...args]);
+    return this.sandbox.exec(ns, [...this.sitelinkCommand(), ...args]);
+  }
+
+  /** argv that runs the bundled `sitelink`: a service with its unit's priority and its environment. */
+  private sitelinkCommand(opts: { nice?: number; env?: string[] } = {}): string[] {
+    const nice = opts.nice === undefined ? [] : ["nice", "-n", String(opts.nice)];
+    // The native modules the state service needs stay in the repo's node_modules.
+    return [...nice, "env", `NODE_PATH=${join(REPO_ROOT, "node_modules")}`, ...(opts.env ?? []), process.execPath, this.sitelinkFile];
   }
 }
 
