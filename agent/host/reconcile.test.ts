@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it, vi } from "vitest";
 import type { DesiredState, HostCheckResult, HostCheckTarget, PeerLocation, TunnelReport } from "../contract/protocol";
 import { PROTOCOL_VERSION } from "../contract/protocol";
-import { ReconcileLoop, type ReconcileDeps, type ReconcileOptions } from "./reconcile";
+import { ReconcileLoop, TUNNELS_HEAD_START_MS, type ReconcileDeps, type ReconcileOptions } from "./reconcile";
 import { StateClientError, type PollInput, type StateApi } from "./state-client";
 import type { Firewall, HostChecker, IpsecDriver, MssClamp, RouteProvider } from "./types";
 import { createLogger } from "./log";
@@ -84,9 +84,21 @@ class FakeIpsec implements IpsecDriver {
     const bad = peers.findIndex((p) => p.location === "bad");
     if (bad >= 0) throw new Error(`ipsec: peers[${bad}].location "bad" is refused`);
   }
+  /** While set, apply waits for it (a busy or hung charon). */
+  gate: Promise<void> | undefined;
   async apply(peers: PeerLocation[]) {
     this.applied.push(peers);
+    await this.gate;
     this.state = peers.map((p) => ({ location: p.location, state: "connecting" }));
+  }
+  /** Holds every apply until the returned function is called. */
+  hold(): () => void {
+    let release!: () => void;
+    this.gate = new Promise((resolve) => (release = resolve));
+    return () => {
+      this.gate = undefined;
+      release();
+    };
   }
   tunnels() {
     return this.state;
@@ -353,6 +365,27 @@ describe("reconcile loop", () => {
     await state.answer(desired(1, "active", { routes: { pointHere: ["10.2.0.0/16", "10.3.0.0/16"] } }));
     await state.answer(desired(2, "active", { routes: { pointHere: ["10.2.0.0/16"] } }));
     expect(routes.calls[1]).toEqual({ cidrs: ["10.2.0.0/16"], previous: ["10.2.0.0/16", "10.3.0.0/16"], removeRoutes: true });
+  });
+
+  it("gives the tunnels a head start: the other parts start once the tunnel part is done", async () => {
+    const { state, ipsec, routes, firewall } = setup();
+    const release = ipsec.hold();
+    await state.answer(desired(1, "active"));
+    await vi.waitFor(() => expect(ipsec.applied).toHaveLength(1));
+    // No `ip` or `iptables` process competes with the tunnels' VICI round trips yet.
+    expect(routes.calls).toEqual([]);
+    expect(firewall.calls).toEqual([]);
+    release();
+    await vi.waitFor(() => expect(routes.calls.map((c) => c.cidrs)).toEqual([["10.2.0.0/16"]]));
+  });
+
+  it("a hung charon holds the routes up for the head start only", async () => {
+    const { state, ipsec, routes } = setup();
+    ipsec.hold(); // never released
+    const answeredAt = Date.now();
+    await state.answer(desired(1, "active"));
+    await vi.waitFor(() => expect(routes.calls.map((c) => c.cidrs)).toEqual([["10.2.0.0/16"]]), { timeout: 5_000 });
+    expect(Date.now() - answeredAt).toBeGreaterThanOrEqual(TUNNELS_HEAD_START_MS - 5);
   });
 
   it("a slow apply never holds up the heartbeat; applies queue, and only the newest answer waits", async () => {

@@ -73,6 +73,8 @@ export const VERIFY_MS = 10_000;
  */
 export const PROMOTION_CHECKS_MS = [1_000, 3_000];
 const APPLY_RETRY_MS = { initial: 1_000, max: 30_000 };
+/** How long the other parts of an apply wait for the tunnel part to be done, at most. */
+export const TUNNELS_HEAD_START_MS = 100;
 const MAX_ERROR_LENGTH = 1024;
 const STOP_SETTLE_MS = 250;
 /** On stop, how long an apply in progress may still run before the loop exits anyway. */
@@ -330,9 +332,14 @@ export class ReconcileLoop {
     }
     this.role = desired.role;
     // The parts are independent: applied side by side (a failover needs tunnels AND routes, and
-    // cloud route calls take a while); one failing does not undo or hold up the others.
+    // cloud route calls take a while); one failing does not undo or hold up the others. Tunnels get
+    // a head start: an IKE initiation waits on their few VICI round trips, which the other parts'
+    // processes (`ip`, `iptables`: each a fork of the agent) would hold up; the others start once
+    // the tunnel part is done, or after TUNNELS_HEAD_START_MS when charon is slow.
+    const ipsec = this.run("ipsec", this.ipsecPlan(desired), verify);
+    await Promise.race([ipsec, delay(TUNNELS_HEAD_START_MS)]);
     const results = await Promise.all([
-      this.run("ipsec", this.ipsecPlan(desired), verify),
+      ipsec,
       this.run("firewall", this.firewallPlan(desired), verify),
       this.run("mss", this.mssPlan(desired), verify),
       this.run("hostCheck", this.hostCheckPlan(desired), verify),
