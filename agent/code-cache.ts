@@ -10,8 +10,6 @@ import { dirname, join } from "node:path";
 import { Script } from "node:vm";
 
 export const CODE_CACHE_DIR_ENV = "SITELINK_CODE_CACHE_DIR";
-/** When a running command writes the cache (ms after start): start-up and its first round are behind it. */
-export const SAVE_AFTER_MS = 3_000;
 const PREFIX = "sitelink-";
 const SUFFIX = ".v8cache";
 
@@ -74,18 +72,17 @@ export function runProgram(program: Program, filename: string, env: NodeJS.Proce
   const cachedData = file ? readCache(file) : undefined;
   const script = new Script(Module.wrap(program.source), { filename, cachedData });
   const used = cachedData !== undefined && script.cachedDataRejected === false;
+  // Once, right after the top level ran (with what start-up compiled so far), or as the program
+  // exits if that is sooner: serializing stops the event loop for a while, which later on would
+  // stall host checks and could cost a failover. Lean on purpose, too: V8 reads a cache whole, and
+  // one of everything a long run compiled costs more to read than it saves.
+  let save = () => {};
   if (file && !used) {
-    // Once: the cache holds the top level and what ran so far. Kept lean on purpose: V8 reads a
-    // cache whole, and one from a long run (every function it ever compiled) costs more to read
-    // than it saves.
-    let saved = false;
-    const save = () => {
-      if (saved) return;
-      saved = true;
+    save = () => {
+      save = () => {};
       writeCache(dir!, file, script.createCachedData());
     };
-    setTimeout(save, SAVE_AFTER_MS).unref();
-    process.once("exit", save);
+    process.once("exit", () => save());
   }
   const main = new Module(filename);
   main.filename = filename;
@@ -94,4 +91,5 @@ export function runProgram(program: Program, filename: string, env: NodeJS.Proce
   // The program's `require.main === module` check: it is the main module.
   require.main = main;
   (script.runInThisContext() as (...args: unknown[]) => void).call(main.exports, main.exports, require, main, filename, dirname(filename));
+  save();
 }
