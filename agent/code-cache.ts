@@ -76,14 +76,13 @@ export function runProgram(program: Program, filename: string, env: NodeJS.Proce
   // exits if that is sooner: serializing stops the event loop for a while, which later on would
   // stall host checks and could cost a failover. Lean on purpose, too: V8 reads a cache whole, and
   // one of everything a long run compiled costs more to read than it saves.
-  let save = () => {};
-  if (file && !used) {
-    save = () => {
-      save = () => {};
-      writeCache(dir!, file, script.createCachedData());
-    };
-    process.once("exit", () => save());
-  }
+  let saved = file === undefined || used;
+  const save = () => {
+    if (saved) return;
+    saved = true;
+    writeCache(dir!, file!, script.createCachedData());
+  };
+  if (!saved) process.once("exit", save);
   const main = new Module(filename);
   main.filename = filename;
   main.loaded = true;

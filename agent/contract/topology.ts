@@ -72,6 +72,10 @@ export const TIMING_PRESETS = {
 
 export type TimingPreset = keyof typeof TIMING_PRESETS;
 
+export function isTimingPreset(value: unknown): value is TimingPreset {
+  return typeof value === "string" && Object.hasOwn(TIMING_PRESETS, value);
+}
+
 export const LIMITS = {
   priority: { min: 1, max: 1000 },
   timeout: { min: 1, max: 600 },
@@ -383,7 +387,7 @@ function connectionIssues(link: unknown, linkPath: string, locationNames: Map<st
 function timingIssues(link: unknown, linkPath: string): TopologyIssue[] {
   if (!isRecord(link)) return [];
   const raw = isRecord(link.timing) ? link.timing : {};
-  const preset = TIMING_PRESETS[(typeof raw.preset === "string" && raw.preset in TIMING_PRESETS ? raw.preset : "standard") as TimingPreset];
+  const preset = TIMING_PRESETS[isTimingPreset(raw.preset) ? raw.preset : "standard"];
   const field = (name: keyof typeof DEFAULTS.timing, fallback: number | undefined): number | undefined => {
     const value = raw[name] === undefined ? fallback : raw[name];
     const limits = LIMITS[name];

@@ -76,6 +76,16 @@ class FakeState implements StateApi {
   close() {}
 }
 
+/** Closes a fake's gate (its applies wait on it); the returned function opens it again. */
+function closeGate(fake: { gate: Promise<void> | undefined }): () => void {
+  let release!: () => void;
+  fake.gate = new Promise((resolve) => (release = resolve));
+  return () => {
+    fake.gate = undefined;
+    release();
+  };
+}
+
 class FakeIpsec implements IpsecDriver {
   applied: PeerLocation[][] = [];
   state: TunnelReport[] = [];
@@ -93,12 +103,7 @@ class FakeIpsec implements IpsecDriver {
   }
   /** Holds every apply until the returned function is called. */
   hold(): () => void {
-    let release!: () => void;
-    this.gate = new Promise((resolve) => (release = resolve));
-    return () => {
-      this.gate = undefined;
-      release();
-    };
+    return closeGate(this);
   }
   tunnels() {
     return this.state;
@@ -137,12 +142,7 @@ class FakeRoutes implements RouteProvider {
   }
   /** Holds every apply until the returned function is called. */
   hold(): () => void {
-    let release!: () => void;
-    this.gate = new Promise((resolve) => (release = resolve));
-    return () => {
-      this.gate = undefined;
-      release();
-    };
+    return closeGate(this);
   }
 }
 

@@ -96,7 +96,6 @@ export const stateServiceCommon = {
   topologyDependsOn: z.unknown().optional(),
 };
 
-
 export { certificateFingerprint };
 
 /** The master key as the state service reads its key file (`readMasterKey` of the state CLI): base64 of 32 random bytes. */

@@ -72,6 +72,7 @@ export class Lab {
   private readonly sitelinkFile: string;
   /** The agents' code cache directory (the state service, as on its own host, keeps none here). */
   private readonly codeCacheDir: string;
+  private readonly nice = { agent: unitNice("agent"), state: unitNice("state") };
 
   private constructor(
     readonly sandbox: NetnsSandbox,
@@ -131,7 +132,7 @@ export class Lab {
     this.state = this.sandbox.spawn(
       this.plan.stateNs,
       [
-        ...this.sitelinkCommand({ nice: unitNice("state") }),
+        ...this.sitelinkCommand({ nice: this.nice.state }),
         "state", "serve",
         "--topology", this.topologyFile,
         "--data", this.stateDir,
@@ -203,7 +204,7 @@ export class Lab {
     if (this.agents.has(host.id)) throw new Error(`the agent of ${host.id} is already running`);
     // Each agent gets its own status file: the default path would be shared by every lab host.
     const statusFile = join(this.sandbox.workDir, `status-${host.id}.json`);
-    const command = this.sitelinkCommand({ nice: unitNice("agent"), env: [`${CODE_CACHE_DIR_ENV}=${this.codeCacheDir}`] });
+    const command = this.sitelinkCommand({ nice: this.nice.agent, env: [`${CODE_CACHE_DIR_ENV}=${this.codeCacheDir}`] });
     const argv = [...command, "--config", this.agentConfig(host), "run", "--status", statusFile];
     const child = this.sandbox.spawn(host.ns, argv, {
       logFile: join(this.logDir, `agent-${host.id}.log`),

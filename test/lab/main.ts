@@ -9,7 +9,7 @@ import { CpuHogs } from "./hogs";
 import { Lab } from "./lab";
 import { summarize } from "./outage";
 import { locationPairs } from "./plan";
-import { DEFAULTS, TIMING_PRESETS, timingSchema, type TimingPreset } from "../../agent/contract/topology";
+import { DEFAULTS, isTimingPreset, TIMING_PRESETS, timingSchema, type TimingPreset } from "../../agent/contract/topology";
 
 interface Options {
   bench: boolean;
@@ -72,8 +72,8 @@ function parseOptions(argv: string[]): Options {
     else if (arg === "--loss") opts.lossPercent = number(arg, argv[++i], 1, 50);
     else if (arg === "--timing") {
       const preset = argv[++i] ?? "";
-      if (!(preset in TIMING_PRESETS)) throw new Error(`--timing must be one of ${Object.keys(TIMING_PRESETS).join(", ")}, got "${preset}"`);
-      opts.timing = preset as TimingPreset;
+      if (!isTimingPreset(preset)) throw new Error(`--timing must be one of ${Object.keys(TIMING_PRESETS).join(", ")}, got "${preset}"`);
+      opts.timing = preset;
     }
     else throw new Error(`unknown argument "${arg}"\n${USAGE}`);
   }
@@ -167,8 +167,9 @@ async function drillsOnce(lab: Lab, opts: Options): Promise<string[]> {
   if (flap.otherRoleChanges > 0) problems.push(`flapping: ${flap.otherRoleChanges} role changes in locations whose hosts did not flap`);
   if (opts.lossSeconds > 0) {
     const loss = await lossDrill(lab, opts.lossSeconds, opts.lossPercent / 100);
-    say(`drill ${describeLoss(opts, loss)}`);
-    if (falseFailovers(loss).length > 0) problems.push(`random loss: ${falseFailovers(loss).join("; ")}`);
+    const failovers = falseFailovers(loss);
+    say(`drill ${describeLoss(opts, loss, failovers)}`);
+    if (failovers.length > 0) problems.push(`random loss: ${failovers.join("; ")}`);
   }
   return problems;
 }
@@ -178,10 +179,9 @@ function falseFailovers(r: UnchangedResult): string[] {
   return whatChanged(r).filter((change) => !change.startsWith("tunnels"));
 }
 
-function describeLoss(opts: Options, r: UnchangedResult): string {
-  const changed = falseFailovers(r);
+function describeLoss(opts: Options, r: UnchangedResult, failovers: string[]): string {
   return `random loss ${opts.lossPercent} % for ${r.downSeconds} s (timing ${opts.timing}): ${r.generationAfter - r.generationBefore} decisions, ` +
-    `${r.traffic.lost}/${r.traffic.sent} probes lost; ${changed.length === 0 ? "no failover" : changed.join("; ")}`;
+    `${r.traffic.lost}/${r.traffic.sent} probes lost; ${failovers.length === 0 ? "no failover" : failovers.join("; ")}`;
 }
 
 /** What a control-plane drill changed in the data plane or the decisions (empty: nothing). */
@@ -292,11 +292,12 @@ async function benchPass(opts: Options, tag: string): Promise<BenchPass> {
     for (let run = 0; run < opts.longRuns; run++) {
       unchangedRow(`7 ${loc.name} cut from the state service ${opts.cutSeconds} s`, run, await controlPlaneCutDrill(lab, loc, opts.cutSeconds));
     }
-    for (let run = 0; run < (opts.lossSeconds > 0 ? opts.longRuns : 0); run++) {
+    for (let run = 0; opts.lossSeconds > 0 && run < opts.longRuns; run++) {
       const loss = await lossDrill(lab, opts.lossSeconds, opts.lossPercent / 100);
-      say(`[${tag}] ${describeLoss(opts, loss)}`);
-      rows.push({ name: `8 random loss ${opts.lossPercent} % ${opts.lossSeconds} s (run ${run + 1})`, cells: ["1", `${loss.generationAfter - loss.generationBefore} decisions`, `${loss.traffic.lost}/${loss.traffic.sent} lost`, falseFailovers(loss).length === 0 ? "no failover" : "FAILOVER"] });
-      if (falseFailovers(loss).length > 0) failures.push(`random loss run ${run + 1}: ${falseFailovers(loss).join("; ")}`);
+      const failovers = falseFailovers(loss);
+      say(`[${tag}] ${describeLoss(opts, loss, failovers)}`);
+      rows.push({ name: `8 random loss ${opts.lossPercent} % ${opts.lossSeconds} s (run ${run + 1})`, cells: ["1", `${loss.generationAfter - loss.generationBefore} decisions`, `${loss.traffic.lost}/${loss.traffic.sent} lost`, failovers.length === 0 ? "no failover" : "FAILOVER"] });
+      if (failovers.length > 0) failures.push(`random loss run ${run + 1}: ${failovers.join("; ")}`);
     }
     for (let run = 0; run < opts.longRuns; run++) {
       const flap = await flapDrill(lab, loc, opts.flapSeconds, 2);

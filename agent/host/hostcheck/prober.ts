@@ -158,13 +158,13 @@ export class HostCheckProber implements HostChecker {
     state.timer = setTimeout(() => void this.run(state), probeInterval * 1000);
     state.timer.unref();
     if (state.inFlight >= MAX_IN_FLIGHT) return;
-    const number = ++state.started;
+    const probeNumber = ++state.started;
     state.inFlight++;
     const outcome = await probe(state.target, this.options.hostId, this.key, probeTimeout * 1000);
     state.inFlight--;
     // A probe overtaken by a newer one's outcome (a slow answer, a late timeout) is old news.
-    if (state.removed || this.closed || number < state.recorded) return;
-    state.recorded = number;
+    if (state.removed || this.closed || probeNumber < state.recorded) return;
+    state.recorded = probeNumber;
     this.record(state, outcome);
   }
 

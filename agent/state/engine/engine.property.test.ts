@@ -11,9 +11,10 @@ import { report, topologyOf, type HostSpec } from "../../../test/support/engine-
 import { linkTiming } from "./model";
 
 const T0 = 1_700_000_000_000;
-const CRASH_CONFIRM_MS = topologyOf({ a: [{ id: "a" }], b: [{ id: "b" }] }).links[0]!.timing.crashConfirm * 1000;
+const FIXTURE_LINK = topologyOf({ a: [{ id: "a" }], b: [{ id: "b" }] }).links[0]!;
+const CRASH_CONFIRM_MS = FIXTURE_LINK.timing.crashConfirm * 1000;
 /** How long the engine may rely on a host-check result (it clamps reported ages to this, too). */
-const FRESH_MS = linkTiming(topologyOf({ a: [{ id: "a" }], b: [{ id: "b" }] }).links[0]!).freshMs;
+const FRESH_MS = linkTiming(FIXTURE_LINK).freshMs;
 const REASONS = ["initial", "higher-priority", "offline", "timeout", "crash-confirmed", "partitioned", "peers-lost", "silent", "backoff-ended", "online", "host-checks"];
 
 interface World {
