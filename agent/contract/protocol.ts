@@ -147,7 +147,11 @@ export const peerLocationSchema = z.strictObject({
   location: name,
   /** The peer location's active host, or null while it has none. */
   activeHost: peerHostSchema.nullable(),
-  /** Every host of the peer location: IKE is accepted from all, so a new peer active host is admitted at once. */
+  /**
+   * The peer location's hosts in service (online, or offline but still active): IKE is accepted from
+   * all of them, so a new peer active host is admitted at once, and from no other, so a host that
+   * left cannot pull the tunnel back to itself while its charon outlives its agent.
+   */
   hosts: z.array(peerHostSchema),
   localSubnets: z.array(cidr),
   remoteSubnets: z.array(cidr),

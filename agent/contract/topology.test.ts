@@ -253,7 +253,7 @@ describe("topology document", () => {
     expect(timingOf({})).toEqual({ heartbeat: 0.5, probeInterval: 0.25, probeTimeout: 0.4, crashConfirm: 1.05 });
     expect(timingOf({ preset: "standard" })).toEqual(timingOf({}));
     expect(timingOf({ preset: "fast" })).toEqual({ ...TIMING_PRESETS.fast, crashConfirm: 0.75 });
-    expect(timingOf({ preset: "fast", heartbeat: 0.5 })).toEqual({ heartbeat: 0.5, probeInterval: 0.05, probeTimeout: 0.1, crashConfirm: 1 });
+    expect(timingOf({ preset: "fast", heartbeat: 0.5 })).toEqual({ heartbeat: 0.5, probeInterval: 0.04, probeTimeout: 0.08, crashConfirm: 1 });
     // The rules between fields take the preset's values for the fields left out.
     expect(issuesOf(timed({ preset: "fast", crashConfirm: 0.45 }))).toEqual([
       { path: "links[0].timing.crashConfirm", message: "0.45 s must be at least timing.heartbeat + 0.25 s (0.5 s): a healthy host's poll may arrive that late" },

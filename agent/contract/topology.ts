@@ -67,7 +67,7 @@ export const DEFAULTS = {
  */
 export const TIMING_PRESETS = {
   standard: { heartbeat: DEFAULTS.timing.heartbeat, probeInterval: 0.25, probeTimeout: 0.4 },
-  fast: { heartbeat: 0.25, probeInterval: 0.05, probeTimeout: 0.1 },
+  fast: { heartbeat: 0.25, probeInterval: 0.04, probeTimeout: 0.08 },
 } as const;
 
 export type TimingPreset = keyof typeof TIMING_PRESETS;
@@ -81,8 +81,8 @@ export const LIMITS = {
   timeout: { min: 1, max: 600 },
   backoff: { min: 0, max: 3600 },
   heartbeat: { min: 0.2, max: 30 },
-  probeInterval: { min: 0.05, max: 10 },
-  probeTimeout: { min: 0.05, max: 10 },
+  probeInterval: { min: 0.02, max: 10 },
+  probeTimeout: { min: 0.02, max: 10 },
   crashConfirm: { min: 0.1, max: 60 },
 } as const;
 

@@ -9,7 +9,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "no
 import { connect, createServer, type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it, onTestFailed, vi } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, onTestFailed, onTestFinished, vi } from "vitest";
 import type { TopologyInput } from "../contract/topology";
 import { deriveHostSecret } from "../contract/signing";
 import { formatHostUri } from "../contract/uri";
@@ -18,6 +18,7 @@ import { startStateService, type StateService } from "../state/service";
 import { selfSignedCertificate } from "../state/tls";
 import { NetnsSandbox, requireRoot } from "../../test/support/netns";
 import { startCharon, type Charon } from "../../test/support/charon";
+import { reportAs } from "../../test/support/stand-in-host";
 import { ViciSession } from "./vici/session";
 import { StateClient } from "./state-client";
 import { agentStatusSchema } from "./status";
@@ -92,6 +93,8 @@ afterAll(async () => {
 describe.skipIf(!requireRoot())("sitelink run", () => {
   it("becomes active, loads the tunnel into charon, writes routes and status; SIGTERM → offline, tunnels left", async () => {
     const url = new URL(service.url);
+    // The office host's agent, played: the tunnel is loaded only toward a host in service.
+    onTestFinished(reportAs(service, masterKey, "off-a"));
     const secret = deriveHostSecret(masterKey, "aws-a");
     const uri = formatHostUri({ hostId: "aws-a", secret, endpoints: [{ host: url.hostname, port: Number(url.port) }], fingerprints: [service.fingerprint] });
     const config = join(dir, "agent.json");

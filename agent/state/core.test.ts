@@ -159,6 +159,27 @@ describe("StateCore", () => {
     await core.close();
   });
 
+  it("tells peers at once when a host leaves service or comes back, with no decision: they accept IKE from hosts in service only", async () => {
+    const { core } = await open();
+    core.heartbeat("a1", report({ publicAddress: "198.18.0.1" }));
+    core.heartbeat("a2", report({ publicAddress: "198.18.0.2" }));
+    core.heartbeat("b1", report({ publicAddress: "198.18.0.3" }));
+    await settle();
+    const peerHosts = () => state(core, "b1").peers[0]!.hosts.map((h) => h.id);
+    expect(peerHosts()).toEqual(["a1", "a2"]);
+    const before = state(core, "b1").generation;
+    // a2 is a standby: its stop changes no role, but b1 must stop accepting it.
+    await core.offline("a2", "stop");
+    expect(core.operatorStatus().links[0]!.locations[0]!.activeHost).toBe("a1");
+    expect(peerHosts()).toEqual(["a1"]);
+    expect(state(core, "b1").generation).toBeGreaterThan(before);
+    expect(core.ready("b1", before, true)).toBe(true);
+    core.heartbeat("a2", report({ publicAddress: "198.18.0.2" }));
+    await settle();
+    expect(peerHosts()).toEqual(["a1", "a2"]);
+    await core.close();
+  });
+
   it("tells probers the host-check port a host reports", async () => {
     const { core } = await open();
     core.heartbeat("a1", report({ privateAddress: "10.1.0.11", hostCheckPort: 19790 }));

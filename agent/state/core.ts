@@ -204,6 +204,7 @@ export class StateCore {
       if (link.allow.set(hostId, allowedAddresses(link.index.hosts.get(hostId)!.host, report))) links.add(link);
       hosts.push(...link.index.neighbourhood(this.hostIndex.get(hostId)!.location));
     }
+    hosts.push(...this.inServiceChanges());
     if (decisions.length > 0 || hosts.length > 0) this.commit(decisions, hosts, links, started);
     this.scheduleEvaluate();
   }
@@ -214,7 +215,7 @@ export class StateCore {
     const decisions = this.engine.offline(hostId, this.clock.now());
     const host = this.hostIndex.get(hostId)!;
     this.event("host-offline", { host: hostId, link: host.link.name, location: host.location, reason });
-    await this.commit(decisions, [], new Set(), started);
+    await this.commit(decisions, this.inServiceChanges(), new Set(), started);
     this.scheduleEvaluate();
   }
 
@@ -405,6 +406,16 @@ export class StateCore {
     return report;
   }
 
+  /** The hosts whose desired state names a host that came online or went offline: peers accept IKE from hosts in service only. */
+  private inServiceChanges(): string[] {
+    const hosts: string[] = [];
+    for (const id of this.engine.takeOnlineChanges()) {
+      const entry = this.hostIndex.get(id);
+      if (entry) hosts.push(...this.linkOf(id).index.neighbourhood(entry.location));
+    }
+    return hosts;
+  }
+
   private linkOf(hostId: string): LinkState {
     return this.links.get(this.hostIndex.get(hostId)!.link.name)!;
   }
@@ -420,6 +431,7 @@ export class StateCore {
       hostId: host.hostId,
       role: this.engine.hostView(host.hostId)?.role ?? "standby",
       activeHost: (location) => this.engine.activeHost(host.link.name, location),
+      inService: (id) => this.engine.inService(id),
       reported: (id) => this.reported(id),
       psk: (a, b) => {
         const psk = this.psks.get(pskKey(host.link.name, sortedPair(a, b)));
@@ -609,7 +621,8 @@ export class StateCore {
     this.noticeStall(now);
     const started = performance.now();
     const decisions = this.engine.evaluate(now);
-    if (decisions.length > 0) this.commit(decisions, [], new Set(), started);
+    const hosts = this.inServiceChanges();
+    if (decisions.length > 0 || hosts.length > 0) this.commit(decisions, hosts, new Set(), started);
     this.scheduleEvaluate();
   }
 }

@@ -52,6 +52,7 @@ function input(hostId: string, role: "active" | "standby", overrides: Partial<Re
     hostId,
     role,
     activeHost: (location) => active[location] ?? null,
+    inService: () => true,
     reported: (id) => reported[id],
     psk: pskOf,
     hostCheckKey: HOST_CHECK_KEY,
@@ -165,6 +166,15 @@ describe("renderDesiredState", () => {
     expect(state.peers[0]!.hosts).toEqual([{ id: "off-a" }]);
     expect(state.hostCheck.targets.map((t) => t.hostId)).toEqual(["aws-b", "gcp-a"]);
     expect(state.firewall.allow).toEqual(["10.1.0.10", "10.1.0.11", "198.18.1.1", "198.18.1.2", "198.18.4.1"]);
+  });
+
+  it("lists only the peer hosts in service: one that left cannot take the tunnel back", () => {
+    // aws-a is active; aws-b went offline.
+    const state = renderHost(input("gcp-a", "active", { inService: (id) => id !== "aws-b" }));
+    expect(state.peers[0]!.hosts).toEqual([{ id: "aws-a", publicAddress: "198.18.1.1" }]);
+    // Out of service, it is still probed: that is how the service sees it come back.
+    expect(state.hostCheck.targets.map((t) => t.hostId)).toEqual(["aws-a", "aws-b"]);
+    expect(renderHost(input("gcp-a", "active")).peers[0]!.hosts.map((h) => h.id)).toEqual(["aws-a", "aws-b"]);
   });
 
   it("refuses a host that is not in the link", () => {

@@ -61,6 +61,8 @@ export interface RenderInput {
   role: "active" | "standby";
   /** The engine's active host of a location of this link, or null. */
   activeHost(location: string): string | null;
+  /** Whether a host may carry its location's tunnels now (online, or still active): peers accept IKE from these only. */
+  inService(hostId: string): boolean;
   reported(hostId: string): ReportedHost | undefined;
   /** PSK (base64) of a location pair of this link. */
   psk(a: string, b: string): string;
@@ -90,7 +92,7 @@ export function renderHost(input: RenderInput): RenderedHost {
           return {
             location: peer.name,
             activeHost: active === null ? null : peerHost(active),
-            hosts: peer.hosts.map((h) => peerHost(h.id)),
+            hosts: peer.hosts.filter((h) => input.inService(h.id)).map((h) => peerHost(h.id)),
             localSubnets: [...own.location.routes],
             remoteSubnets: [...peer.routes],
             psk: input.psk(own.location.name, peer.name),

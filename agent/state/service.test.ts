@@ -327,8 +327,10 @@ describe("state service", () => {
     e.writeTopology(topology({ officeHosts: [{ id: "off-a", name: "a" }, { id: "off-b", name: "b" }] }));
     await vi.waitFor(() => expect(service.core.host("off-b")).toBeDefined(), { timeout: 10_000 });
     expect(service.core.hosts().find((h) => h.hostId === "off-a")?.status).toBe("active");
-    const state = await poll(service, "aws-a", 0, false);
-    expect(state.peers[0]!.hosts.map((h) => h.id)).toEqual(["off-a", "off-b"]);
+    // Peers accept IKE from it once it is in service: when it reports.
+    expect((await poll(service, "aws-a", 0, false)).peers[0]!.hosts.map((h) => h.id)).toEqual(["off-a"]);
+    await poll(service, "off-b", 0, false);
+    expect((await poll(service, "aws-a", 0, false)).peers[0]!.hosts.map((h) => h.id)).toEqual(["off-a", "off-b"]);
   });
 
   it("hands out a PSK rotated by the CLI to both ends at once", async () => {

@@ -98,8 +98,8 @@ export interface LinkArgs {
    */
   cipher?: Partial<Cipher>;
   /**
-   * Heartbeat and host-check timing, in seconds. `preset: "fast"` (heartbeat 0.25, probeInterval 0.05,
-   * probeTimeout 0.1) is for hosts close to each other (one region, low jitter); fields given beside a
+   * Heartbeat and host-check timing, in seconds. `preset: "fast"` (heartbeat 0.25, probeInterval 0.04,
+   * probeTimeout 0.08) is for hosts close to each other (one region, low jitter); fields given beside a
    * preset override it.
    * @default { preset: "standard" }: { heartbeat: 0.5, probeInterval: 0.25, probeTimeout: 0.4, crashConfirm: 1.05 } (crashConfirm when left out: heartbeat + 0.5, or 2 × probeTimeout + probeInterval if longer)
    */

@@ -56,22 +56,26 @@ export async function createIpsecLab(label: string): Promise<IpsecLab> {
   }
 }
 
-/** What the state service would send host a (east, initiator) about west, with `active` as west's active host. */
-export function westSeenFromEast(lab: IpsecLab, active: LabHost | null): PeerLocation {
+/**
+ * What the state service would send host a (east) about west, with `active` as west's active host.
+ * By default east initiates and every west host is in service; `initiator: false` plays a link
+ * where the names sort the other way, `inService` the hosts the service lists.
+ */
+export function westSeenFromEast(lab: IpsecLab, active: LabHost | null, opts: { initiator?: boolean; inService?: LabHost[] } = {}): PeerLocation {
   return {
     location: "west",
     activeHost: active ? { id: active.id, publicAddress: active.publicAddress } : null,
-    hosts: [lab.b, lab.c].map((h) => ({ id: h.id, publicAddress: h.publicAddress })),
+    hosts: (opts.inService ?? [lab.b, lab.c]).map((h) => ({ id: h.id, publicAddress: h.publicAddress })),
     localSubnets: [lab.a.subnet],
     remoteSubnets: [lab.b.subnet],
     psk: lab.psk,
     ...PROPOSALS,
-    initiator: true,
+    initiator: opts.initiator ?? true,
   };
 }
 
-/** What a west host gets about east (responder). */
-export function eastSeenFromWest(lab: IpsecLab): PeerLocation {
+/** What a west host gets about east (by default the responder's side of it). */
+export function eastSeenFromWest(lab: IpsecLab, opts: { initiator?: boolean } = {}): PeerLocation {
   return {
     location: "east",
     activeHost: { id: lab.a.id, publicAddress: lab.a.publicAddress },
@@ -80,7 +84,7 @@ export function eastSeenFromWest(lab: IpsecLab): PeerLocation {
     remoteSubnets: [lab.a.subnet],
     psk: lab.psk,
     ...PROPOSALS,
-    initiator: false,
+    initiator: opts.initiator ?? false,
   };
 }
 

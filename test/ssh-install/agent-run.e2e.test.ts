@@ -13,7 +13,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { createServer, type AddressInfo } from "node:net";
 import { join } from "node:path";
 import * as pulumi from "@pulumi/pulumi";
-import { afterAll, beforeAll, describe, expect, it, onTestFailed, vi } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, onTestFailed, onTestFinished, vi } from "vitest";
 import { agentStatusSchema } from "../../agent/host/status";
 import { deriveHostSecret } from "../../agent/contract/signing";
 import { memoryLogger } from "../../agent/state/log";
@@ -23,6 +23,7 @@ import { ViciSession } from "../../agent/host/vici/session";
 import { isSecretValue, one, settle, setupMocks, valueOf } from "../components/harness";
 import { startCharon, type Charon } from "../support/charon";
 import { NetnsSandbox, requireRoot } from "../support/netns";
+import { reportAs } from "../support/stand-in-host";
 import { HostFixture } from "./fixture";
 
 const masterKey = randomBytes(32);
@@ -104,6 +105,8 @@ describe.skipIf(!requireRoot())("an SSH host installed by the component", () => 
 
     const statusFile = join(dir, "run", "status.json");
     mkdirSync(join(dir, "run"));
+    // The dc host's agent, played: the tunnel is loaded only toward a host in service.
+    onTestFinished(reportAs(service, masterKey, "e2e.e2e-dc.a"));
     onTestFailed(() => console.log(`agent log:\n${stderr}`));
     const started = performance.now();
     agent = spawn(host.sitelink(h), ["run", "--config", configFile, "--status", statusFile], { cwd: dir, stdio: ["ignore", "ignore", "pipe"] });

@@ -56,6 +56,8 @@ export class StrongswanDriver implements IpsecDriver {
   /** The last desired state, re-applied when charon comes back (a restarted charon has nothing loaded). */
   private last: { peers: PeerLocation[]; self: SelfAddresses } | undefined;
   private charonLost = false;
+  /** Whether an apply has read back what charon holds (connections of an earlier run are found then). */
+  private readBackOnce = false;
   /** The last error of the periodic check (logged once, not every round). */
   private checkError: string | undefined;
   /** What the last successful apply loaded. */
@@ -123,9 +125,15 @@ export class StrongswanDriver implements IpsecDriver {
     for (const skip of desired.skipped) this.opts.log.warn("ipsec: no tunnel for peer location", skip);
     // What charon holds is the truth: after our own restart it has connections from before (an
     // unknown digest reloads each once; charon keeps the SAs of an unchanged connection), and an
-    // operator's `swanctl --load-all` unloads every connection and secret not in its files.
-    this.conns = readBack(this.conns, await this.session.getConns());
-    this.secrets = readBack(this.secrets, await this.session.getShared());
+    // operator's `swanctl --load-all` unloads every connection and secret not in its files. Asking
+    // costs two round trips, and matters only on the first apply and for what we would keep as
+    // loaded; a standby taking over loads everything anew, without waiting for them.
+    const keeps = desired.conns.some((c) => this.conns.get(c.name) === c.digest) || desired.secrets.some((s) => this.secrets.get(s.id) === s.digest);
+    if (!this.readBackOnce || keeps) {
+      this.conns = readBack(this.conns, await this.session.getConns());
+      this.secrets = readBack(this.secrets, await this.session.getShared());
+      this.readBackOnce = true;
+    }
 
     // Secrets before connections: a connection that starts must find its PSK.
     for (const secret of desired.secrets) {

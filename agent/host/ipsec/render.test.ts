@@ -61,11 +61,14 @@ describe("renderIpsec", () => {
     ]);
   });
 
-  it("lets only the initiator start; the responder waits for any peer host, active first, and forgets a dead one", () => {
-    const config = renderIpsec([west({ initiator: false })], self, publicIsLocal).conns[0]!.config;
+  it("lets only the initiator start; the responder waits for any peer host, whichever is active, and forgets a dead one", () => {
+    const responder = (activeHost: PeerLocation["activeHost"]) => renderIpsec([west({ initiator: false, activeHost })], self, publicIsLocal).conns[0]!;
+    const { config, digest } = responder({ id: "w2", publicAddress: "198.18.0.3" });
     expect((config.children as never)["sitelink-west"]).toMatchObject({ start_action: "none", dpd_action: "clear", close_action: "none" });
     expect(config.remote).toEqual({ auth: "psk", id: "%any" });
-    expect(config.remote_addrs).toEqual(["198.18.0.3", "198.18.0.2"]);
+    expect(config.remote_addrs).toEqual(["198.18.0.2", "198.18.0.3"]);
+    // A failover in the peer location reloads nothing on the responder while the new host's IKE comes in.
+    expect(responder({ id: "w1", publicAddress: "198.18.0.2" }).digest).toBe(digest);
   });
 
   it("binds IKE to the private address behind 1:1 NAT but keeps the public address as identity", () => {
@@ -78,7 +81,7 @@ describe("renderIpsec", () => {
 
   it("loads one PSK per peer location, owned by this host's identity and the peer hosts it admits", () => {
     const responder = renderIpsec([west({ initiator: false })], self, publicIsLocal).secrets;
-    expect(responder).toEqual([{ id: "sitelink-west", owners: ["198.18.0.1", "198.18.0.3", "198.18.0.2"], data: PSK, digest: expect.any(String) }]);
+    expect(responder).toEqual([{ id: "sitelink-west", owners: ["198.18.0.1", "198.18.0.2", "198.18.0.3"], data: PSK, digest: expect.any(String) }]);
     const initiator = renderIpsec([west()], self, publicIsLocal).secrets;
     expect(initiator).toEqual([{ id: "sitelink-west", owners: ["198.18.0.1", "198.18.0.3"], data: PSK, digest: expect.any(String) }]);
   });
@@ -112,11 +115,13 @@ describe("renderIpsec", () => {
     expect(responder.config.remote_addrs).toEqual(["198.18.0.2", "198.18.0.3"]);
   });
 
-  it("skips a peer location none of whose hosts has a public address", () => {
+  it("skips a peer location none of whose hosts has a public address, or none in service", () => {
     const rendered = renderIpsec([west({ hosts: [{ id: "w1" }], activeHost: { id: "w1" } })], self, publicIsLocal);
     expect(rendered.conns).toEqual([]);
     expect(rendered.secrets).toEqual([]);
     expect(rendered.skipped).toEqual([{ location: "west", reason: "no host of the location has a public address" }]);
+    const gone = renderIpsec([west({ hosts: [], activeHost: null })], self, publicIsLocal);
+    expect([gone.conns, gone.skipped]).toEqual([[], [{ location: "west", reason: "no host of the location is in service" }]]);
   });
 
   it("names the bad field and never the PSK", () => {

@@ -121,16 +121,17 @@ export function renderIpsec(peers: PeerLocation[], self: SelfAddresses, opts: Re
 
     const addressed = peer.hosts.filter((h): h is { id: string; publicAddress: string } => h.publicAddress !== undefined);
     if (addressed.length === 0) {
-      rendered.skipped.push({ location: peer.location, reason: "no host of the location has a public address" });
+      const reason = peer.hosts.length === 0 ? "no host of the location is in service" : "no host of the location has a public address";
+      rendered.skipped.push({ location: peer.location, reason });
       return;
     }
     const active = addressed.find((h) => h.id === peer.activeHost?.id);
-    // The responder admits IKE from every host of the peer location, so the peer's new active
-    // host is accepted at once. The initiator lists only the host it initiates to (the active
-    // one): charon restarts an initiator's SA whenever its load-conn config changes, so a standby
-    // joining or changing its address must leave the initiator's config as it was.
-    const all = [...(active ? [active] : []), ...addressed.filter((h) => h !== active)].map((h) => h.publicAddress);
-    const remote = peer.initiator ? all.slice(0, 1) : all;
+    // The responder admits IKE from every peer host in service, so the peer's new active host is
+    // accepted at once; its config does not name the active host, so a failover reloads nothing
+    // there while the new host's IKE comes in. The initiator lists only the host it initiates to
+    // (the active one): charon restarts an initiator's SA whenever its load-conn config changes,
+    // so a standby joining or changing its address must leave the initiator's config as it was.
+    const remote = peer.initiator ? [(active ?? addressed[0]!).publicAddress] : addressed.map((h) => h.publicAddress);
     const name = connName(peer.location);
     const config: ViciInput = {
       version: 2,

@@ -61,6 +61,25 @@ describe("failover engine: liveness and election", () => {
     expect(engine.generation).toBe(2);
   });
 
+  it("says which hosts are in service (online, or offline but still active) and which came or went", () => {
+    const engine = new FailoverEngine(twoSites());
+    expect(engine.inService("a")).toBe(false);
+    beat(engine, T0, ["a", "b", "c"]);
+    expect(engine.takeOnlineChanges()).toEqual(["a", "b", "c"]);
+    expect(engine.takeOnlineChanges()).toEqual([]);
+    engine.offline("b", T0 + 100);
+    expect(engine.inService("b")).toBe(false);
+    expect(engine.takeOnlineChanges()).toEqual(["b"]);
+    // b is back; a heartbeat of a host already online is no change.
+    expect(steady(engine, T0 + 1000, T0 + 6000, ["a", "b"])).toEqual([]);
+    // c, west's only host, timed out: offline, but it keeps the role, so it stays in service.
+    expect(engine.takeOnlineChanges()).toEqual(["b", "c"]);
+    expect(engine.hostView("c")).toMatchObject({ online: false, role: "active" });
+    expect([engine.inService("a"), engine.inService("b"), engine.inService("c"), engine.inService("d"), engine.inService("unknown")]).toEqual([
+      true, true, true, false, false,
+    ]);
+  });
+
   it("takes a silent host offline after its timeout, not before", () => {
     const engine = new FailoverEngine(twoSites());
     beat(engine, T0, ["a", "b"]);

@@ -42,6 +42,8 @@ export class FailoverEngine {
   private model: Model;
   private readonly timers = new DeadlineQueue<Timer>();
   private counter = 0;
+  /** Hosts that came online or went offline since takeOnlineChanges() last ran. */
+  private onlineChanged = new Set<string>();
 
   /** Every host starts offline and out of backoff; no location has an active host yet, so nothing is timed. */
   constructor(topology: Topology) {
@@ -174,6 +176,24 @@ export class FailoverEngine {
     return this.timers.peek();
   }
 
+  /**
+   * Whether the host may carry its location's tunnels now: online, or offline but still holding the
+   * active role (no other host could take it). Peers accept IKE from these hosts only, so a host that
+   * left (graceful stop, crash, timeout) cannot pull a tunnel back to itself while it is gone.
+   */
+  inService(hostId: string): boolean {
+    const host = this.model.hosts.get(hostId);
+    return host !== undefined && (host.online || host.location.active === host);
+  }
+
+  /** The ids of the hosts that came online or went offline since the last call (what inService() says of them may have changed). */
+  takeOnlineChanges(): readonly string[] {
+    if (this.onlineChanged.size === 0) return NONE;
+    const ids = [...this.onlineChanged];
+    this.onlineChanged.clear();
+    return ids;
+  }
+
   activeHost(link: string, location: string): string | null {
     return this.model.locations.get(locationKey(link, location))?.active?.id ?? null;
   }
@@ -280,6 +300,7 @@ export class FailoverEngine {
    */
   private comeOnline(host: HostState, now: number): void {
     host.online = true;
+    this.onlineChanged.add(host.id);
     host.onlineSince = now;
     host.offlineReason = null;
     if (host.location.active === host) host.offlineSince = null;
@@ -294,6 +315,7 @@ export class FailoverEngine {
 
   private goOffline(host: HostState, now: number, reason: OfflineReason, touched: Touched): void {
     host.online = false;
+    this.onlineChanged.add(host.id);
     host.silent = false;
     host.handsOver = false;
     host.offlineSince = now;
@@ -404,6 +426,8 @@ export class FailoverEngine {
     return { generation: ++this.counter, at: now, link: location.link, location: location.name, from: from?.id ?? null, to: to?.id ?? null, reason };
   }
 }
+
+const NONE: readonly string[] = [];
 
 /** How long hosts have to report again after the service did not listen: max(timeout, 3 × heartbeat). */
 function graceFor(host: HostState): number {
