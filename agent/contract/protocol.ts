@@ -148,9 +148,9 @@ export const peerLocationSchema = z.strictObject({
   /** The peer location's active host, or null while it has none. */
   activeHost: peerHostSchema.nullable(),
   /**
-   * The peer location's hosts in service (online, or offline but still active): IKE is accepted from
-   * all of them, so a new peer active host is admitted at once, and from no other, so a host that
-   * left cannot pull the tunnel back to itself while its charon outlives its agent.
+   * The peer location's hosts in service (the active one, and the others online that did not lose the
+   * role for lack of contact): IKE is accepted from all of them, so a new peer active host is admitted
+   * at once, and from no other, so a host that left cannot pull the tunnel back to itself.
    */
   hosts: z.array(peerHostSchema),
   localSubnets: z.array(cidr),

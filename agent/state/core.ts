@@ -406,10 +406,10 @@ export class StateCore {
     return report;
   }
 
-  /** The hosts whose desired state names a host that came online or went offline: peers accept IKE from hosts in service only. */
+  /** The hosts whose desired state names a host that came into service or left it: peers accept IKE from hosts in service only. */
   private inServiceChanges(): string[] {
     const hosts: string[] = [];
-    for (const id of this.engine.takeOnlineChanges()) {
+    for (const id of this.engine.takeServiceChanges()) {
       const entry = this.hostIndex.get(id);
       if (entry) hosts.push(...this.linkOf(id).index.neighbourhood(entry.location));
     }

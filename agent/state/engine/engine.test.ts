@@ -65,15 +65,15 @@ describe("failover engine: liveness and election", () => {
     const engine = new FailoverEngine(twoSites());
     expect(engine.inService("a")).toBe(false);
     beat(engine, T0, ["a", "b", "c"]);
-    expect(engine.takeOnlineChanges()).toEqual(["a", "b", "c"]);
-    expect(engine.takeOnlineChanges()).toEqual([]);
+    expect(engine.takeServiceChanges()).toEqual(["a", "b", "c"]);
+    expect(engine.takeServiceChanges()).toEqual([]);
     engine.offline("b", T0 + 100);
     expect(engine.inService("b")).toBe(false);
-    expect(engine.takeOnlineChanges()).toEqual(["b"]);
+    expect(engine.takeServiceChanges()).toEqual(["b"]);
     // b is back; a heartbeat of a host already online is no change.
     expect(steady(engine, T0 + 1000, T0 + 6000, ["a", "b"])).toEqual([]);
     // c, west's only host, timed out: offline, but it keeps the role, so it stays in service.
-    expect(engine.takeOnlineChanges()).toEqual(["b", "c"]);
+    expect(engine.takeServiceChanges()).toEqual(["b", "c"]);
     expect(engine.hostView("c")).toMatchObject({ online: false, role: "active" });
     expect([engine.inService("a"), engine.inService("b"), engine.inService("c"), engine.inService("d"), engine.inService("unknown")]).toEqual([
       true, true, true, false, false,
@@ -500,9 +500,13 @@ describe("failover engine: the control plane lost, the data plane kept", () => {
     expect(east(steady(engine, T0 + 10_000, T0 + 14_000, ["b", "c", "d"], honest))).toEqual([]);
     expect(east(drive(engine, T0 + 14_000))).toEqual([decision(T0 + 14_000, "a", "b", "silent")]);
     expect(engine.hostView("a")).toMatchObject({ online: true, silent: true, status: "silent", eligible: false, role: "standby" });
+    // It does not know it lost the role: peers must no longer accept its tunnel.
+    expect(engine.inService("a")).toBe(false);
+    engine.takeServiceChanges();
     expect(east(steady(engine, T0 + 14_000, T0 + 20_000, ["b", "c", "d"], honest))).toEqual([]);
     // a is heard again: back as after a timeout, it waits out its backoff before it takes the role back.
     expect(east(steady(engine, T0 + 20_000, T0 + 24_000, ["a", "b", "c", "d"], honest))).toEqual([]);
+    expect([engine.inService("a"), engine.takeServiceChanges()]).toEqual([true, ["a"]]);
     expect(engine.hostView("a")).toMatchObject({ silent: false, status: "backoff" });
     expect(east(steady(engine, T0 + 24_000, T0 + 25_000, ["a", "b", "c", "d"], honest))).toEqual([decision(T0 + 24_000, "b", "a", "higher-priority")]);
   });

@@ -42,8 +42,8 @@ export class FailoverEngine {
   private model: Model;
   private readonly timers = new DeadlineQueue<Timer>();
   private counter = 0;
-  /** Hosts that came online or went offline since takeOnlineChanges() last ran. */
-  private onlineChanged = new Set<string>();
+  /** Hosts whose inService() may have changed since takeServiceChanges() last ran. */
+  private readonly serviceChanged = new Set<string>();
 
   /** Every host starts offline and out of backoff; no location has an active host yet, so nothing is timed. */
   constructor(topology: Topology) {
@@ -93,6 +93,7 @@ export class FailoverEngine {
     if (wasSilent && host.handsOver) {
       // It lost the role for lack of contact: back like a host back from a timeout.
       host.handsOver = false;
+      this.serviceChanged.add(host.id);
       this.startBackoff(host, now);
     }
     if (!wasOnline) {
@@ -177,20 +178,22 @@ export class FailoverEngine {
   }
 
   /**
-   * Whether the host may carry its location's tunnels now: online, or offline but still holding the
-   * active role (no other host could take it). Peers accept IKE from these hosts only, so a host that
-   * left (graceful stop, crash, timeout) cannot pull a tunnel back to itself while it is gone.
+   * Whether the host may carry its location's tunnels now: the active host (even offline: no other
+   * could take the role), or one online that did not hand its role over for lack of contact. Peers
+   * accept IKE from these hosts only, so a host that left (graceful stop, crash, timeout) or lost the
+   * service and with it the role cannot pull a tunnel back to itself: its charon would initiate again
+   * as soon as the peer closes their IKE_SA.
    */
   inService(hostId: string): boolean {
     const host = this.model.hosts.get(hostId);
-    return host !== undefined && (host.online || host.location.active === host);
+    return host !== undefined && (host.location.active === host || (host.online && !host.handsOver));
   }
 
-  /** The ids of the hosts that came online or went offline since the last call (what inService() says of them may have changed). */
-  takeOnlineChanges(): readonly string[] {
-    if (this.onlineChanged.size === 0) return NONE;
-    const ids = [...this.onlineChanged];
-    this.onlineChanged.clear();
+  /** The ids of the hosts whose inService() may have changed since the last call (came online, went offline, heard again after handing over). */
+  takeServiceChanges(): readonly string[] {
+    if (this.serviceChanged.size === 0) return NONE;
+    const ids = [...this.serviceChanged];
+    this.serviceChanged.clear();
     return ids;
   }
 
@@ -300,7 +303,7 @@ export class FailoverEngine {
    */
   private comeOnline(host: HostState, now: number): void {
     host.online = true;
-    this.onlineChanged.add(host.id);
+    this.serviceChanged.add(host.id);
     host.onlineSince = now;
     host.offlineReason = null;
     if (host.location.active === host) host.offlineSince = null;
@@ -315,7 +318,7 @@ export class FailoverEngine {
 
   private goOffline(host: HostState, now: number, reason: OfflineReason, touched: Touched): void {
     host.online = false;
-    this.onlineChanged.add(host.id);
+    this.serviceChanged.add(host.id);
     host.silent = false;
     host.handsOver = false;
     host.offlineSince = now;
