@@ -379,18 +379,6 @@ describe("reconcile loop", () => {
     await vi.waitFor(() => expect(routes.calls.map((c) => c.cidrs)).toEqual([["10.2.0.0/16"]]));
   });
 
-  it("gives the head start on the first apply only: a standby taking over points the routes here while its tunnels come up", async () => {
-    const { state, ipsec, routes } = setup();
-    await state.answer(desired(1, "standby"));
-    await vi.waitFor(() => expect(ipsec.applied).toHaveLength(1));
-    const release = ipsec.hold();
-    await state.answer(desired(2, "active"));
-    await vi.waitFor(() => expect(ipsec.applied).toHaveLength(2));
-    // Well before the head start would have let them go.
-    await vi.waitFor(() => expect(routes.calls.map((c) => c.cidrs)).toEqual([["10.2.0.0/16"]]), { timeout: TUNNELS_HEAD_START_MS / 2, interval: 5 });
-    release();
-  });
-
   it("a hung charon holds the routes up for the head start only", async () => {
     const { state, ipsec, routes } = setup();
     ipsec.hold(); // never released

@@ -73,7 +73,7 @@ export const VERIFY_MS = 10_000;
  */
 export const PROMOTION_CHECKS_MS = [1_000, 3_000];
 const APPLY_RETRY_MS = { initial: 1_000, max: 30_000 };
-/** On the first apply after start, how long the other parts wait for the tunnel part to be done, at most. */
+/** How long the other parts of an apply wait for the tunnel part to be done, at most. */
 export const TUNNELS_HEAD_START_MS = 100;
 const MAX_ERROR_LENGTH = 1024;
 const STOP_SETTLE_MS = 250;
@@ -106,8 +106,6 @@ export class ReconcileLoop {
   private role: "active" | "standby" = "standby";
   private seenGeneration = 0;
   private appliedGeneration = 0;
-  /** Whether an apply ran since start (the first gives the tunnels a head start). */
-  private appliedOnce = false;
   private desired: DesiredState | undefined;
   /** Per part: the key last applied successfully (undefined: not applied), and its failures. */
   private readonly parts: Record<PartName, { applied?: string; backoff: FailureBackoff }>;
@@ -334,15 +332,12 @@ export class ReconcileLoop {
     }
     this.role = desired.role;
     // The parts are independent: applied side by side (a failover needs tunnels AND routes, and
-    // cloud route calls take a while); one failing does not undo or hold up the others. On the first
-    // apply after start, tunnels get a head start: an IKE initiation waits on their few VICI round
-    // trips, which the other parts' processes (`ip`, `iptables`: each a fork of the agent, many at
-    // start) would hold up; the others start once the tunnel part is done, or after
-    // TUNNELS_HEAD_START_MS when charon is slow. A later apply (a standby taking over) has only the
-    // routes to change beside the tunnels, and routes are what traffic waits for last: no waiting.
+    // cloud route calls take a while); one failing does not undo or hold up the others. Tunnels get
+    // a head start: an IKE initiation waits on their few VICI round trips, which the other parts'
+    // processes (`ip`, `iptables`: each a fork of the agent) would hold up; the others start once
+    // the tunnel part is done, or after TUNNELS_HEAD_START_MS when charon is slow.
     const ipsec = this.run("ipsec", this.ipsecPlan(desired), verify);
-    if (!this.appliedOnce) await Promise.race([ipsec, delay(TUNNELS_HEAD_START_MS)]);
-    this.appliedOnce = true;
+    await Promise.race([ipsec, delay(TUNNELS_HEAD_START_MS)]);
     const results = await Promise.all([
       ipsec,
       this.run("firewall", this.firewallPlan(desired), verify),
