@@ -61,7 +61,7 @@ export interface RenderInput {
   role: "active" | "standby";
   /** The engine's active host of a location of this link, or null. */
   activeHost(location: string): string | null;
-  /** Whether a host may carry its location's tunnels now (online, or still active): peers accept IKE from these only. */
+  /** Whether a host may carry its location's tunnels now (the engine's inService): peers accept IKE from these only. */
   inService(hostId: string): boolean;
   reported(hostId: string): ReportedHost | undefined;
   /** PSK (base64) of a location pair of this link. */

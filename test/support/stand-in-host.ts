@@ -3,6 +3,7 @@
 import { deriveHostSecret } from "../../agent/contract/signing";
 import { StateClient } from "../../agent/host/state-client";
 import type { StateService } from "../../agent/state/service";
+import { report as hostReport } from "./state-testkit";
 
 const EVERY_MS = 400;
 
@@ -10,7 +11,7 @@ const EVERY_MS = 400;
 export function reportAs(service: StateService, masterKey: Buffer, hostId: string): () => void {
   const url = new URL(service.url);
   const client = new StateClient({ hostId, secret: deriveHostSecret(masterKey, hostId), endpoints: [{ host: url.hostname, port: Number(url.port) }], fingerprints: [service.fingerprint] });
-  const report = { agentVersion: "stand-in", role: "active" as const, appliedGeneration: 0, tunnels: [], hostChecks: [], routes: { provider: "none", applied: [] } };
+  const report = hostReport({ agentVersion: "stand-in", role: "active" });
   const beat = () => void client.poll({ generation: 0, wait: false, report }, { timeoutMs: 2_000 }).catch(() => undefined);
   beat();
   const timer = setInterval(beat, EVERY_MS);
